@@ -1,0 +1,24 @@
+"""Names of the user attributes tuner stores on Optuna trials and studies.
+
+The objective writes them; reports, `best`, `retrain` and `status` read them. Keeping the
+names in one place is what lets those modules agree without importing each other.
+"""
+
+# --- trial user attributes (written by tuner.objective) ---
+CONFIG = "config"  # TrialConfig.to_dict(): the full concrete configuration of the trial
+EPOCHS_RUN = "epochs_run"  # int: epochs actually trained (early stopping / pruning cut it short)
+BEST_EPOCH = "best_epoch"  # int: 1-based epoch whose weights the trial kept
+TRAIN_SECONDS = "train_seconds"  # float: wall seconds spent training and evaluating
+PARAM_COUNT = "param_count"  # int: trainable parameters of the model
+DEVICE = "device"  # str: "cuda:0", "cpu", ...
+SEED = "seed"  # int: the torch seed the trial trained with
+WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
+# list of {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+HISTORY = "history"
+STOP_REASON = "stop_reason"  # str: why a trial ended early ("pruned at epoch 3", "loss is nan", ...)
+
+# --- study user attributes (written when the study is created) ---
+STUDY_DATASET = "dataset"  # str: dataset name from the study file
+STUDY_METRIC = "metric"  # str: "val_accuracy" or "val_loss"
+STUDY_SPACE = "space"  # dict: StudySpec.space_dict(), compared on resume
+STUDY_FILE = "study_file"  # str: path of the study file the study was created from
