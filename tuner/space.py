@@ -66,5 +66,5 @@ def _values(param: ParamSpec) -> list[Any]:
     if param.type == "categorical":
         return list(param.choices)
     step = param.step or 1
-    count = int(round((param.high - param.low) / step)) + 1
+    count = round((param.high - param.low) / step) + 1
     return [param.low + i * step for i in range(count)]

@@ -195,7 +195,7 @@ class _Checker:
         """Check a scalar's type; ints are accepted where floats are expected."""
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise self.fail(key, f"must be {_kind_name(kind)}, got {_type_name(value)} {value!r}")
         if kind is float and not math.isfinite(value):
             raise self.fail(key, f"must be a finite number, got {value!r}")
@@ -256,9 +256,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         raise check.fail("metric", f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
     direction = check.typed(data.get("direction", METRICS[metric]), str, "direction")
     if direction != METRICS[metric]:
-        raise check.fail(
-            "direction", f"{metric} is optimised with direction = {METRICS[metric]!r}"
-        )
+        raise check.fail("direction", f"{metric} is optimised with direction = {METRICS[metric]!r}")
 
     sampler = _parse_sampler(check, data)
     pruner = _parse_pruner(check, data)
@@ -297,7 +295,9 @@ def _parse_sampler(check: _Checker, data: dict[str, Any]) -> SamplerSpec:
     check.no_unknown(table, {"name", "seed", "options"}, "[sampler].")
     name = check.typed(table.get("name", "tpe"), str, "[sampler].name")
     if name not in SAMPLERS:
-        raise check.fail("[sampler].name", f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}")
+        raise check.fail(
+            "[sampler].name", f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}"
+        )
     seed = table.get("seed", 0)
     if seed is not None:
         seed = check.typed(seed, int, "[sampler].seed")
@@ -398,7 +398,7 @@ def _parse_param(
     kind = decl.get("type")
     numeric = {"float": float, "int": int}
     # A parameter's range type follows its domain; str/bool parameters can only be choices.
-    allowed_types = {float: ["float"], int: ["int"]}.get(domain.kind, []) + ["categorical"]
+    allowed_types = [*{float: ["float"], int: ["int"]}.get(domain.kind, []), "categorical"]
     if kind not in allowed_types:
         raise check.fail(
             f"{key}.type", f"must be one of {', '.join(map(repr, allowed_types))}, got {kind!r}"
@@ -412,7 +412,9 @@ def _parse_param(
         for index, choice in enumerate(choices):
             value = check.typed(choice, domain.kind, f"{key}.choices[{index}]")
             if not domain.check(value):
-                raise check.fail(f"{key}.choices[{index}]", f"must be {domain.allowed}, got {value!r}")
+                raise check.fail(
+                    f"{key}.choices[{index}]", f"must be {domain.allowed}, got {value!r}"
+                )
             checked.append(value)
         if len(set(checked)) != len(checked):
             raise check.fail(f"{key}.choices", f"has duplicate values: {checked}")

@@ -1,0 +1,139 @@
+"""A StudySpec + storage -> an Optuna study: sampler, pruner, resume checks, the trial budget."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import attrs
+from tuner.errors import TunerError
+from tuner.space import grid_search_space
+from tuner.spec import PRUNERS, SAMPLERS, StudySpec
+
+log = logging.getLogger(__name__)
+
+# Trials that count towards `--trials N`: failed trials are retried, so they do not count.
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def make_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study file's sampler. Workers get distinct seeds so they don't sample in lockstep."""
+    seed = None if spec.sampler.seed is None else spec.sampler.seed + seed_offset
+    sampler_class = SAMPLERS[spec.sampler.name]
+    if spec.sampler.name == "grid":
+        return sampler_class(grid_search_space(spec), seed=seed, **spec.sampler.options)
+    return sampler_class(seed=seed, **spec.sampler.options)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study file's pruner with its options."""
+    return PRUNERS[spec.pruner.name](**spec.pruner.options)
+
+
+def _normalised(value: Any) -> Any:
+    """Round-trip through JSON, as the storage does, so stored and fresh spaces compare."""
+    return json.loads(json.dumps(value))
+
+
+def space_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between a stored search space and the study file's."""
+    changes = []
+    for name in sorted(set(stored) | set(current)):
+        before, after = stored.get(name), current.get(name)
+        if before != after:
+            changes.append(f"{name}: {json.dumps(before)} -> {json.dumps(after)}")
+    return changes
+
+
+def open_study(
+    spec: StudySpec,
+    storage: str | optuna.storages.BaseStorage,
+    *,
+    seed_offset: int = 0,
+    force: bool = False,
+) -> optuna.Study:
+    """Create the study, or resume it when it exists (`load_if_exists`).
+
+    Resuming with a study file whose search space differs from the stored one is refused
+    with a diff, unless `force` is set (then the stored space is replaced).
+    """
+    current_space = _normalised(spec.space_dict())
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        direction=spec.direction,
+        sampler=make_sampler(spec, seed_offset),
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+    stored_space = study.user_attrs.get(attrs.STUDY_SPACE)
+    if stored_space is not None and stored_space != current_space:
+        changes = space_changes(stored_space, current_space)
+        if not force:
+            raise TunerError(
+                f"{spec.path}: the search space differs from the one study {spec.name!r} was "
+                f"run with ({'; '.join(changes)}); use --force to continue anyway, or give "
+                "the study a new name"
+            )
+        log.warning("search space of %s changed (--force): %s", spec.name, "; ".join(changes))
+    if study.direction.name.lower() != spec.direction:
+        raise TunerError(
+            f"{spec.path}: direction: study {spec.name!r} in storage is "
+            f"{study.direction.name.lower()}, the file says {spec.direction}"
+        )
+    if stored_space != current_space:
+        study.set_user_attr(attrs.STUDY_SPACE, current_space)
+    if attrs.STUDY_DATASET not in study.user_attrs:
+        study.set_user_attr(attrs.STUDY_DATASET, spec.dataset.name)
+        study.set_user_attr(attrs.STUDY_METRIC, spec.metric)
+        study.set_user_attr(attrs.STUDY_FILE, str(spec.path))
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count towards the study's total (complete or pruned)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one `run_trials` call did."""
+
+    finished_before: int
+    finished_after: int
+    total_target: int
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    total_trials: int,
+    *,
+    timeout: float | None = None,
+    callbacks: list[TrialCallback] | None = None,
+    gc_after_trial: bool = False,
+) -> RunOutcome:
+    """Run trials until the study has `total_trials` finished trials, across all workers.
+
+    Every worker checks the shared count after each of its trials (`MaxTrialsCallback`), so
+    the total overshoots by at most the trials other workers already had running.
+    """
+    finished_before = count_finished(study)
+    if finished_before < total_trials:
+        study.optimize(
+            objective,
+            n_trials=None,
+            timeout=timeout,
+            callbacks=[MaxTrialsCallback(total_trials, states=FINISHED_STATES), *(callbacks or [])],
+            gc_after_trial=gc_after_trial,
+        )
+    return RunOutcome(finished_before, count_finished(study), total_trials)

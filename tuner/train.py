@@ -1,0 +1,232 @@
+"""Training: one model, one config, one device -> a stream of per-epoch results.
+
+Knows nothing of Optuna. The data lives on the training device as uint8 tensors; batches are
+index permutations of it, normalised on the fly, so no per-sample Python runs per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.config import TrialConfig
+from tuner.data import Splits
+from tuner.errors import TunerError
+
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Metrics of one finished epoch."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float  # wall time of this epoch, training and validation
+    improved: bool  # validation loss improved: these are the weights the model keeps
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot recover."""
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(f"training loss is {loss} at epoch {epoch} (diverged)")
+        self.epoch = epoch
+        self.loss = loss
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """Train/validation tensors resident on the training device."""
+
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: torch.Tensor  # int64 (N,)
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    scale: torch.Tensor  # (1, C, 1, 1): x_norm = x_uint8 * scale - shift
+    shift: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.train_images.shape[1:]
+        return int(channels), int(height), int(width)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float, standardised per channel with the training statistics."""
+        return images.to(self.scale.dtype).mul_(self.scale).sub_(self.shift)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise TunerError(
+            f"--device: unknown device {requested!r}; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TunerError("--device cuda: no CUDA device is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TunerError(
+                f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    return device
+
+
+def to_device(splits: Splits, device: torch.device) -> DeviceData:
+    """Move a split to the device once; every trial of the process reuses it."""
+    mean = torch.tensor(splits.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(splits.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return DeviceData(
+        train_images=splits.train.images.to(device),
+        train_labels=splits.train.labels.to(device),
+        val_images=splits.val.images.to(device),
+        val_labels=splits.val.labels.to(device),
+        scale=1.0 / (255.0 * std),
+        shift=mean / std,
+        num_classes=splits.num_classes,
+    )
+
+
+def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD with momentum, as the config says."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
+    return torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA roughly doubles conv throughput and needs no loss scaling; CPU stays fp32.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate(
+    model: nn.Module,
+    data: DeviceData,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of `model` on uint8 `images`."""
+    model.eval()
+    device = images.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    with torch.inference_mode(), _autocast(device):
+        for start in range(0, len(labels), batch_size):
+            batch = data.normalise(images[start : start + batch_size])
+            batch_labels = labels[start : start + batch_size]
+            logits = model(batch).float()
+            total_loss += F.cross_entropy(logits, batch_labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == batch_labels).sum()
+    count = max(1, len(labels))
+    return total_loss.item() / count, correct.item() / count
+
+
+def fit(
+    model: nn.Module, data: DeviceData, config: TrialConfig, device: torch.device
+) -> Iterator[EpochResult]:
+    """Train `model` on `data`, yielding an `EpochResult` after every epoch.
+
+    Stops early when validation loss has not improved for `config.patience` epochs. When the
+    generator ends (finished, early-stopped, or closed by the caller) the model holds the
+    weights of its best epoch by validation loss. Raises DivergedError on a NaN/inf loss.
+    """
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    augment = None
+    if config.augment.enabled:
+        from tuner.augment import augment_batch  # only studies that augment pay for the import
+
+        augment = augment_batch
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    # Cosine decay over the epoch budget: a robust default that rarely needs its own tuning.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_epochs)
+    train_count = len(data.train_labels)
+
+    best_loss = math.inf
+    best_state = copy.deepcopy(model.state_dict())
+    epochs_without_improvement = 0
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            order = torch.randperm(train_count, device=device, generator=generator)
+            for start in range(0, train_count, config.batch_size):
+                indices = order[start : start + config.batch_size]
+                if len(indices) < 2 and config.batch_norm:
+                    continue  # BatchNorm cannot train on a batch of one
+                images = data.normalise(data.train_images[indices])
+                targets = data.train_labels[indices]
+                if augment is not None:
+                    images, targets = augment(
+                        images, targets, config.augment, data.num_classes, generator=generator
+                    )
+                with _autocast(device):
+                    logits = model(images)
+                    loss = F.cross_entropy(
+                        logits.float(), targets, label_smoothing=config.label_smoothing
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Accumulate on the device: a .item() per step would stall a GPU every batch.
+                total_loss += loss.detach() * len(indices)
+                hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
+                correct += (logits.detach().argmax(dim=1) == hard_targets).sum()
+            scheduler.step()
+
+            train_loss = total_loss.item() / train_count
+            if not math.isfinite(train_loss):
+                raise DivergedError(epoch, train_loss)
+            val_loss, val_accuracy = evaluate(model, data, data.val_images, data.val_labels)
+            if not math.isfinite(val_loss):
+                raise DivergedError(epoch, val_loss)
+
+            improved = val_loss < best_loss
+            if improved:
+                best_loss = val_loss
+                best_state = copy.deepcopy(model.state_dict())
+                epochs_without_improvement = 0
+            else:
+                epochs_without_improvement += 1
+            yield EpochResult(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_accuracy=correct.item() / train_count,
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                seconds=time.perf_counter() - started,
+                improved=improved,
+            )
+            if config.patience and epochs_without_improvement >= config.patience:
+                break
+    finally:
+        model.load_state_dict(best_state)
