@@ -15,7 +15,8 @@ SEED = "seed"  # int: the torch seed the trial trained with
 WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
 # list of {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 HISTORY = "history"
-STOP_REASON = "stop_reason"  # str: why a trial ended early ("pruned at epoch 3", "loss is nan", ...)
+# str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
+STOP_REASON = "stop_reason"
 
 # --- study user attributes (written when the study is created) ---
 STUDY_DATASET = "dataset"  # str: dataset name from the study file
