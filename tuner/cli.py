@@ -43,7 +43,7 @@ REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 StudyOption = Annotated[
     str,
-    typer.Option("--study", "-s", help="Study name in the studies folder, or a path to a .toml file."),
+    typer.Option("--study", "-s", help="Study name in the studies folder, or a .toml file path."),
 ]
 StorageOption = Annotated[
     str | None,
@@ -119,25 +119,16 @@ def _study_name(study: str, studies: Path | None) -> str:
 
 
 def _load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
-    from tuner.storage import open_storage, resolve_storage_url
+    from tuner.storage import mask_url, open_storage, resolve_storage_url
 
     url = resolve_storage_url(storage_option)
     storage = open_storage(url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         raise TunerError(
-            f"no study {name!r} in {_masked(url)}; studies there: {', '.join(names) or '(none)'}"
+            f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
         )
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def _masked(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 @app.command()
@@ -166,7 +157,8 @@ def run(
         typer.Option("--cache-dir", help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Stop starting trials after this many seconds.")
+        float | None,
+        typer.Option("--timeout", help="Stop starting new trials after this many seconds."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Resume even if the search space changed.")
@@ -177,7 +169,7 @@ def run(
     from tuner.data import load_dataset, split
     from tuner.objective import make_objective
     from tuner.progress import TrialProgress
-    from tuner.storage import open_storage, resolve_storage_url
+    from tuner.storage import mask_url, open_storage, resolve_storage_url
     from tuner.study import open_study, run_trials
     from tuner.train import pick_device, to_device
 
@@ -192,7 +184,7 @@ def run(
     console = _console()
     console.print(
         f"study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} on "
-        f"{torch_device}, {total} trials in total, storage {_masked(url)}"
+        f"{torch_device}, {total} trials in total, storage {mask_url(url)}"
     )
     with TrialProgress(console, optuna_study, total, spec.training.max_epochs) as progress:
         objective = make_objective(spec, data, torch_device, on_epoch=progress.on_epoch)
@@ -227,7 +219,7 @@ def _print_best(console: Console, study: optuna.Study) -> None:
 def list_studies(storage: StorageOption = None, studies: StudiesDirOption = None) -> None:
     """List study files and the studies in storage (trials by state, best value)."""
     from tuner.spec import list_study_files, load_spec
-    from tuner.storage import open_storage, resolve_storage_url
+    from tuner.storage import mask_url, open_storage, resolve_storage_url
 
     console = _console()
     folder = studies_dir(studies)
@@ -244,10 +236,11 @@ def list_studies(storage: StorageOption = None, studies: StudiesDirOption = None
     console.print(files)
 
     url = resolve_storage_url(storage)
-    summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=True)
-    stored = Table("study", "complete", "pruned", "failed", "running", "best", title=_masked(url))
+    opened = open_storage(url)
+    summaries = optuna.get_all_study_summaries(opened, include_best_trial=True)
+    stored = Table("study", "complete", "pruned", "failed", "running", "best", title=mask_url(url))
     for summary in sorted(summaries, key=lambda s: s.study_name):
-        counts = _state_counts(_load_stored_study(summary.study_name, storage))
+        counts = _state_counts(optuna.load_study(study_name=summary.study_name, storage=opened))
         best = summary.best_trial.value if summary.best_trial else None
         stored.add_row(
             summary.study_name,
@@ -296,3 +289,20 @@ def status(
                 "-" if last_step is None else f"{trial.intermediate_values[last_step]:.4f}",
             )
         console.print(table)
+
+
+@app.command()
+def report(
+    study: StudyOption = "digits-quick",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default: report-STUDY.html).")
+    ] = None,
+    storage: StorageOption = None,
+    studies: StudiesDirOption = None,
+) -> None:
+    """Write one self-contained HTML report of a study (opens offline)."""
+    from tuner.report import write_report
+
+    optuna_study = _load_stored_study(_study_name(study, studies), storage)
+    path = write_report(optuna_study, out or Path(f"report-{optuna_study.study_name}.html"))
+    _console().print(f"report written to {path}")

@@ -1,0 +1,230 @@
+"""What the report says in words and numbers: the study summary and the best-trials table.
+
+Plain data only (no HTML, no Plotly). Trials written by older versions, failed trials and
+running trials may lack any user attribute, so every read here has a fallback.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import attrs
+
+MISSING = "—"  # shown where a trial has no value for a column
+UNKNOWN_WORKER = "(unknown worker)"
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """How many trials a study has in each state."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def total(self) -> int:
+        return self.finished + self.running + self.waiting
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """The header of the report."""
+
+    name: str
+    dataset: str
+    metric: str  # user attr `metric`, e.g. "val_accuracy"
+    direction: str  # "maximize" or "minimize"
+    counts: TrialCounts
+    best_value: float | None
+    best_trial: int | None
+    compute_seconds: float  # summed over finished trials
+    wall_seconds: float  # first start to last finish
+    workers: int
+    study_file: str
+
+    @property
+    def metric_label(self) -> str:
+        return self.metric.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Table:
+    """Formatted cells, row by row; `keys` identifies each row (the trial number)."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    keys: tuple[int, ...]
+
+
+def summarize(study: optuna.Study) -> StudySummary:
+    """Counts, best value and time spent, from the trials and the study's user attributes."""
+    trials = study.get_trials(deepcopy=False)
+    states = [trial.state for trial in trials]
+    counts = TrialCounts(
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        running=states.count(TrialState.RUNNING),
+        waiting=states.count(TrialState.WAITING),
+    )
+    best = best_trials(study, limit=1)
+    finished = [trial for trial in trials if trial.state.is_finished()]
+    starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
+    ends = [trial.datetime_complete for trial in finished if trial.datetime_complete is not None]
+    if counts.running:
+        ends.append(datetime.datetime.now())
+    wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return StudySummary(
+        name=study.study_name,
+        dataset=str(study.user_attrs.get(attrs.STUDY_DATASET, MISSING)),
+        metric=str(study.user_attrs.get(attrs.STUDY_METRIC, "objective value")),
+        direction=study.direction.name.lower(),
+        counts=counts,
+        best_value=best[0].value if best else None,
+        best_trial=best[0].number if best else None,
+        compute_seconds=sum(trial_seconds(trial) or 0.0 for trial in finished),
+        wall_seconds=max(wall, 0.0),
+        workers=len({worker(trial) for trial in trials if attrs.WORKER in trial.user_attrs}),
+        study_file=str(study.user_attrs.get(attrs.STUDY_FILE, "")),
+    )
+
+
+def best_trials(study: optuna.Study, limit: int) -> list[FrozenTrial]:
+    """The `limit` best complete trials, best first (ties: earlier trial first)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(complete, key=lambda trial: (sign * trial.value, trial.number))[:limit]
+
+
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """Training seconds from the `train_seconds` attribute, else the trial's wall duration."""
+    seconds = trial.user_attrs.get(attrs.TRAIN_SECONDS)
+    if isinstance(seconds, int | float):
+        return float(seconds)
+    if trial.duration is not None:
+        return trial.duration.total_seconds()
+    return None
+
+
+def worker(trial: FrozenTrial) -> str:
+    """The `worker` attribute ("hostname:pid"), or a placeholder when it is missing."""
+    return str(trial.user_attrs.get(attrs.WORKER, UNKNOWN_WORKER))
+
+
+def history(trial: FrozenTrial) -> list[dict[str, Any]]:
+    """The per-epoch `history` attribute, keeping only well-formed rows."""
+    rows = trial.user_attrs.get(attrs.HISTORY)
+    if not isinstance(rows, list):
+        return []
+    return [row for row in rows if isinstance(row, dict) and "epoch" in row]
+
+
+def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
+    """The best complete trials with their sampled parameters and training facts.
+
+    `filters_1`, `filters_2`, ... are shown as one `filters` list (taken from the `config`
+    attribute, which also covers a fixed `filters` value).
+    """
+    trials = best_trials(study, limit)
+    params = _ordered_unique(
+        name for trial in trials for name in trial.params if not name.startswith("filters_")
+    )
+    filters = [_filters(trial) for trial in trials]
+    show_filters = any(value is not None for value in filters)
+    show_val_accuracy = metric != "val_accuracy"
+
+    headers = ["trial", metric.replace("_", " ")]
+    if show_val_accuracy:
+        headers.append("val accuracy")
+    headers += params
+    if show_filters:
+        headers.append("filters")
+    headers += ["epochs", "best epoch", "parameters", "train time"]
+
+    rows = []
+    for trial, trial_filters in zip(trials, filters, strict=True):
+        row = [f"#{trial.number}", format_value(trial.value)]
+        if show_val_accuracy:
+            row.append(format_value(_best_epoch_row(trial).get("val_accuracy")))
+        row += [format_value(trial.params.get(name)) for name in params]
+        if show_filters:
+            row.append(format_value(trial_filters))
+        user = trial.user_attrs
+        row += [
+            format_value(user.get(attrs.EPOCHS_RUN)),
+            format_value(user.get(attrs.BEST_EPOCH)),
+            format_count(user.get(attrs.PARAM_COUNT)),
+            format_seconds(trial_seconds(trial)),
+        ]
+        rows.append(tuple(row))
+    return Table(tuple(headers), tuple(rows), tuple(trial.number for trial in trials))
+
+
+def _ordered_unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _filters(trial: FrozenTrial) -> list[Any] | None:
+    config = trial.user_attrs.get(attrs.CONFIG)
+    if isinstance(config, dict) and isinstance(config.get("filters"), list):
+        return config["filters"]
+    sampled = sorted(
+        (int(name.removeprefix("filters_")), value)
+        for name, value in trial.params.items()
+        if name.startswith("filters_") and name.removeprefix("filters_").isdigit()
+    )
+    return [value for _, value in sampled] or None
+
+
+def _best_epoch_row(trial: FrozenTrial) -> dict[str, Any]:
+    best_epoch = trial.user_attrs.get(attrs.BEST_EPOCH)
+    return next((row for row in history(trial) if row["epoch"] == best_epoch), {})
+
+
+def format_value(value: Any) -> str:
+    """Short text for a parameter or metric value (floats to 4 significant digits)."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_value(item) for item in value) + "]"
+    return str(value)
+
+
+def format_count(value: Any) -> str:
+    """1234567 -> "1.23M", 45300 -> "45.3k"."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return MISSING
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:g}"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """42.5 -> "42.5 s", 725 -> "12m 05s", 11000 -> "3h 03m"."""
+    if seconds is None:
+        return MISSING
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
