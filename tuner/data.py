@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import pickle
+import socket
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 DEFAULT_IMAGEFOLDER_SIZE = 32
 CACHE_FORMAT_VERSION = "1"
+DOWNLOAD_TIMEOUT = 15.0  # seconds a download may wait for a connection or for data
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,11 @@ def default_cache_dir() -> Path:
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST's format), gzip-compressed or not."""
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise TunerError(f"{path}: corrupt gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise TunerError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
@@ -113,6 +116,13 @@ def _read_idx(path: Path) -> np.ndarray:
             f"file has {len(raw) - header_end}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TunerError(f"{path}: cannot read dataset file: {exc.strerror or exc}") from None
 
 
 def _find_file(directory: Path, stem: str) -> Path | None:
@@ -153,15 +163,17 @@ def _idx_sources(data_dir: Path, torchvision_folder: str) -> list[Path] | None:
 def _decode_idx(sources: list[Path]) -> tuple[ImageSet, ImageSet]:
     train_images, train_labels, test_images, test_labels = (_read_idx(p) for p in sources)
     sets = []
-    for images, labels, source in (
-        (train_images, train_labels, sources[0]),
-        (test_images, test_labels, sources[2]),
+    for images, labels, source, label_source in (
+        (train_images, train_labels, sources[0], sources[1]),
+        (test_images, test_labels, sources[2], sources[3]),
     ):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise TunerError(
                 f"{source}: image and label files disagree: "
                 f"{images.shape} images, {labels.shape} labels"
             )
+        if len(labels) and labels.max() >= 10:
+            raise TunerError(f"{label_source}: labels must be 0..9, found {int(labels.max())}")
         sets.append(
             ImageSet(
                 torch.from_numpy(images.copy()).unsqueeze(1),
@@ -192,20 +204,34 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+        raise _UnsafePickleError(f"{module}.{name}")
 
 
-def _unpickle(path: Path) -> dict:
+class _UnsafePickleError(pickle.UnpicklingError):
+    """The pickle names something other than plain data and numpy arrays."""
+
+
+def _unpickle(path: Path) -> object:
     try:
         with path.open("rb") as handle:
             return _ArrayUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        raise TunerError(f"{path}: corrupt or unsafe CIFAR batch file ({exc})") from None
+    except _UnsafePickleError as exc:
+        raise TunerError(
+            f"{path}: refusing to load this CIFAR batch: it would call {exc}, which a genuine "
+            "CIFAR file never does (a tampered or foreign pickle)"
+        ) from None
+    except OSError as exc:
+        raise TunerError(f"{path}: cannot read dataset file: {exc.strerror or exc}") from None
+    except Exception as exc:  # a damaged pickle can fail in many ways (EOFError, KeyError, ...)
+        detail = " ".join(str(exc).split())
+        raise TunerError(
+            f"{path}: corrupt CIFAR batch file ({type(exc).__name__}: {detail})"
+        ) from None
 
 
 def _cifar_records(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR's binary version: records of label byte(s) + 3072 pixel bytes."""
-    raw = np.fromfile(path, dtype=np.uint8)
+    raw = np.frombuffer(_read_bytes(path), dtype=np.uint8)
     record = label_bytes + 3072
     if raw.size == 0 or raw.size % record:
         raise TunerError(
@@ -239,16 +265,26 @@ CIFAR_LAYOUTS = {
 
 
 def _cifar_sources(name: str, data_dir: Path) -> list[Path] | None:
+    """The binary or python version's files (data files, then the meta file if present)."""
     bin_folder, train_files, test_files, _, meta, py_folder = CIFAR_LAYOUTS[name]
-    for folder in (data_dir / bin_folder, data_dir):
-        if all((folder / f).is_file() for f in train_files + test_files):
-            return [folder / f for f in [*train_files, *test_files, meta] if (folder / f).is_file()]
     py_train = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
     py_test = ["test_batch"] if name == "cifar10" else ["test"]
     py_meta = "batches.meta" if name == "cifar10" else "meta"
-    for folder in (data_dir / py_folder, data_dir):
-        if all((folder / f).is_file() for f in py_train + py_test):
-            return [folder / f for f in [*py_train, *py_test, py_meta] if (folder / f).is_file()]
+    candidates = [
+        (folder, data_files, meta_file)
+        for subfolder, data_files, meta_file in (
+            (bin_folder, train_files + test_files, meta),
+            (py_folder, py_train + py_test, py_meta),
+        )
+        for folder in (data_dir / subfolder, data_dir)
+    ]
+    for folder, data_files, meta_file in candidates:
+        if all((folder / f).is_file() for f in data_files):
+            return [folder / f for f in [*data_files, meta_file] if (folder / f).is_file()]
+    for folder, data_files, _ in candidates:
+        missing = [f for f in data_files if not (folder / f).is_file()]
+        if len(missing) < len(data_files):
+            raise TunerError(f"{folder}: incomplete {name} dataset, missing {', '.join(missing)}")
     return None
 
 
@@ -265,17 +301,7 @@ def _decode_cifar(name: str, sources: list[Path]) -> tuple[ImageSet, ImageSet, t
     meta_files = [p for p in sources if p not in data_files]
     parts = []
     for path in data_files:
-        if binary:
-            parts.append(_cifar_records(path, label_bytes))
-        else:
-            batch = _unpickle(path)
-            key = "labels" if "labels" in batch else "fine_labels"
-            try:
-                images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                labels = np.asarray(batch[key], dtype=np.int64)
-            except (KeyError, ValueError) as exc:
-                raise TunerError(f"{path}: not a CIFAR batch ({exc})") from None
-            parts.append((images, labels))
+        parts.append(_cifar_records(path, label_bytes) if binary else _cifar_batch(path))
     for path, (images, labels) in zip(data_files, parts, strict=True):
         if len(images) != len(labels) or (
             len(labels) and (labels.min() < 0 or labels.max() >= num_classes)
@@ -285,14 +311,7 @@ def _decode_cifar(name: str, sources: list[Path]) -> tuple[ImageSet, ImageSet, t
     test = parts[train_count:]
     class_names = tuple(str(i) for i in range(num_classes))
     if meta_files:
-        meta = meta_files[0]
-        if binary:
-            names = [line.strip() for line in meta.read_text().splitlines() if line.strip()]
-        else:
-            data = _unpickle(meta)
-            names = list(data.get("label_names") or data.get("fine_label_names") or [])
-        if len(names) == num_classes:
-            class_names = tuple(names)
+        class_names = _cifar_class_names(meta_files[0], binary, num_classes) or class_names
 
     def join(chunks: list[tuple[np.ndarray, np.ndarray]]) -> ImageSet:
         images = np.concatenate([c[0] for c in chunks])
@@ -300,6 +319,38 @@ def _decode_cifar(name: str, sources: list[Path]) -> tuple[ImageSet, ImageSet, t
         return ImageSet(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
     return join(train), join(test), class_names
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) and labels of one batch of CIFAR's python version."""
+    batch = _unpickle(path)
+    if not isinstance(batch, dict) or "data" not in batch:
+        raise TunerError(f"{path}: not a CIFAR batch (expected a dict with 'data' and labels)")
+    key = "labels" if "labels" in batch else "fine_labels"
+    if key not in batch:
+        raise TunerError(f"{path}: not a CIFAR batch (no 'labels' or 'fine_labels')")
+    try:
+        images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[key], dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TunerError(f"{path}: not a CIFAR batch ({exc})") from None
+    return images, labels
+
+
+def _cifar_class_names(meta: Path, binary: bool, num_classes: int) -> tuple[str, ...] | None:
+    """Class names from the meta file; None (numbers are used) when it doesn't list them."""
+    if binary:
+        text = _read_bytes(meta).decode("utf-8", errors="replace")
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        data = _unpickle(meta)
+        data = data if isinstance(data, dict) else {}
+        listed = data.get("label_names") or data.get("fine_label_names")
+        names = [str(name) for name in listed] if isinstance(listed, list) else []
+    if len(names) != num_classes:
+        log.warning("%s: no list of %d class names; classes are numbered", meta, num_classes)
+        return None
+    return tuple(names)
 
 
 def _imagefolder_sources(root: Path) -> list[Path]:
@@ -322,9 +373,14 @@ def _decode_imagefolder(
     )
     class_names = sorted(p.name for p in split_roots["train"].iterdir() if p.is_dir())
     if len(class_names) < 2:
+        hint = (
+            "; for your own test split, put the class folders in both train/ and test/"
+            if class_names in (["train"], ["test"])
+            else ""
+        )
         raise TunerError(
             f"{split_roots['train']}: an imagefolder dataset needs at least 2 class folders, "
-            f"found {len(class_names)} ({', '.join(class_names) or 'none'})"
+            f"found {len(class_names)} ({', '.join(class_names) or 'none'}){hint}"
         )
     empty = [
         c
@@ -354,7 +410,12 @@ def _decode_imagefolder(
                     modes.add("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
                     images.append(image.convert("RGB").resize((image_size, image_size)))
                     labels.append(label)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+            except (
+                UnidentifiedImageError,
+                Image.DecompressionBombError,
+                OSError,
+                ValueError,
+            ) as exc:
                 skipped += 1
                 log.warning("skipping unreadable image %s: %s", path, exc)
         if skipped:
@@ -511,12 +572,19 @@ def _download(source: _Source, name: str, data_dir: Path) -> list[Path] | None:
     if dataset_class is None:
         return None
     log.info("%s not found in %s; trying to download it with torchvision", name, data_dir)
+    # torchvision opens URLs without a timeout: where packets are dropped instead of refused
+    # (firewalls, air-gapped networks) a connect would hang for minutes. The default socket
+    # timeout bounds every connect and read; it is restored right after.
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         for train in (True, False):
             dataset_class(root=str(data_dir), train=train, download=True)
     except Exception as exc:  # offline, DNS failure, HTTP error: all mean "not available"
-        log.info("download of %s failed: %s", name, exc)
+        log.info("download of %s failed: %s", name, " ".join(str(exc).split()))
         return None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
     return source.find(data_dir)
 
 
@@ -558,7 +626,9 @@ def load_dataset(
             )
         extra = ""
     else:
-        raise TunerError(f"unknown dataset {name!r}")
+        raise TunerError(
+            f"unknown dataset {name!r}; known: digits, {', '.join(DATASETS)} or imagefolder:PATH"
+        )
 
     cache_path = cache_dir / f"{_safe_name(name)}-{_fingerprint(name, sources, extra)}.safetensors"
     if cache_path.is_file():

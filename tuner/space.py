@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import optuna
@@ -65,6 +66,8 @@ def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
 def _values(param: ParamSpec) -> list[Any]:
     if param.type == "categorical":
         return list(param.choices)
-    step = param.step or 1
-    count = round((param.high - param.low) / step) + 1
-    return [param.low + i * step for i in range(count)]
+    if param.type == "int":
+        return list(range(param.low, param.high + 1, param.step or 1))
+    # Decimal steps give 0.3, not 0.30000000000000004, and never step past `high`.
+    low, high, step = (Decimal(str(value)) for value in (param.low, param.high, param.step))
+    return [float(low + i * step) for i in range(int((high - low) / step) + 1)]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +191,17 @@ class _Checker:
         for key in table:
             if key not in allowed:
                 raise self.fail(
-                    f"{where}{key}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
+                    f"{where}{key}",
+                    f"unknown key; allowed: {', '.join(sorted(allowed)) or '(none)'}",
                 )
 
     def typed(self, value: Any, kind: type, key: str) -> Any:
         """Check a scalar's type; ints are accepted where floats are expected."""
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise self.fail(key, f"must be a finite number, got {value}") from None
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise self.fail(key, f"must be {_kind_name(kind)}, got {_type_name(value)} {value!r}")
         if kind is float and not math.isfinite(value):
@@ -228,17 +235,39 @@ def load_spec(path: Path) -> StudySpec:
     """Read and validate a study file. Raises TunerError naming the file and the key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows like to start UTF-8 files with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise TunerError(f"{path}: no such study file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunerError(f"{path}: cannot read study file: {exc}") from None
+    except IsADirectoryError:
+        raise TunerError(f"{path}: is a directory, not a study file") from None
+    except UnicodeDecodeError as exc:
+        raise TunerError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise TunerError(f"{path}: cannot read study file: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        hint = " (a key is given twice)" if "overwrite" in str(exc).lower() else ""
-        raise TunerError(f"{path}: TOML syntax error: {exc}{hint}") from None
+        raise TunerError(f"{path}: TOML syntax error: {_toml_error(exc, text)}") from None
     return parse_spec(data, path)
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib's message, always with a line number, and saying which key is given twice."""
+    message = str(exc)
+    lines = text.splitlines()
+    message = message.replace("(at end of document)", f"(at line {len(lines)}, end of file)")
+    if message.startswith("Cannot overwrite a value"):
+        # tomllib doesn't say which key; it is the one assigned on the reported line.
+        found = re.search(r"\(at line (\d+)", message)
+        line = lines[int(found.group(1)) - 1] if found and lines else ""
+        assigned = re.match(r"\s*([\w.\-\"' ]+?)\s*=", line)
+        message += f" (a key is given twice{': ' + assigned.group(1) if assigned else ''})"
+    elif message.startswith(("Cannot declare", "Duplicate")):
+        message += " (a table or key is given twice)"
+    return message
 
 
 def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
@@ -269,6 +298,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     space = _parse_space(check, check.table(data, "space"))
     if sampler.name == "grid":
         _validate_grid(check, space)
+    _trial_run(check, sampler, pruner, space)
 
     return StudySpec(
         name=name,
@@ -285,9 +315,63 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     )
 
 
-def _constructor_options(cls: type) -> set[str]:
+MAX_SEED = 2**31 - 1  # numpy's RandomState takes < 2**32; leave room for per-worker offsets
+
+
+def _check_seed(check: _Checker, value: int, key: str) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise check.fail(key, f"must be an int from 0 to {MAX_SEED}, got {value}")
+
+
+def _constructor_options(cls: type) -> dict[str, tuple[type, ...] | None]:
+    """Options a study file may give `cls`: parameter name -> the TOML value types it takes.
+
+    The types come from the constructor's annotations (see `_toml_types`).
+    """
     params = inspect.signature(cls.__init__).parameters
-    return {p for p in params if p not in ("self", "seed", "search_space", "args", "kwargs")}
+    return {
+        name: _toml_types(param.annotation)
+        for name, param in params.items()
+        if name not in ("self", "seed", "search_space", "args", "kwargs")
+    }
+
+
+_TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),  # TOML `1` is a fine float
+    "str": (str,),
+    "dict": (dict,),
+}
+_PYTHON_OBJECTS = ("Callable", "Sampler", "Pruner", "FrozenTrial")  # no TOML value is one
+
+
+def _toml_types(annotation: Any) -> tuple[type, ...] | None:
+    """The TOML value types an annotation such as "int | None" accepts.
+
+    Optuna's annotations are often strings naming types imported only for type checkers, so
+    they are read as text. () means the parameter takes a Python object; None means unsure
+    (the constructor and `_trial_run` judge the value).
+    """
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    if any(name in text for name in _PYTHON_OBJECTS):
+        return ()
+    kinds: list[type] = []
+    for part in text.split("|"):
+        base = part.strip().split("[")[0]
+        if base in ("None", "NoneType"):
+            continue
+        if base not in _TOML_TYPES:
+            return None
+        kinds += _TOML_TYPES[base]
+    return tuple(dict.fromkeys(kinds)) or None
+
+
+def _describe_types(kinds: tuple[type, ...]) -> str:
+    names = {bool: "true or false", float: "a number", str: "a string", dict: "a table"}
+    if float not in kinds:
+        names[int] = "an integer"
+    return " or ".join(names[kind] for kind in kinds if kind in names)
 
 
 def _parse_sampler(check: _Checker, data: dict[str, Any]) -> SamplerSpec:
@@ -298,9 +382,8 @@ def _parse_sampler(check: _Checker, data: dict[str, Any]) -> SamplerSpec:
         raise check.fail(
             "[sampler].name", f"unknown sampler {name!r}; allowed: {', '.join(SAMPLERS)}"
         )
-    seed = table.get("seed", 0)
-    if seed is not None:
-        seed = check.typed(seed, int, "[sampler].seed")
+    seed = check.typed(table.get("seed", 0), int, "[sampler].seed")
+    _check_seed(check, seed, "[sampler].seed")
     options = _check_options(check, table, "[sampler].options", SAMPLERS[name])
     return SamplerSpec(name=name, seed=seed, options=options)
 
@@ -316,18 +399,119 @@ def _parse_pruner(check: _Checker, data: dict[str, Any]) -> PrunerSpec:
 
 
 def _check_options(check: _Checker, table: dict[str, Any], key: str, cls: type) -> dict[str, Any]:
-    """Options are passed to the Optuna constructor; check names now and values by trying."""
+    """Options are passed to the Optuna constructor: check their names and value types.
+
+    Their values are checked by `_trial_run`, which builds the sampler or pruner and uses it.
+    """
     options = table.get("options", {})
     if not isinstance(options, dict):
         raise check.fail(key, f"must be a table, got {_type_name(options)}")
+    if "seed" in options and key.startswith("[sampler]"):
+        raise check.fail(f"{key}.seed", "give the seed as [sampler].seed, not as an option")
     allowed = _constructor_options(cls)
-    check.no_unknown(options, allowed, f"{key}.")
-    if cls is not optuna.samplers.GridSampler:
-        try:
-            cls(**options)
-        except (TypeError, ValueError) as exc:
-            raise check.fail(key, f"rejected by {cls.__name__}: {exc}") from None
+    check.no_unknown(options, set(allowed), f"{key}.")
+    for option, value in options.items():
+        kinds = allowed[option]
+        if kinds is None:
+            continue
+        if not kinds:
+            raise check.fail(
+                f"{key}.{option}",
+                f"cannot be set in a study file ({cls.__name__} expects a Python object here)",
+            )
+        if not (bool in kinds if isinstance(value, bool) else isinstance(value, kinds)):
+            raise check.fail(
+                f"{key}.{option}",
+                f"must be {_describe_types(kinds)}, got {_type_name(value)} {value!r}",
+            )
     return dict(options)
+
+
+def _distribution(param: ParamSpec) -> optuna.distributions.BaseDistribution:
+    if param.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(param.choices)
+    if param.type == "int":
+        return optuna.distributions.IntDistribution(
+            param.low, param.high, log=param.log, step=param.step or 1
+        )
+    return optuna.distributions.FloatDistribution(
+        param.low, param.high, log=param.log, step=param.step
+    )
+
+
+def _trial_run(
+    check: _Checker, sampler: SamplerSpec, pruner: PrunerSpec, space: dict[str, ParamSpec]
+) -> None:
+    """Use the sampler and the pruner for a few throwaway trials of an in-memory study.
+
+    Optuna checks some options only when it first uses them: TPESampler(n_ei_candidates=0)
+    fails after its startup trials, HyperbandPruner(reduction_factor=1) at its first decision.
+    Found here, that is a one-line error now instead of a traceback hours into a study.
+    """
+    distributions = {
+        name: _distribution(param)
+        for name, param in space.items()
+        if not param.is_fixed and name != "filters"
+    }
+    if not space["filters"].is_fixed:
+        # As tuner.space.suggest names them; filters_k for k > the fewest blocks is conditional,
+        # so samplers that model the common search space (CMA-ES's x0) never see it.
+        blocks = space["num_blocks"]
+        fewest = blocks.value if blocks.is_fixed else min(blocks.choices or (blocks.low,))
+        for block in range(1, fewest + 1):
+            distributions[f"filters_{block}"] = _distribution(space["filters"])
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Trial 0 finished" lines
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental/deprecated: shown when really built
+            if sampler.name != "grid":
+                startup = sampler.options.get("n_startup_trials", 10)
+                trials = min(startup if isinstance(startup, int) else 10, 20) + 2
+                if sampler.name == "gp":
+                    trials = 2  # fitting a GP takes seconds; its options fail when built
+                _try(
+                    check,
+                    "[sampler].options",
+                    SAMPLERS[sampler.name],
+                    lambda: SAMPLERS[sampler.name](seed=sampler.seed, **sampler.options),
+                    optuna.pruners.NopPruner,
+                    distributions,
+                    trials,
+                )
+            _try(
+                check,
+                "[pruner].options",
+                PRUNERS[pruner.name],
+                lambda: optuna.samplers.RandomSampler(seed=0),
+                lambda: PRUNERS[pruner.name](**pruner.options),
+                distributions,
+                8,
+            )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _try(
+    check: _Checker,
+    key: str,
+    cls: type,
+    make_sampler: Callable[[], optuna.samplers.BaseSampler],
+    make_pruner: Callable[[], optuna.pruners.BasePruner],
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    trials: int,
+) -> None:
+    try:
+        study = optuna.create_study(sampler=make_sampler(), pruner=make_pruner())
+        for number in range(trials):
+            trial = study.ask(distributions)
+            for step in range(1, 6):
+                trial.report(float(number % 3 + step), step)
+                trial.should_prune()
+            study.tell(trial, float(number % 3))
+    except Exception as exc:  # whatever Optuna raises, the cause is an option's value
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise check.fail(key, f"rejected by {cls.__name__}: {detail}") from None
 
 
 def _validate_dataset(check: _Checker, dataset: DatasetSpec) -> None:
@@ -337,12 +521,13 @@ def _validate_dataset(check: _Checker, dataset: DatasetSpec) -> None:
             f"unknown dataset {dataset.name!r}; allowed: {', '.join(BUILTIN_DATASETS)}, "
             f"or {IMAGEFOLDER_PREFIX}PATH",
         )
-    if dataset.imagefolder_path is not None and not str(dataset.imagefolder_path):
+    if dataset.imagefolder_path is not None and not dataset.name[len(IMAGEFOLDER_PREFIX) :]:
         raise check.fail("[dataset].name", "imagefolder: needs a path, e.g. imagefolder:./photos")
     if not 0 < dataset.val_fraction < 1:
         raise check.fail("[dataset].val_fraction", f"must be in (0, 1), got {dataset.val_fraction}")
     if dataset.train_subset < 0:
         raise check.fail("[dataset].train_subset", "must be >= 0 (0 = all images)")
+    _check_seed(check, dataset.split_seed, "[dataset].split_seed")
 
 
 def _validate_training(check: _Checker, training: TrainingSpec) -> None:
@@ -352,6 +537,7 @@ def _validate_training(check: _Checker, training: TrainingSpec) -> None:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
     if training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
+    _check_seed(check, training.seed, "[training].seed")
 
 
 def _validate_augment(check: _Checker, augment: AugmentSpec) -> None:
@@ -446,10 +632,27 @@ def _parse_param(
         raise check.fail(
             f"{key}.type", "kernel_size must be categorical (odd sizes), e.g. choices = [3, 5]"
         )
+    if step is not None and _last_step(low, high, step) != high:
+        # Optuna would quietly lower `high` to the last step; say so instead.
+        raise check.fail(
+            f"{key}.step",
+            f"high - low must be a multiple of step ({step}); "
+            f"use e.g. high = {_last_step(low, high, step)}",
+        )
     return ParamSpec(name=name, type=kind, low=low, high=high, log=log, step=step)
 
 
+def _last_step(low: float, high: float, step: float) -> float:
+    """The largest low + k * step <= high, in decimal arithmetic as Optuna computes it."""
+    d_low, d_high, d_step = (Decimal(str(value)) for value in (low, high, step))
+    return type(high)((d_high - d_low) // d_step * d_step + d_low)
+
+
+MAX_GRID_POINTS = 100_000  # GridSampler lists every combination up front
+
+
 def _validate_grid(check: _Checker, space: dict[str, ParamSpec]) -> None:
+    points = 1
     for param in space.values():
         if param.type == "float" and param.step is None:
             raise check.fail(
@@ -458,6 +661,25 @@ def _validate_grid(check: _Checker, space: dict[str, ParamSpec]) -> None:
             )
         if param.type == "int" and param.log:
             raise check.fail(f"[space].{param.name}", "the grid sampler cannot use log ranges")
+        points *= _grid_size(param)
+    blocks = space["num_blocks"]
+    max_blocks = blocks.value if blocks.is_fixed else max(blocks.choices or (blocks.high,))
+    points *= _grid_size(space["filters"]) ** (max_blocks - 1)  # filters_1 .. filters_N
+    if points > MAX_GRID_POINTS:
+        raise check.fail(
+            "[space]",
+            f"the grid has {points} points, more than the grid sampler's limit of "
+            f"{MAX_GRID_POINTS}: use fewer choices or larger steps",
+        )
+
+
+def _grid_size(param: ParamSpec) -> int:
+    if param.is_fixed:
+        return 1
+    if param.type == "categorical":
+        return len(param.choices)
+    step = Decimal(str(param.step or 1))
+    return int((Decimal(str(param.high)) - Decimal(str(param.low))) / step) + 1
 
 
 def find_study_file(name_or_path: str, studies_dir: Path) -> Path:

@@ -1,0 +1,276 @@
+"""Trial throughput: tuner's engine against the usual Optuna + torchvision script, same study.
+
+    python bench/trial_throughput.py                          # mnist study, CPU-sized defaults
+    python bench/trial_throughput.py --trials 8 --epochs 3 --loader-workers 2
+
+Both engines train the same list of configs (sampled once from the study's search space with a
+seeded RandomSampler), on the same train/validation split, with the same seeds, epochs, model,
+optimizer, loss, LR schedule and augmentation (random crop, padding 2, from the study file), with
+no pruning and no early stopping, so both do the same work:
+
+(a) tuner: tuner.objective's objective -> tuner.train.fit on device-resident uint8 tensors,
+    batched augmentation (tuner.augment), channels_last, fused optimizer.
+(b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST (one PIL image
+    per sample) + transforms.Compose([RandomCrop(28, padding=2), ToTensor(), Normalize()]) +
+    DataLoader(shuffle=True, num_workers=--loader-workers), all built inside the objective,
+    per-batch `.to(device)`, evaluation every epoch, default (non-fused) optimizer.
+
+Trials alternate between the engines (a b, b a, ...), so changes in machine load hit both alike.
+The trial value of both is the validation accuracy of the epoch with the lowest validation loss
+(tuner's rule); the two must agree within seed noise, or the speed came from doing less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import math
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+import torch
+import torch.nn.functional as F
+from common import (
+    DEFAULT_DATASET_DIR,
+    DEFAULT_STUDY,
+    describe,
+    load_average,
+    load_splits,
+    machine_header,
+    sample_configs,
+)
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from tuner.data import MNIST_FILES, Splits
+from tuner.model import build_cnn
+from tuner.objective import make_objective
+from tuner.space import suggest
+from tuner.spec import PrunerSpec, StudySpec, load_spec
+from tuner.train import pick_device, to_device
+
+
+@dataclass(frozen=True)
+class TrialTiming:
+    seconds: float
+    value: float  # the trial's validation accuracy
+
+
+def bench_spec(spec: StudySpec, epochs: int) -> StudySpec:
+    """The study with every trial running all `epochs`: no pruner, no early stopping."""
+    training = replace(spec.training, max_epochs=epochs, patience=0)
+    return replace(spec, pruner=PrunerSpec(name="none"), training=training)
+
+
+def torchvision_root(dataset_dir: Path, into: Path) -> Path:
+    """A root folder torchvision.datasets.MNIST reads: ROOT/MNIST/raw/ with the IDX files."""
+    raw = into / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in (stem for pair in MNIST_FILES.values() for stem in pair):
+        plain, packed = dataset_dir / stem, dataset_dir / f"{stem}.gz"
+        data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
+        (raw / stem).write_bytes(data)
+    return into
+
+
+class UsualScript:
+    """Optuna's pytorch_simple.py pattern, with tuner's model so both train the same network."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        root: Path,
+        split_indices: tuple[list[int], list[int]],
+        splits: Splits,
+        device: torch.device,
+        loader_workers: int,
+    ) -> None:
+        self.spec = spec
+        self.root = root
+        self.train_indices, self.val_indices = split_indices
+        self.normalize = transforms.Normalize(splits.mean, splits.std)
+        self.device = device
+        self.loader_workers = loader_workers
+
+    def loaders(self, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
+        """Datasets and loaders, built per trial as in Optuna's examples."""
+        padding = self.spec.augment.random_crop_padding
+        train_transform = transforms.Compose(
+            [transforms.RandomCrop(28, padding=padding), transforms.ToTensor(), self.normalize]
+        )
+        val_transform = transforms.Compose([transforms.ToTensor(), self.normalize])
+        train_set = datasets.MNIST(str(self.root), train=True, transform=train_transform)
+        val_set = datasets.MNIST(str(self.root), train=True, transform=val_transform)
+        train_loader = DataLoader(
+            Subset(train_set, self.train_indices),
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=self.loader_workers,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        val_loader = DataLoader(
+            Subset(val_set, self.val_indices),
+            batch_size=batch_size,
+            num_workers=self.loader_workers,
+        )
+        return train_loader, val_loader
+
+    def objective(self, trial: optuna.Trial) -> float:
+        config = suggest(trial, self.spec)
+        train_loader, val_loader = self.loaders(config.batch_size, config.seed)
+        torch.manual_seed(config.seed)
+        model = build_cnn(config, (1, 28, 28), 10).to(self.device)
+        if config.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                model.parameters(),
+                lr=config.learning_rate,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                nesterov=config.momentum > 0,
+            )
+        else:
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_epochs)
+
+        best_loss, best_accuracy = math.inf, 0.0
+        for epoch in range(1, config.max_epochs + 1):
+            model.train()
+            for images, labels in train_loader:
+                images, labels = images.to(self.device), labels.to(self.device)
+                optimizer.zero_grad()
+                loss = F.cross_entropy(
+                    model(images), labels, label_smoothing=config.label_smoothing
+                )
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+
+            model.eval()
+            total_loss, correct = 0.0, 0
+            with torch.no_grad():
+                for images, labels in val_loader:
+                    images, labels = images.to(self.device), labels.to(self.device)
+                    logits = model(images)
+                    total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+                    correct += (logits.argmax(dim=1) == labels).sum().item()
+            val_loss = total_loss / len(self.val_indices)
+            accuracy = correct / len(self.val_indices)
+            if val_loss < best_loss:
+                best_loss, best_accuracy = val_loss, accuracy
+            trial.report(accuracy, epoch)
+        return best_accuracy
+
+
+def split_indices(spec: StudySpec, total: int) -> tuple[list[int], list[int]]:
+    """The train and validation indices `tuner.data.split` uses for the study's split."""
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(spec.dataset.split_seed))
+    val_count = max(1, round(total * spec.dataset.val_fraction))
+    train = order[val_count:]
+    if spec.dataset.train_subset:
+        train = train[: spec.dataset.train_subset]
+    return train.tolist(), order[:val_count].tolist()
+
+
+def run_one(study: optuna.Study, objective) -> TrialTiming:
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=1)
+    seconds = time.perf_counter() - started
+    return TrialTiming(seconds, study.trials[-1].value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATASET_DIR)
+    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--loader-workers", type=int, default=0, help="DataLoader num_workers of the usual script"
+    )
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    spec = bench_spec(load_spec(args.study), args.epochs)
+    if spec.dataset.name not in ("mnist", "fashion-mnist"):
+        parser.error("the usual-script side reads MNIST-format IDX files: use an MNIST study")
+    device = pick_device(args.device)
+    header = machine_header()
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        splits = load_splits(spec, args.dataset_dir, Path(cache_dir))
+    data = to_device(splits, device)
+    tuner_setup = time.perf_counter() - started
+    indices = split_indices(spec, len(splits.train) + len(splits.val))
+    # The baseline must see exactly the images tuner trains and validates on.
+    assert len(indices[0]) == len(splits.train) and len(indices[1]) == len(splits.val)
+
+    configs = sample_configs(spec, args.trials, args.epochs)
+    studies = {}
+    for engine in ("tuner", "usual"):
+        studies[engine] = optuna.create_study(direction="maximize")
+        for params, _ in configs:
+            studies[engine].enqueue_trial(params)
+
+    with tempfile.TemporaryDirectory() as root_dir:
+        started = time.perf_counter()
+        root = torchvision_root(args.dataset_dir, Path(root_dir))
+        usual_setup = time.perf_counter() - started
+        usual = UsualScript(spec, root, indices, splits, device, args.loader_workers)
+        objectives = {
+            "tuner": make_objective(spec, data, device),
+            "usual": usual.objective,
+        }
+        check = datasets.MNIST(str(root), train=True).data[indices[0][:256]]
+        assert torch.equal(check.unsqueeze(1), splits.train.images[:256]), "splits differ"
+
+        timings: dict[str, list[TrialTiming]] = {"tuner": [], "usual": []}
+        loads = []
+        print("\n".join(header))
+        print(f"trial  {'config':<52} {'tuner s':>8} {'usual s':>8} {'tuner acc':>9} {'usual acc':>9}")
+        for number, (_, config) in enumerate(configs):
+            order = ("tuner", "usual") if number % 2 == 0 else ("usual", "tuner")
+            for engine in order:
+                timings[engine].append(run_one(studies[engine], objectives[engine]))
+            loads.append(load_average())
+            a, b = timings["tuner"][-1], timings["usual"][-1]
+            print(
+                f"{number:>5}  {describe(config):<52} {a.seconds:8.1f} {b.seconds:8.1f} "
+                f"{a.value:9.4f} {b.value:9.4f}",
+                flush=True,
+            )
+
+    images = args.trials * args.epochs * len(splits.train)
+    tuner_s = sum(t.seconds for t in timings["tuner"])
+    usual_s = sum(t.seconds for t in timings["usual"])
+    tuner_acc = [t.value for t in timings["tuner"]]
+    usual_acc = [t.value for t in timings["usual"]]
+    mean_gap = sum(abs(a - b) for a, b in zip(tuner_acc, usual_acc, strict=True)) / len(configs)
+    print(
+        f"\nstudy {spec.name}: {args.trials} trials x {args.epochs} epochs x "
+        f"{len(splits.train)} train + {len(splits.val)} val images, device {device}, "
+        f"usual-script DataLoader num_workers={args.loader_workers}; "
+        f"load average during trials: {', '.join(loads)}"
+    )
+    print(f"{'engine':<14} {'wall s':>8} {'train img/s':>12} {'mean val acc':>13}  one-time setup")
+    for name, seconds, accuracy, setup in (
+        ("tuner", tuner_s, tuner_acc, f"{tuner_setup:.2f} s (decode+cache, split, to device)"),
+        ("usual script", usual_s, usual_acc, f"{usual_setup:.2f} s (unpack IDX for torchvision)"),
+    ):
+        print(
+            f"{name:<14} {seconds:8.1f} {images / seconds:12.0f} "
+            f"{sum(accuracy) / len(accuracy):13.4f}  {setup}"
+        )
+    print(
+        f"speed-up: {usual_s / tuner_s:.2f}x; mean |accuracy difference| per trial: {mean_gap:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

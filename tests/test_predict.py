@@ -1,0 +1,148 @@
+"""tuner.predict and `tuner predict`: image files of any size and mode -> class probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import CLASSES, save_untrained_model
+from PIL import Image
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.errors import TunerError
+from tuner.predict import predict_files, probabilities, read_image, top_k
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test machine's cores are shared: one thread per test process is fastest."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def gray_model(tmp_path: Path):
+    directory = tmp_path / "gray"
+    model, card = save_untrained_model(directory, channels=1, size=8)
+    return directory, model, card
+
+
+def write_images(folder: Path) -> dict[str, Path]:
+    """Images of different sizes and modes, plus a text file that is not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = {
+        "rgb.png": Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8), "RGB"),
+        "gray.jpg": Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L"),
+        "rgba.png": Image.fromarray(rng.integers(0, 256, (12, 7, 4), dtype=np.uint8), "RGBA"),
+        "palette.gif": Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).convert(
+            "P"
+        ),
+    }
+    for name, image in paths.items():
+        image.save(folder / name)
+    (folder / "notes.txt").write_text("not an image\n")
+    return {name: folder / name for name in [*paths, "notes.txt"]}
+
+
+def test_read_image_converts_any_mode_and_size(tmp_path: Path, gray_model) -> None:
+    _, _, card = gray_model
+    images = write_images(tmp_path / "images")
+    for name in ("rgb.png", "gray.jpg", "rgba.png", "palette.gif"):
+        pixels = read_image(images[name], card)
+        assert pixels.shape == (1, 8, 8) and pixels.dtype == torch.uint8
+    _, rgb_card = save_untrained_model(tmp_path / "rgb", channels=3, size=16)
+    assert read_image(images["gray.jpg"], rgb_card).shape == (3, 16, 16)
+
+
+def test_read_image_keeps_an_exact_size_image_unchanged(tmp_path: Path, gray_model) -> None:
+    _, _, card = gray_model
+    array = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(array, "L").save(tmp_path / "exact.png")
+    assert torch.equal(read_image(tmp_path / "exact.png", card)[0], torch.from_numpy(array))
+
+
+def test_unreadable_files_raise_naming_the_file(tmp_path: Path, gray_model) -> None:
+    _, _, card = gray_model
+    images = write_images(tmp_path / "images")
+    with pytest.raises(TunerError, match=f"{images['notes.txt']}: not a readable image"):
+        read_image(images["notes.txt"], card)
+    with pytest.raises(TunerError, match="no such file"):
+        read_image(tmp_path / "missing.png", card)
+
+
+def test_probabilities_sum_to_one_and_top_k_is_ordered(gray_model) -> None:
+    _, model, card = gray_model
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    probs = probabilities(model, card, images)
+    assert probs.shape == (6, len(CLASSES))
+    assert torch.allclose(probs.sum(dim=1), torch.ones(6), atol=1e-6)
+    for row in probs:
+        top = top_k(row, card.class_names, 2)
+        assert len(top) == 2
+        assert top[0][1] >= top[1][1]
+        assert top[0] == (CLASSES[int(row.argmax())], pytest.approx(float(row.max())))
+    assert len(top_k(probs[0], card.class_names, 10)) == len(CLASSES)  # k capped at K
+
+
+def test_predict_files_skips_bad_files_and_predicts_the_rest(tmp_path: Path, gray_model) -> None:
+    _, model, card = gray_model
+    images = write_images(tmp_path / "images")
+    paths = list(images.values())
+    results = predict_files(model, card, paths, k=3)
+    assert [r.path for r in results] == paths  # order kept
+    for result in results:
+        if result.path.name == "notes.txt":
+            assert result.error and not result.top
+        else:
+            assert result.error is None
+            assert sum(p for _, p in result.top) == pytest.approx(1.0, abs=1e-5)
+            probs = [p for _, p in result.top]
+            assert probs == sorted(probs, reverse=True)
+
+
+def test_cli_table_errors_and_exit_code(tmp_path: Path, gray_model) -> None:
+    directory, _, _ = gray_model
+    images = write_images(tmp_path / "images")
+    args = ["predict", "--model", str(directory), "--top-k", "2"]
+    result = CliRunner().invoke(
+        app, [*args, str(images["rgb.png"]), str(images["notes.txt"]), str(images["gray.jpg"])]
+    )
+    assert result.exit_code == 1, result.output
+    error_lines = result.stderr.strip().splitlines()
+    assert len(error_lines) == 1 and "notes.txt" in error_lines[0]
+    assert "rgb.png" in result.stdout and "gray.jpg" in result.stdout
+    assert "%" in result.stdout
+
+    ok = CliRunner().invoke(app, [*args, str(images["rgba.png"])])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_cli_json(tmp_path: Path, gray_model) -> None:
+    directory, _, _ = gray_model
+    images = write_images(tmp_path / "images")
+    result = CliRunner().invoke(
+        app,
+        ["predict", "--model", str(directory), "--json", "-k", "3"]
+        + [str(images["palette.gif"]), str(images["notes.txt"])],
+    )
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert rows[0]["image"].endswith("palette.gif")
+    assert [p["class"] for p in rows[0]["predictions"]] != []
+    assert sum(p["probability"] for p in rows[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)
+    assert "error" in rows[1]
+
+
+def test_cli_bad_model_is_a_usage_error(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.new("L", (8, 8)).save(image)
+    result = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "none"), str(image)])
+    assert result.exit_code == 2
+    assert "no such model" in result.stderr

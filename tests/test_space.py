@@ -1,0 +1,228 @@
+"""Search space -> trial configs: every declared parameter is sampled, within its range."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from tuner.config import TrialConfig
+from tuner.data import load_dataset, split
+from tuner.objective import make_objective
+from tuner.space import grid_search_space, suggest
+from tuner.spec import PARAMETERS, StudySpec, load_spec
+from tuner.study import make_sampler, open_study, run_trials
+from tuner.train import to_device
+
+# Every parameter of tuner.spec.PARAMETERS declared as a range or as choices.
+ALL_RANGES = """\
+name = "all-ranges"
+[sampler]
+name = "random"
+[space]
+learning_rate = { type = "float", low = 1e-4, high = 1e-1, log = true }
+batch_size = { type = "categorical", choices = [16, 32, 64] }
+kernel_size = { type = "categorical", choices = [3, 5] }
+num_blocks = { type = "int", low = 1, high = 3 }
+filters = { type = "int", low = 4, high = 16, step = 4 }
+fc_units = { type = "int", low = 8, high = 64, log = true }
+dropout = { type = "float", low = 0.0, high = 0.5 }
+weight_decay = { type = "float", low = 1e-6, high = 1e-2, log = true }
+label_smoothing = { type = "float", low = 0.0, high = 0.2, step = 0.05 }
+optimizer = { type = "categorical", choices = ["adamw", "sgd"] }
+momentum = { type = "float", low = 0.5, high = 0.99 }
+batch_norm = { type = "categorical", choices = [true, false] }
+"""
+
+FIXED = """\
+name = "fixed"
+[space]
+learning_rate = { type = "float", low = 1e-3, high = 1e-2, log = true }
+batch_size = 48
+kernel_size = 5
+num_blocks = 2
+filters = 12
+fc_units = 20
+dropout = 0.125
+weight_decay = 0.001
+label_smoothing = 0.05
+optimizer = "sgd"
+momentum = 0.8
+batch_norm = false
+[training]
+max_epochs = 7
+patience = 2
+seed = 100
+"""
+
+GRID = """\
+name = "grid"
+[sampler]
+name = "grid"
+[pruner]
+name = "none"
+[dataset]
+name = "digits"
+train_subset = 200
+[training]
+max_epochs = 1
+[space]
+learning_rate = { type = "categorical", choices = [0.003, 0.03] }
+dropout = { type = "float", low = 0.0, high = 0.2, step = 0.1 }
+num_blocks = { type = "categorical", choices = [1, 2] }
+filters = { type = "categorical", choices = [4, 8] }
+batch_size = 64
+fc_units = 16
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test machine's cores are shared: one thread per test process trains fastest."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def spec_from(tmp_path: Path, text: str) -> StudySpec:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return load_spec(path)
+
+
+def sample(
+    spec: StudySpec, n: int, sampler: optuna.samplers.BaseSampler | None = None
+) -> list[tuple[optuna.trial.FrozenTrial, TrialConfig]]:
+    """Ask `n` trials (RandomSampler by default) and the config `suggest` makes of each."""
+    study = optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=0))
+    results = []
+    for _ in range(n):
+        trial = study.ask()
+        config = suggest(trial, spec)
+        study.tell(trial, 0.0)
+        results.append((study.trials[-1], config))
+    return results
+
+
+def test_every_declared_parameter_is_sampled(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, ALL_RANGES)
+    seen_blocks = set()
+    for trial, config in sample(spec, 30):
+        blocks = trial.params["num_blocks"]
+        seen_blocks.add(blocks)
+        filter_names = {f"filters_{k}" for k in range(1, blocks + 1)}
+        assert set(trial.params) == (set(PARAMETERS) - {"filters"}) | filter_names
+        assert config.num_blocks == blocks
+        assert config.filters == tuple(trial.params[name] for name in sorted(filter_names))
+        for name in set(PARAMETERS) - {"filters", "num_blocks"}:
+            assert getattr(config, name) == trial.params[name]
+    assert seen_blocks == {1, 2, 3}
+
+
+def test_fixed_values_are_taken_as_given(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, FIXED)
+    (trial, config), *_ = sample(spec, 1)
+    assert set(trial.params) == {"learning_rate"}
+    assert config == TrialConfig(
+        learning_rate=trial.params["learning_rate"],
+        batch_size=48,
+        kernel_size=5,
+        filters=(12, 12),
+        fc_units=20,
+        dropout=0.125,
+        weight_decay=0.001,
+        label_smoothing=0.05,
+        optimizer="sgd",
+        momentum=0.8,
+        batch_norm=False,
+        max_epochs=7,
+        patience=2,
+        seed=100 + trial.number,
+    )
+
+
+def test_sampled_values_stay_within_their_declared_ranges(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, ALL_RANGES)
+    seen: dict[str, set] = {name: set() for name in trial_param_names(spec)}
+    for trial, _ in sample(spec, 120, optuna.samplers.RandomSampler(seed=1)):
+        for name, value in trial.params.items():
+            param = spec.space["filters" if name.startswith("filters_") else name]
+            seen[name].add(value)
+            if param.type == "categorical":
+                assert value in param.choices, name
+                continue
+            assert param.low <= value <= param.high, (name, value)
+            if param.type == "int":
+                assert isinstance(value, int)
+            if param.step is not None:
+                steps = (value - param.low) / param.step
+                assert math.isclose(steps, round(steps), abs_tol=1e-9), (name, value)
+    for name, param in spec.space.items():
+        if param.type == "categorical":
+            assert seen[name] == set(param.choices), name  # every choice comes up
+    assert seen["filters_1"] == {4, 8, 12, 16}
+    assert min(seen["learning_rate"]) < 1e-3 < 1e-2 < max(seen["learning_rate"])  # log-uniform
+
+
+def trial_param_names(spec: StudySpec) -> list[str]:
+    blocks = spec.space["num_blocks"].high
+    names = [name for name in spec.space if name != "filters"]
+    return names + [f"filters_{k}" for k in range(1, blocks + 1)]
+
+
+def test_grid_search_space_enumerates_the_grid(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, GRID)
+    assert grid_search_space(spec) == {
+        "learning_rate": [0.003, 0.03],
+        "dropout": [0.0, 0.1, 0.2],  # exact decimals, not 0.30000000000000004
+        "num_blocks": [1, 2],
+        "filters_1": [4, 8],
+        "filters_2": [4, 8],
+    }
+
+
+def test_grid_of_int_and_float_steps(tmp_path: Path) -> None:
+    text = GRID.replace(
+        'filters = { type = "categorical", choices = [4, 8] }',
+        'filters = { type = "int", low = 4, high = 16, step = 6 }',
+    ).replace("high = 0.2, step = 0.1", "high = 0.3, step = 0.1")
+    grid = grid_search_space(spec_from(tmp_path, text))
+    assert grid["filters_1"] == [4, 10, 16]
+    assert grid["dropout"] == [0.0, 0.1, 0.2, 0.3]
+
+
+def test_short_grid_study_runs_every_point_once(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, GRID.replace("high = 0.2, step = 0.1", "high = 0.0, step = 0.1"))
+    data = to_device(split(load_dataset("digits"), spec.dataset), torch.device("cpu"))
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    assert isinstance(study.sampler, optuna.samplers.GridSampler)
+    # Ask for more trials than the grid has: the grid sampler stops the study when it is done.
+    outcome = run_trials(study, make_objective(spec, data, torch.device("cpu")), 100)
+    grid = grid_search_space(spec)
+    assert outcome.finished_after == len(study.trials) == math.prod(map(len, grid.values()))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    grid_ids = sorted(t.system_attrs["grid_id"] for t in study.trials)
+    assert grid_ids == list(range(len(study.trials)))  # every grid point once
+    # Each point once; with num_blocks = 1 the grid's filters_2 is simply not used.
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    for point in points:
+        if point["num_blocks"] == 1:
+            del point["filters_2"]
+    assert sorted(sorted(t.params.items()) for t in study.trials) == sorted(
+        sorted(point.items()) for point in points
+    )
+
+
+def test_seeded_sampling_repeats_and_workers_get_distinct_seeds(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, ALL_RANGES)
+
+    def params(seed_offset: int) -> list[dict]:
+        return [t.params for t, _ in sample(spec, 3, make_sampler(spec, seed_offset))]
+
+    assert params(0) == params(0)
+    assert params(0) != params(1)

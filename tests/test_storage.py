@@ -1,0 +1,346 @@
+"""tuner.storage: URL resolution, one-line errors, heartbeats, pool size, outage retries."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pg
+import psycopg
+import pytest
+import sqlalchemy.exc
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from optuna_worker import spawn, wait_until
+
+from tuner.errors import TunerError
+from tuner.storage import (
+    DEFAULT_STORAGE_URL,
+    RetryingStorage,
+    check_local_workers,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def open_error(url: str, **options: object) -> str:
+    """The TunerError message open_storage gives for `url`; checks it is one line."""
+    with pytest.raises(TunerError) as caught:
+        open_storage(url, **options)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- resolving and masking URLs ---
+
+
+def test_resolve_prefers_flag_then_environment_then_default(monkeypatch) -> None:
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    assert resolve_storage_url(None) == DEFAULT_STORAGE_URL == "sqlite:///tuner.db"
+    monkeypatch.setenv("TUNER_STORAGE", "journal:env.log")
+    assert resolve_storage_url(None) == "journal:env.log"
+    assert resolve_storage_url("sqlite:///flag.db") == "sqlite:///flag.db"
+
+
+def test_mask_url_hides_the_password() -> None:
+    assert (
+        mask_url("postgresql://tuner:s3cret@db:5432/tuner")
+        == "postgresql://tuner:***@db:5432/tuner"
+    )
+    assert "s3cret" not in mask_url("weird://tuner:s3cret@db/x y")
+    assert mask_url("sqlite:///tuner.db") == "sqlite:///tuner.db"
+
+
+# --- one-line errors ---
+
+
+def test_unknown_scheme_and_non_url_are_rejected() -> None:
+    message = open_error("mysql://root:hunter2@db/tuner")
+    assert "unsupported storage URL scheme 'mysql'" in message and "hunter2" not in message
+    assert "did you mean sqlite:///tuner.db?" in open_error("tuner.db")
+
+
+def test_unreachable_postgres_names_host_and_port() -> None:
+    port = closed_port()
+    message = open_error(f"postgresql://tuner:hunter2@127.0.0.1:{port}/tuner")
+    assert f"127.0.0.1:{port} is not reachable" in message
+    assert "hunter2" not in message
+
+
+def test_postgres_url_spellings_all_use_psycopg3() -> None:
+    port = closed_port()
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        assert "is not reachable" in open_error(f"{scheme}://tuner:pw@127.0.0.1:{port}/tuner")
+    if importlib.util.find_spec("psycopg2") is None:
+        message = open_error(f"postgresql+psycopg2://tuner:pw@127.0.0.1:{port}/tuner")
+        assert "driver for 'postgresql+psycopg2' is not installed" in message
+
+
+@pytest.mark.postgres
+def test_wrong_postgres_password_is_reported_without_the_password(
+    postgres_server: pg.PostgresServer,
+) -> None:
+    message = open_error(postgres_server.url(password="hunter2"))
+    assert "wrong user name or password" in message and "'tuner'" in message
+    assert "hunter2" not in message and postgres_server.password not in message
+
+
+@pytest.mark.postgres
+def test_missing_postgres_database_is_named(postgres_server: pg.PostgresServer) -> None:
+    assert 'database "nope" does not exist' in open_error(postgres_server.url("nope"))
+
+
+def test_sqlite_in_missing_directory(tmp_path: Path) -> None:
+    message = open_error(f"sqlite:///{tmp_path}/missing/tuner.db")
+    assert f"directory {tmp_path}/missing does not exist" in message
+
+
+def test_journal_in_missing_directory(tmp_path: Path) -> None:
+    assert "does not exist" in open_error(f"journal:{tmp_path}/missing/tuner.journal")
+
+
+def test_grace_period_must_exceed_heartbeat_interval(tmp_path: Path) -> None:
+    message = open_error(f"sqlite:///{tmp_path}/t.db", heartbeat_interval=30, grace_period=30)
+    assert "grace_period" in message
+
+
+def unprivileged(check: Callable[[], str]) -> str:
+    """Run `check` as a user that file permissions apply to (root ignores them).
+
+    As root, `check` runs in a forked child that switched to `nobody`; its result comes back
+    through a pipe. Everything it needs must already be imported (nobody cannot read /root).
+    """
+    if os.geteuid() != 0:
+        return check()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            result = check()
+        except BaseException as exc:
+            result = f"child failed: {exc!r}"
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        result = pipe.read()
+    os.waitpid(pid, 0)
+    return result
+
+
+def error_or_none(url: str) -> Callable[[], str]:
+    def check() -> str:
+        try:
+            open_storage(url)
+        except TunerError as exc:
+            return str(exc)
+        return "no error"
+
+    return check
+
+
+def test_sqlite_in_read_only_directory() -> None:
+    with tempfile.TemporaryDirectory() as tmp:  # not under pytest's root-only tmp dir
+        os.chmod(tmp, 0o555)
+        message = unprivileged(error_or_none(f"sqlite:///{tmp}/tuner.db"))
+        os.chmod(tmp, 0o755)
+    assert message == (
+        f"SQLite storage {tmp}/tuner.db: directory {tmp} is read-only "
+        "(SQLite writes the database and its -wal/-shm files there)"
+    )
+
+
+def test_read_only_sqlite_file() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite3.connect(f"{tmp}/tuner.db").close()
+        os.chmod(f"{tmp}/tuner.db", 0o444)
+        os.chmod(tmp, 0o777)
+        message = unprivileged(error_or_none(f"sqlite:///{tmp}/tuner.db"))
+    assert message == f"SQLite storage {tmp}/tuner.db: the file is read-only"
+
+
+def test_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("not a database" * 100)
+    assert "file is not a database" in open_error(f"sqlite:///{tmp_path}/notes.db")
+
+
+# --- what open_storage sets up ---
+
+
+def test_sqlite_storage_uses_wal_heartbeats_and_retry(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/tuner.db", max_retry=5)
+    assert isinstance(storage, RetryingStorage)
+    assert storage.get_heartbeat_interval() == 30
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, RetryHeartbeatStaleTrialCallback) and callback._max_retry == 5
+    with sqlite3.connect(tmp_path / "tuner.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_journal_storage(tmp_path: Path) -> None:
+    storage = open_storage(f"journal:{tmp_path}/tuner.journal")
+    assert isinstance(storage, JournalStorage)
+    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: 1.0, n_trials=2)
+    reopened = open_storage(f"journal:{tmp_path}/tuner.journal")
+    assert len(optuna.load_study(study_name="s", storage=reopened).trials) == 2
+
+
+def test_check_local_workers(tmp_path: Path) -> None:
+    check_local_workers(f"sqlite:///{tmp_path}/tuner.db", 4)  # WAL + busy timeout: fine
+    check_local_workers(f"journal:{tmp_path}/tuner.journal", 4)
+    check_local_workers("postgresql://u:p@db/tuner", 32)
+    check_local_workers("sqlite://", 1)
+    with pytest.raises(TunerError, match="in-memory"):
+        check_local_workers("sqlite:///:memory:", 2)
+
+
+@pytest.mark.postgres
+def test_a_postgres_worker_holds_at_most_two_connections(
+    postgres_server: pg.PostgresServer, postgres_url: str
+) -> None:
+    """Main thread + heartbeat thread: 32 workers need at most 64 of max_connections=100."""
+    storage = open_storage(postgres_url, heartbeat_interval=1, grace_period=2)
+    database = sqlalchemy.engine.make_url(postgres_url).database
+    seen: list[int] = []
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name='tuner'"
+    with psycopg.connect(postgres_server.url(database).replace("+psycopg", "")) as watcher:
+
+        def objective(trial: optuna.Trial) -> float:
+            seen.append(watcher.execute(query, (database,)).fetchone()[0])
+            return trial.suggest_float("x", 0, 1)
+
+        optuna.create_study(storage=storage).optimize(objective, n_trials=5)
+        seen.append(watcher.execute(query, (database,)).fetchone()[0])
+    assert 1 <= max(seen) <= 2
+
+
+# --- retrying through an outage ---
+
+
+def connection_lost() -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionError("server closed"))
+
+
+def failing(call: Callable, times: int, after: bool = False) -> Callable:
+    """`call` that raises a connection error `times` times (after running it, if `after`)."""
+    left = [times]
+
+    def flaky(*args, **kwargs):
+        if left[0] and not after:
+            left[0] -= 1
+            raise connection_lost()
+        result = call(*args, **kwargs)
+        if left[0]:
+            left[0] -= 1
+            raise connection_lost()
+        return result
+
+    return flaky
+
+
+def fast_retrying(tmp_path: Path, outage_timeout: float = 5.0) -> RetryingStorage:
+    storage = open_storage(f"sqlite:///{tmp_path}/tuner.db", outage_timeout=outage_timeout)
+    assert isinstance(storage, RetryingStorage)
+    storage.first_delay = 0.01
+    return storage
+
+
+def test_transient_errors_are_retried(tmp_path: Path, monkeypatch, caplog) -> None:
+    storage = fast_retrying(tmp_path)
+    study = optuna.create_study(storage=storage)
+    backend = storage.backend
+    monkeypatch.setattr(backend, "create_new_trial", failing(backend.create_new_trial, 3))
+    study.optimize(lambda trial: 1.0, n_trials=1)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert "storage unreachable (server closed)" in caplog.text
+    assert "storage reachable again" in caplog.text
+
+
+def test_a_long_outage_ends_in_a_tuner_error(tmp_path: Path, monkeypatch) -> None:
+    storage = fast_retrying(tmp_path, outage_timeout=0.3)
+    study = optuna.create_study(storage=storage)
+    backend = storage.backend
+    monkeypatch.setattr(backend, "get_all_trials", failing(backend.get_all_trials, 10**6))
+    with pytest.raises(TunerError, match="lost the storage for 0 s: server closed"):
+        study.trials  # noqa: B018
+
+
+def test_other_errors_are_not_retried(tmp_path: Path, monkeypatch) -> None:
+    storage = fast_retrying(tmp_path)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise sqlalchemy.exc.OperationalError("", {}, sqlite3.OperationalError("no such table"))
+
+    monkeypatch.setattr(storage.backend, "get_all_studies", broken)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        storage.get_all_studies()
+    assert len(calls) == 1
+
+
+def test_a_result_stored_before_the_connection_dropped_counts(tmp_path: Path, monkeypatch) -> None:
+    storage = fast_retrying(tmp_path)
+    study = optuna.create_study(storage=storage)
+    real = storage.backend.set_trial_state_values
+    monkeypatch.setattr(storage.backend, "set_trial_state_values", failing(real, 1, after=True))
+    study.optimize(lambda trial: 1.0, n_trials=1)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_a_heartbeat_during_a_long_outage_is_skipped(tmp_path: Path, monkeypatch, caplog) -> None:
+    storage = fast_retrying(tmp_path, outage_timeout=0.1)
+    monkeypatch.setattr(storage.backend, "record_heartbeat", failing(lambda trial_id: None, 10**6))
+    storage.record_heartbeat(1)  # logs, does not raise: the heartbeat thread must survive
+    assert "missed a heartbeat of trial id 1" in caplog.text
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_worker_rides_out_a_postgres_restart(tmp_path: Path) -> None:
+    if not pg.postgres_available():
+        pytest.skip("PostgreSQL server binaries are not on PATH")
+    server = pg.start_postgres()  # its own server: this test stops it
+    try:
+        url = server.create_database("outage")
+        optuna.create_study(study_name="outage", storage=open_storage(url))
+        log = tmp_path / "worker.log"
+        worker = spawn(url, "outage", 12, log, sleep=0.25)
+        study = optuna.load_study(study_name="outage", storage=open_storage(url))
+        wait_until(lambda: len(study.get_trials(states=(TrialState.COMPLETE,))) >= 3, 30,
+                   "the worker to complete 3 trials")  # fmt: skip
+
+        server.stop("fast")  # terminates the worker's connections, refuses new ones
+        wait_until(lambda: "storage unreachable" in log.read_text(), 30, "the worker to notice")
+        server.start()
+
+        wait_until(lambda: worker.poll() is not None, 60, "the worker to finish")
+        assert worker.returncode == 0, log.read_text()
+        assert "storage reachable again" in log.read_text()
+        trials = optuna.load_study(study_name="outage", storage=open_storage(url)).get_trials()
+        assert all(t.state.is_finished() for t in trials)
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
+    finally:
+        pg.stop_postgres(server)

@@ -1,0 +1,116 @@
+"""tuner.visualize and `tuner visualize`: filters and feature maps on one self-contained page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import save_untrained_model
+from PIL import Image
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.visualize import (
+    MAX_FEATURE_MAPS,
+    MAX_FIRST_LAYER_FILTERS,
+    feature_maps,
+    first_layer_figure,
+    visualization_page,
+    write_visualization,
+)
+
+PLOT_DIV = 'class="plotly-graph-div"'
+PLOTLY_JS_MARKER = "plotly.js v"  # the banner at the top of the embedded library
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def expected_plots(blocks: int) -> int:
+    """Input + one feature-map grid per block + one filter figure per block."""
+    return 1 + 2 * blocks
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "filters"), [(1, 8, (4, 6)), (3, 16, (5, 20, 3))]
+)
+def test_page_has_input_feature_maps_and_filters(
+    tmp_path: Path, channels: int, size: int, filters: tuple[int, ...]
+) -> None:
+    model, card = save_untrained_model(tmp_path, channels=channels, size=size, filters=filters)
+    image = torch.randint(0, 256, (channels, size, size), dtype=torch.uint8)
+    out = write_visualization(tmp_path / "viz.html", model, card, image, "random image")
+    page = out.read_text()
+    assert page.count(PLOT_DIV) == expected_plots(len(filters))
+    assert page.count(PLOTLY_JS_MARKER) == 1  # embedded once: the page works offline
+    assert "<script src=" not in page
+    assert "random image" in page
+    first_layer_trace = '"type":"image"' if channels == 3 else '"type":"heatmap"'
+    assert first_layer_trace in page
+
+
+def test_feature_maps_follow_the_blocks() -> None:
+    from model_fixtures import untrained_card
+
+    from tuner.model import build_cnn
+
+    card = untrained_card(channels=3, size=16, filters=(5, 7, 9))
+    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    maps = feature_maps(model, card, torch.zeros(3, 16, 16, dtype=torch.uint8))
+    assert [tuple(m.shape) for m in maps] == [(5, 8, 8), (7, 4, 4), (9, 2, 2)]
+
+
+def test_counts_are_capped(tmp_path: Path) -> None:
+    model, card = save_untrained_model(tmp_path, channels=3, size=8, filters=(40,))
+    assert len(first_layer_figure(model[0][0][0]).data) == MAX_FIRST_LAYER_FILTERS
+    page = visualization_page(model, card, torch.zeros(3, 8, 8, dtype=torch.uint8), "zeros")
+    feature_section = page.sections[1]
+    assert len(feature_section.figures[0].data) == MAX_FEATURE_MAPS
+
+
+def test_cli_with_an_image_of_another_size_and_mode(tmp_path: Path) -> None:
+    save_untrained_model(tmp_path / "model", channels=1, size=8)
+    image = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (45, 31, 4), dtype=np.uint8), "RGBA").save(image)
+    out = tmp_path / "viz.html"
+    result = CliRunner().invoke(
+        app,
+        ["visualize", "--model", str(tmp_path / "model"), "--image", str(image), "-o", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert page.count(PLOT_DIV) == expected_plots(2)
+    assert "photo.png" in page
+
+
+def test_cli_uses_a_test_image_of_the_dataset(tmp_path: Path) -> None:
+    # digits: 1x8x8, classes "0".."9", bundled with scikit-learn (no files needed)
+    classes = tuple(str(i) for i in range(10))
+    save_untrained_model(tmp_path / "model", channels=1, size=8, class_names=classes)
+    out = tmp_path / "viz.html"
+    result = CliRunner().invoke(
+        app, ["visualize", "-m", str(tmp_path / "model"), "--index", "3", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "test image 3 (class " in out.read_text()
+
+
+def test_cli_without_image_or_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    save_untrained_model(
+        tmp_path / "model", channels=1, size=8, dataset=f"imagefolder:{tmp_path / 'gone'}"
+    )
+    result = CliRunner().invoke(
+        app, ["visualize", "-m", str(tmp_path / "model"), "-o", str(tmp_path / "v.html")]
+    )
+    assert result.exit_code == 2
+    assert "--image" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "v.html").exists()

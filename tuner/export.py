@@ -1,0 +1,242 @@
+"""The best trial of a study as a file people can keep: TOML or JSON, read back by `retrain`.
+
+Both formats hold the same data: a few facts about the trial (study, trial number, value,
+dataset, best epoch) and `config`, the trial's full `TrialConfig`. The TOML version starts with
+a comment header and shows which lines can pin values in a study file's `[space]`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner import __version__, attrs
+from tuner.config import AugmentSpec, TrialConfig
+from tuner.errors import TunerError
+from tuner.spec import PARAMETERS
+
+FORMATS = ("toml", "json")
+
+
+@dataclass(frozen=True)
+class BestConfig:
+    """A trial's configuration and where it came from."""
+
+    dataset: str
+    config: TrialConfig
+    study: str | None = None
+    trial: int | None = None
+    value: float | None = None
+    metric: str | None = None
+    best_epoch: int | None = None  # epoch whose weights the trial kept
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; keys whose value is None are left out (TOML has no null)."""
+        values = {
+            "study": self.study,
+            "trial": self.trial,
+            "metric": self.metric,
+            "value": self.value,
+            "dataset": self.dataset,
+            "best_epoch": self.best_epoch,
+            "config": self.config.to_dict(),
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def best_config(study: optuna.Study) -> BestConfig:
+    """The study's best complete trial. Raises TunerError if there is none or it lacks a config."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
+    if attrs.CONFIG not in best.user_attrs:
+        raise TunerError(
+            f"study {study.study_name!r}: trial {best.number} has no {attrs.CONFIG!r} user "
+            "attribute (was it run by tuner?)"
+        )
+    dataset = study.user_attrs.get(attrs.STUDY_DATASET)
+    if not dataset:
+        raise TunerError(
+            f"study {study.study_name!r} does not record its dataset (was it created by tuner?)"
+        )
+    best_epoch = best.user_attrs.get(attrs.BEST_EPOCH)
+    return BestConfig(
+        dataset=str(dataset),
+        config=TrialConfig.from_dict(best.user_attrs[attrs.CONFIG]),
+        study=study.study_name,
+        trial=best.number,
+        value=best.value,
+        metric=study.user_attrs.get(attrs.STUDY_METRIC),
+        best_epoch=None if best_epoch is None else int(best_epoch),
+    )
+
+
+def to_json(best: BestConfig) -> str:
+    """The best configuration as indented JSON."""
+    return json.dumps(best.to_dict(), indent=2) + "\n"
+
+
+def to_toml(best: BestConfig) -> str:
+    """The best configuration as TOML: a comment header, the trial's facts, then [config]."""
+    values = best.to_dict()
+    config = values.pop("config")
+    augment = config.pop("augment")
+    source = f"study {best.study!r}, trial {best.trial}" if best.study else "a config file"
+    score = f": {best.metric} = {best.value:.6g}" if best.value is not None else ""
+    lines = [
+        f"# Best configuration of {source}{score}",
+        f"# Written by tuner {__version__} on {datetime.date.today().isoformat()}.",
+        "# Retrain it on the full training split with:  tuner retrain --config THIS_FILE",
+        "",
+        *(f"{key} = {_toml_value(value)}" for key, value in values.items()),
+        "",
+        "[config]",
+        *(f"{key} = {_toml_value(value)}" for key, value in config.items()),
+        "",
+        "[config.augment]",
+        *(f"{key} = {_toml_value(value)}" for key, value in augment.items()),
+        "",
+        *_space_hint(best.config),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _space_hint(config: TrialConfig) -> list[str]:
+    """Commented lines that pin these values in a study file's [space]."""
+    lines = ["# To pin some of these values in a study file, copy lines into its [space]:"]
+    for name in PARAMETERS:
+        if name == "num_blocks":
+            lines.append(f"#   num_blocks = {config.num_blocks}")
+        elif name == "filters":
+            # A study file samples one `filters` value per block; a fixed value is used by all.
+            note = (
+                ""
+                if len(set(config.filters)) == 1
+                else f"  # for every block; this trial: {list(config.filters)}"
+            )
+            lines.append(f"#   filters = {max(config.filters)}{note}")
+        else:
+            lines.append(f"#   {name} = {_toml_value(getattr(config, name))}")
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest text that reads back as the same float
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def render(best: BestConfig, fmt: str) -> str:
+    """The best configuration in `fmt` ("toml" or "json")."""
+    if fmt == "toml":
+        return to_toml(best)
+    if fmt == "json":
+        return to_json(best)
+    raise TunerError(f"--format: unknown format {fmt!r}; use {' or '.join(FORMATS)}")
+
+
+def read_best(path: Path) -> BestConfig:
+    """Read a file written by `tuner best` (TOML or JSON, by suffix). Raises TunerError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TunerError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TunerError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise TunerError(f"{path}: {kind} syntax error: {exc}") from None
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: expected an object with 'dataset' and 'config'")
+    return _parse(data, path)
+
+
+def _parse(data: dict[str, Any], path: Path) -> BestConfig:
+    known = {f.name for f in fields(BestConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TunerError(f"{path}: {unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+    for key in ("dataset", "config"):
+        if key not in data:
+            raise TunerError(f"{path}: {key}: missing (see `tuner best` for the format)")
+    if not isinstance(data["dataset"], str):
+        raise TunerError(f"{path}: dataset: must be a string")
+    config = data["config"]
+    if not isinstance(config, dict):
+        raise TunerError(f"{path}: config: must be a table")
+    _check_fields(config, TrialConfig, path, "config")
+    if "augment" in config:
+        if not isinstance(config["augment"], dict):
+            raise TunerError(f"{path}: config.augment: must be a table")
+        _check_fields(config["augment"], AugmentSpec, path, "config.augment")
+    filters = config.get("filters", [])
+    if not (
+        isinstance(filters, list)
+        and filters
+        and all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in filters)
+    ):
+        raise TunerError(f"{path}: config.filters: must be a non-empty array of ints >= 1")
+    checked = {
+        "study": (str, data.get("study")),
+        "trial": (int, data.get("trial")),
+        "value": (float, data.get("value")),
+        "metric": (str, data.get("metric")),
+        "best_epoch": (int, data.get("best_epoch")),
+    }
+    for key, (kind, value) in checked.items():
+        if value is not None and not _is_kind(value, kind):
+            raise TunerError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")
+    return BestConfig(
+        dataset=data["dataset"],
+        config=TrialConfig.from_dict(config),
+        study=data.get("study"),
+        trial=data.get("trial"),
+        value=None if data.get("value") is None else float(data["value"]),
+        metric=data.get("metric"),
+        best_epoch=data.get("best_epoch"),
+    )
+
+
+def _check_fields(values: dict[str, Any], cls: type, path: Path, where: str) -> None:
+    """Each key must be a field of `cls` whose default has the same type (ints pass as floats)."""
+    defaults = cls()
+    names = {f.name for f in fields(cls)}
+    for key, value in values.items():
+        if key not in names:
+            raise TunerError(
+                f"{path}: {where}.{key}: unknown key; allowed: {', '.join(sorted(names))}"
+            )
+        kind = type(getattr(defaults, key))
+        if kind in (int, float, bool, str) and not _is_kind(value, kind):
+            raise TunerError(f"{path}: {where}.{key}: must be {kind.__name__}, got {value!r}")
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

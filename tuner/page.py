@@ -1,0 +1,113 @@
+"""Self-contained HTML pages of Plotly figures, for `retrain` and `visualize`.
+
+plotly.js is embedded once in <head>, so a page opens offline and can be mailed around. Text
+that comes from users (study names, class names, file names) goes through `html.escape`;
+Plotly escapes its own JSON.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from string import Template
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of a page: a line on how to read it, and its figures (one per row)."""
+
+    title: str
+    how_to_read: str
+    figures: tuple[go.Figure, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page: a title, a subtitle, summary cards (label -> value) and sections."""
+
+    title: str
+    subtitle: str
+    sections: tuple[Section, ...]
+    cards: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+CSS = """
+:root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--ink); background: #f5f7fa; }
+main { max-width: 1340px; margin: 0 auto; padding: 24px 24px 48px; }
+h1 { margin: 0 0 2px; font-size: 26px; word-break: break-word; }
+.subtitle { color: var(--muted); margin: 0 0 16px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 12px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
+.card .label { color: var(--muted); font-size: 12px; text-transform: uppercase;
+               letter-spacing: .04em; }
+.card .value { font-size: 20px; font-weight: 600; overflow-wrap: anywhere; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+          padding: 14px 18px; margin-top: 18px; }
+section h2 { margin: 0 0 2px; font-size: 19px; }
+.how { color: var(--muted); margin: 0 0 8px; }
+.figure { overflow-x: auto; }
+"""
+
+TEMPLATE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+<style>$css</style>
+<script>$plotlyjs</script>
+</head>
+<body>
+<main>
+<h1>$title</h1>
+<p class="subtitle">$subtitle</p>
+$cards
+$sections
+</main>
+</body>
+</html>
+""")
+
+
+def render(page: Page) -> str:
+    """The whole page as one HTML string, plotly.js included."""
+    cards = "".join(
+        f'<div class="card"><div class="label">{html.escape(label)}</div>'
+        f'<div class="value">{html.escape(value)}</div></div>'
+        for label, value in page.cards
+    )
+    sections = []
+    for number, section in enumerate(page.sections, start=1):
+        figures = "".join(
+            f'<div class="figure">{figure_html(figure, f"figure-{number}-{index}")}</div>'
+            for index, figure in enumerate(section.figures, start=1)
+        )
+        sections.append(
+            f"<section><h2>{html.escape(section.title)}</h2>"
+            f'<p class="how">{html.escape(section.how_to_read)}</p>{figures}</section>'
+        )
+    return TEMPLATE.substitute(
+        title=html.escape(page.title),
+        subtitle=html.escape(page.subtitle),
+        css=CSS,
+        plotlyjs=get_plotlyjs(),
+        cards=f'<div class="cards">{cards}</div>' if cards else "",
+        sections="\n".join(sections),
+    )
+
+
+def figure_html(figure: go.Figure, div_id: str) -> str:
+    """One figure as a <div> and the <script> that draws it (plotly.js not included)."""
+    figure.update_layout(template="plotly_white")
+    return pio.to_html(
+        figure, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG
+    )

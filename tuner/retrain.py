@@ -1,0 +1,357 @@
+"""Retrain a chosen configuration on the full training split, then test it once.
+
+Tuning holds out part of the official training split for validation; once a configuration is
+chosen, that data is better spent on training. There is nothing left to early-stop on, so the
+model trains for a fixed number of epochs (by default the epoch at which the tuned trial did
+best) and keeps its final weights. The test split is used exactly once, after training, for the
+numbers on the model card; it never influences training or weight selection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner import __version__
+from tuner.artifacts import ModelCard, save_model, write_text_atomic
+from tuner.config import TrialConfig
+from tuner.data import Dataset, Splits, channel_stats
+from tuner.errors import TunerError
+from tuner.export import BestConfig
+from tuner.model import build_cnn, count_parameters
+from tuner.page import Page, Section, render
+from tuner.train import DeviceData, DivergedError, EpochResult, fit, to_device
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "retrain.html"
+# Images of the training split on which `fit` computes its per-epoch "val" numbers. They only
+# show progress (the final weights are kept regardless), so a sample keeps epochs cheap.
+PROGRESS_SAMPLE = 2048
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A model trained on the full training split, its card and its training history."""
+
+    model: nn.Module
+    card: ModelCard
+    history: tuple[EpochResult, ...]
+
+
+def epochs_for(best: BestConfig, epochs: int | None) -> int:
+    """`epochs` when given, else the epoch the tuned trial kept, else its epoch budget."""
+    if epochs is not None:
+        return epochs
+    if best.best_epoch is not None and best.best_epoch >= 1:
+        return best.best_epoch
+    log.warning(
+        "no best epoch recorded for this configuration; training for max_epochs = %d",
+        best.config.max_epochs,
+    )
+    return best.config.max_epochs
+
+
+def retrain(
+    best: BestConfig,
+    dataset: Dataset,
+    device: torch.device,
+    epochs: int | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> Retrained:
+    """Train `best.config` on all of `dataset.train` for a fixed number of epochs, test once."""
+    epochs = epochs_for(best, epochs)
+    # patience 0: no early stopping; max_epochs also sets the length of the cosine schedule.
+    config = replace(best.config, max_epochs=epochs, patience=0)
+    splits = _full_train_splits(dataset, config.seed)
+    data = to_device(splits, device)
+
+    torch.manual_seed(config.seed)
+    model = build_cnn(config, dataset.input_shape, dataset.num_classes)
+    history: list[EpochResult] = []
+
+    def progress(result: EpochResult) -> None:
+        history.append(result)
+        log.info(
+            "epoch %d/%d: train_loss %.4f train_accuracy %.4f (%.1fs)",
+            result.epoch,
+            epochs,
+            result.train_loss,
+            result.train_accuracy,
+            result.seconds,
+        )
+        if on_epoch is not None:
+            on_epoch(result)
+
+    try:
+        _train_final(model, data, config, device, progress)
+    except DivergedError as exc:
+        raise TunerError(
+            f"retraining the configuration of {_source(best)} failed: {exc}; "
+            "try fewer --epochs or another trial's configuration"
+        ) from None
+
+    test = _test(model, data, dataset)
+    card = ModelCard(
+        study=best.study,
+        trial=best.trial,
+        dataset=dataset.name,
+        input_shape=dataset.input_shape,
+        class_names=dataset.class_names,
+        mean=splits.mean,
+        std=splits.std,
+        config=config,
+        epochs=epochs,
+        train_count=len(dataset.train),
+        test_count=len(dataset.test),
+        test_accuracy=test.accuracy,
+        test_loss=test.loss,
+        per_class_accuracy=test.per_class(dataset.class_names),
+        confusion_matrix=test.confusion_rows(),
+        param_count=count_parameters(model),
+        tuner_version=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    log.info("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
+    return Retrained(model.cpu(), card, tuple(history))
+
+
+def _train_final(
+    model: nn.Module,
+    data: DeviceData,
+    config: TrialConfig,
+    device: torch.device,
+    progress: Callable[[EpochResult], None],
+) -> None:
+    """Run `fit` for all of `config.max_epochs` and leave the model with the final weights."""
+    final_state: dict[str, torch.Tensor] = {}
+    with contextlib.closing(fit(model, data, config, device)) as results:
+        for result in results:
+            progress(result)
+            if result.epoch == config.max_epochs:
+                # While fit is paused at this yield the model holds the last epoch's weights;
+                # when fit ends it restores its "best" epoch by the progress sample, a
+                # selection on training data that we don't want. Keep the final weights.
+                final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(final_state)
+
+
+def _source(best: BestConfig) -> str:
+    return f"study {best.study}, trial {best.trial}" if best.study else "a config file"
+
+
+def _full_train_splits(dataset: Dataset, seed: int) -> Splits:
+    mean, std = channel_stats(dataset.train.images)
+    order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))
+    sample = dataset.train.subset(order[:PROGRESS_SAMPLE])
+    return Splits(dataset.train, sample, dataset.num_classes, mean, std)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The one evaluation on the test split."""
+
+    loss: float
+    confusion: torch.Tensor  # int64 (K, K): rows true class, columns predicted
+
+    @property
+    def accuracy(self) -> float:
+        total = int(self.confusion.sum())
+        return float(self.confusion.trace()) / total if total else 0.0
+
+    def per_class(self, class_names: tuple[str, ...]) -> dict[str, float | None]:
+        counts = self.confusion.sum(dim=1).tolist()
+        correct = self.confusion.diagonal().tolist()
+        return {
+            name: (hit / count if count else None)
+            for name, hit, count in zip(class_names, correct, counts, strict=True)
+        }
+
+    def confusion_rows(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(row) for row in self.confusion.tolist())
+
+
+def _test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
+    """Loss and confusion matrix on the test split, in float32 like `tuner predict`."""
+    images = dataset.test.images.to(data.scale.device)
+    labels = dataset.test.labels.to(data.scale.device)
+    model.eval()
+    total_loss = 0.0
+    predictions = []
+    with torch.inference_mode():
+        for start in range(0, len(labels), EVAL_BATCH_SIZE):
+            logits = model(data.normalise(images[start : start + EVAL_BATCH_SIZE])).float()
+            batch_labels = labels[start : start + EVAL_BATCH_SIZE]
+            total_loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
+            predictions.append(logits.argmax(dim=1))
+    num_classes = dataset.num_classes
+    predicted = torch.cat(predictions) if predictions else labels
+    confusion = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
+    return TestResult(
+        loss=total_loss / max(1, len(labels)),
+        confusion=confusion.view(num_classes, num_classes).cpu(),
+    )
+
+
+def save(directory: Path, retrained: Retrained) -> tuple[Path, Path]:
+    """Write model.safetensors, model.json and retrain.html into `directory`."""
+    weights = save_model(directory, retrained.model, retrained.card)
+    report = write_text_atomic(
+        Path(directory) / REPORT_FILE, render(report_page(retrained.card, retrained.history))
+    )
+    return weights, report
+
+
+# ---------------------------------------------------------------- the report page
+
+
+def report_page(card: ModelCard, history: tuple[EpochResult, ...] = ()) -> Page:
+    """The retrain page: summary cards, the confusion matrix, per-class accuracy, training."""
+    source = _source(BestConfig(card.dataset, card.config, card.study, card.trial))
+    sections = [
+        Section(
+            "Confusion matrix (test split)",
+            "Rows are the true classes, columns what the model predicted; the diagonal is "
+            "correct. Colour is the share of each true class, hover for counts.",
+            (confusion_figure(card),),
+        ),
+        Section(
+            "Accuracy per class (test split)",
+            "The share of each class's test images predicted correctly; the dashed line is "
+            "the overall accuracy.",
+            (per_class_figure(card),),
+        ),
+    ]
+    if history:
+        sections.append(
+            Section(
+                "Training",
+                "Loss and accuracy on the training split per epoch (with augmentation, if any). "
+                "There is no validation set: the model keeps the last epoch's weights.",
+                (training_figure(history),),
+            )
+        )
+    return Page(
+        title=f"{card.study or 'model'} · retrained",
+        subtitle=f"{card.dataset} · configuration of {source} · trained on the full training "
+        f"split · tested once on {card.test_count} held-out images",
+        cards=(
+            ("test accuracy", f"{card.test_accuracy:.2%}"),
+            ("test loss", f"{card.test_loss:.4f}"),
+            ("epochs", str(card.epochs)),
+            ("training images", f"{card.train_count:,}"),
+            ("parameters", f"{card.param_count:,}"),
+            ("filters", " · ".join(str(f) for f in card.config.filters)),
+        ),
+        sections=tuple(sections),
+    )
+
+
+def confusion_figure(card: ModelCard) -> go.Figure:
+    """Heatmap of the confusion matrix, coloured by the share of each true class."""
+    counts = torch.tensor(card.confusion_matrix, dtype=torch.float64)
+    shares = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    names = list(card.class_names)
+    size = len(names)
+    figure = go.Figure(
+        go.Heatmap(
+            z=shares.tolist(),
+            x=names,
+            y=names,
+            customdata=counts.int().tolist(),
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": {"text": "share"}, "tickformat": ".0%"},
+            hovertemplate="true %{y}, predicted %{x}: %{customdata} images "
+            "(%{z:.1%})<extra></extra>",
+            xgap=1,
+            ygap=1,
+        )
+    )
+    if size <= 20:  # counts in the cells stay readable up to about 20 classes
+        figure.update_traces(texttemplate="%{customdata}", textfont={"size": 11})
+    side = min(900, max(420, 34 * size + 160))
+    figure.update_layout(
+        height=side,
+        width=side + 80,
+        xaxis={"title": {"text": "predicted"}, "type": "category", "side": "bottom"},
+        yaxis={"title": {"text": "true"}, "type": "category", "autorange": "reversed"},
+        margin={"t": 30, "r": 20, "b": 60, "l": 80},
+    )
+    return figure
+
+
+def per_class_figure(card: ModelCard) -> go.Figure:
+    """Bar per class of its test accuracy, with the overall accuracy as a line."""
+    names = list(card.per_class_accuracy)
+    values = [card.per_class_accuracy[name] for name in names]
+    figure = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            marker={"color": values, "colorscale": "RdYlGn", "cmin": 0.5, "cmax": 1.0},
+            text=[("n/a" if v is None else f"{v:.1%}") for v in values],
+            textposition="outside" if len(names) <= 20 else "none",
+            hovertemplate="%{x}: %{y:.2%}<extra></extra>",
+        )
+    )
+    figure.add_hline(
+        y=card.test_accuracy,
+        line={"dash": "dash", "color": "#444"},
+        annotation_text=f"overall {card.test_accuracy:.2%}",
+        annotation_position="bottom right",
+    )
+    figure.update_layout(
+        height=380,
+        xaxis={"title": {"text": "class"}, "type": "category"},
+        yaxis={"title": {"text": "accuracy"}, "range": [0, 1.08], "tickformat": ".0%"},
+        margin={"t": 30, "r": 20, "b": 60, "l": 60},
+    )
+    return figure
+
+
+def training_figure(history: tuple[EpochResult, ...]) -> go.Figure:
+    """Training loss and accuracy per epoch, on two y axes."""
+    epochs = [result.epoch for result in history]
+    figure = go.Figure(
+        [
+            go.Scatter(
+                x=epochs,
+                y=[r.train_loss for r in history],
+                name="train loss",
+                mode="lines+markers",
+            ),
+            go.Scatter(
+                x=epochs,
+                y=[r.train_accuracy for r in history],
+                name="train accuracy",
+                mode="lines+markers",
+                yaxis="y2",
+            ),
+        ]
+    )
+    figure.update_layout(
+        height=340,
+        xaxis={"title": {"text": "epoch"}, "dtick": 1 if len(epochs) <= 20 else None},
+        yaxis={"title": {"text": "loss"}},
+        yaxis2={
+            "title": {"text": "accuracy"},
+            "overlaying": "y",
+            "side": "right",
+            "tickformat": ".0%",
+        },
+        legend={"orientation": "h", "y": 1.12},
+        margin={"t": 40, "r": 60, "b": 50, "l": 60},
+    )
+    return figure
