@@ -37,7 +37,7 @@ import pg  # noqa: E402
 
 from tuner.storage import open_storage  # noqa: E402
 
-RETRY_LINE = "storage unreachable"
+RETRY_LINE = "storage unavailable"
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,10 @@ def run_one(study: optuna.Study, objective) -> TrialTiming:
     started = time.perf_counter()
     study.optimize(objective, n_trials=1)
     seconds = time.perf_counter() - started
-    return TrialTiming(seconds, study.trials[-1].value)
+    trial = study.trials[-1]
+    if trial.value is None:
+        raise RuntimeError(f"trial {trial.number} ended {trial.state.name}: {trial.user_attrs}")
+    return TrialTiming(seconds, trial.value)
 
 
 def main() -> None:

@@ -52,7 +52,9 @@ def untrained_card(
     )
 
 
-def save_untrained_model(directory: Path, seed: int = 0, **card_options) -> tuple[nn.Module, ModelCard]:
+def save_untrained_model(
+    directory: Path, seed: int = 0, **card_options
+) -> tuple[nn.Module, ModelCard]:
     """Save a seeded untrained model and its card into `directory`; returns both."""
     card = untrained_card(**card_options)
     torch.manual_seed(seed)

@@ -128,7 +128,7 @@ def test_malformed_card(saved) -> None:
 
 
 def test_shape_mismatch_names_the_file(saved) -> None:
-    directory, _, card = saved
+    directory, _, _ = saved
     card_path = directory / CARD_FILE
     data = json.loads(card_path.read_text())
     data["config"]["filters"] = [5, 6]  # the weights were saved for [4, 6]
@@ -141,7 +141,7 @@ def test_shape_mismatch_names_the_file(saved) -> None:
 
 def test_wrong_keys_are_refused(tmp_path: Path) -> None:
     directory = tmp_path / "model"
-    _, card = save_untrained_model(directory)
+    save_untrained_model(directory)
     save_file({"something.else": torch.zeros(3)}, str(directory / WEIGHTS_FILE))
     data = json.loads((directory / CARD_FILE).read_text())
     data["weights_sha256"] = ""  # a hand-made card without checksum

@@ -127,10 +127,10 @@ def test_cli_table_errors_and_exit_code(tmp_path: Path, gray_model) -> None:
 def test_cli_json(tmp_path: Path, gray_model) -> None:
     directory, _, _ = gray_model
     images = write_images(tmp_path / "images")
+    pair = [str(images["palette.gif"]), str(images["notes.txt"])]
     result = CliRunner().invoke(
         app,
-        ["predict", "--model", str(directory), "--json", "-k", "3"]
-        + [str(images["palette.gif"]), str(images["notes.txt"])],
+        ["predict", "--model", str(directory), "--json", "-k", "3", *pair],
     )
     assert result.exit_code == 1
     rows = json.loads(result.stdout)

@@ -1,4 +1,4 @@
-"""tuner.retrain and `tuner retrain`: train the best configuration on all training data, test once."""
+"""tuner.retrain and `tuner retrain`: the best configuration on all training data, tested once."""
 
 from __future__ import annotations
 

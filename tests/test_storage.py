@@ -274,7 +274,7 @@ def test_transient_errors_are_retried(tmp_path: Path, monkeypatch, caplog) -> No
     monkeypatch.setattr(backend, "create_new_trial", failing(backend.create_new_trial, 3))
     study.optimize(lambda trial: 1.0, n_trials=1)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
-    assert "storage unreachable (server closed)" in caplog.text
+    assert "storage unavailable (server closed)" in caplog.text
     assert "storage reachable again" in caplog.text
 
 
@@ -333,7 +333,7 @@ def test_worker_rides_out_a_postgres_restart(tmp_path: Path) -> None:
                    "the worker to complete 3 trials")  # fmt: skip
 
         server.stop("fast")  # terminates the worker's connections, refuses new ones
-        wait_until(lambda: "storage unreachable" in log.read_text(), 30, "the worker to notice")
+        wait_until(lambda: "storage unavailable" in log.read_text(), 30, "the worker to notice")
         server.start()
 
         wait_until(lambda: worker.poll() is not None, 60, "the worker to finish")

@@ -38,9 +38,7 @@ def expected_plots(blocks: int) -> int:
     return 1 + 2 * blocks
 
 
-@pytest.mark.parametrize(
-    ("channels", "size", "filters"), [(1, 8, (4, 6)), (3, 16, (5, 20, 3))]
-)
+@pytest.mark.parametrize(("channels", "size", "filters"), [(1, 8, (4, 6)), (3, 16, (5, 20, 3))])
 def test_page_has_input_feature_maps_and_filters(
     tmp_path: Path, channels: int, size: int, filters: tuple[int, ...]
 ) -> None:

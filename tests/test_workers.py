@@ -6,6 +6,7 @@ The workers are real processes (tests/optuna_worker.py) running plain Optuna on
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from optuna_worker import spawn, wait_until
 
+from tuner.signals import interrupt_on_signals
 from tuner.storage import open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -140,3 +142,11 @@ def test_stop_signal_mid_trial_leaves_no_trial_running(signum: int, tmp_path: Pa
     assert wait_all([worker], timeout=30) == [130], logs(tmp_path)
     trials = load_trials(url, study)
     assert [t.state for t in trials] == [TrialState.FAIL]
+
+
+def test_interrupt_on_signals_turns_sigterm_into_keyboard_interrupt() -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupt_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_until(lambda: False, 5, "SIGTERM to interrupt")  # interrupted by the handler
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -54,6 +54,8 @@ class ModelCard:
     param_count: int
     tuner_version: str
     created: str  # ISO 8601, UTC
+    train_loss: tuple[float, ...] = ()  # per epoch, on the (augmented) training batches
+    train_accuracy: tuple[float, ...] = ()
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -67,6 +69,8 @@ class ModelCard:
         values["config"] = self.config.to_dict()
         values["input_shape"] = list(self.input_shape)
         values["confusion_matrix"] = [list(row) for row in self.confusion_matrix]
+        values["train_loss"] = list(self.train_loss)
+        values["train_accuracy"] = list(self.train_accuracy)
         return values
 
     @classmethod
@@ -86,6 +90,8 @@ class ModelCard:
         if not len(values["mean"]) == len(values["std"]) == shape[0]:
             raise ValueError("mean and std need one value per input channel")
         values["confusion_matrix"] = tuple(tuple(row) for row in values["confusion_matrix"])
+        for key in ("train_loss", "train_accuracy"):
+            values[key] = tuple(float(v) for v in values.get(key, ()))
         return cls(**values)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ class Section:
     title: str
     how_to_read: str
     figures: tuple[go.Figure, ...]
+    columns: int = 1  # figures side by side (one per row on narrow screens)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
           padding: 14px 18px; margin-top: 18px; }
 section h2 { margin: 0 0 2px; font-size: 19px; }
 .how { color: var(--muted); margin: 0 0 8px; }
+.figures { display: grid; grid-template-columns: minmax(0, 1fr); gap: 12px; }
+.figures.cols-2 { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+@media (max-width: 900px) { .figures.cols-2 { grid-template-columns: minmax(0, 1fr); } }
 .figure { overflow-x: auto; }
 """
 
@@ -91,9 +95,11 @@ def render(page: Page) -> str:
             f'<div class="figure">{figure_html(figure, f"figure-{number}-{index}")}</div>'
             for index, figure in enumerate(section.figures, start=1)
         )
+        # The grid is fixed before the figures draw: plotly sizes a plot once, to its container.
+        grid = f'<div class="figures cols-{section.columns}">{figures}</div>'
         sections.append(
             f"<section><h2>{html.escape(section.title)}</h2>"
-            f'<p class="how">{html.escape(section.how_to_read)}</p>{figures}</section>'
+            f'<p class="how">{html.escape(section.how_to_read)}</p>{grid}</section>'
         )
     return TEMPLATE.substitute(
         title=html.escape(page.title),

@@ -297,7 +297,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 if failed_at is None:
                     failed_at = now
                     logger.warning(
-                        "storage unreachable (%s); retrying for up to %.0f s",
+                        "storage unavailable (%s); retrying for up to %.0f s",
                         _one_line(exc),
                         self.outage_timeout,
                     )

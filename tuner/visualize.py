@@ -58,7 +58,7 @@ def visualization_page(
     ]
     channels, height, width = card.input_shape
     return Page(
-        title=f"{card.study or 'model'} · through the network's eyes",
+        title=f"{card.study or card.dataset} · through the network's eyes",
         subtitle=f"{card.dataset} · input {channels}x{height}x{width} · "
         f"{len(layers)} conv blocks ({', '.join(str(f) for f in card.config.filters)} filters) · "
         f"test accuracy {card.test_accuracy:.2%}",
