@@ -176,7 +176,9 @@ def split_indices(spec: StudySpec, total: int) -> tuple[list[int], list[int]]:
     return train.tolist(), order[:val_count].tolist()
 
 
-def run_one(study: optuna.Study, objective) -> TrialTiming:
+def run_one(study: optuna.Study, objective, params: dict[str, object]) -> TrialTiming:
+    """One trial of `params` (enqueued, so every engine trains the same config)."""
+    study.enqueue_trial(params)
     started = time.perf_counter()
     study.optimize(objective, n_trials=1)
     seconds = time.perf_counter() - started
@@ -215,11 +217,7 @@ def main() -> None:
     assert len(indices[0]) == len(splits.train) and len(indices[1]) == len(splits.val)
 
     configs = sample_configs(spec, args.trials, args.epochs)
-    studies = {}
-    for engine in ("tuner", "usual"):
-        studies[engine] = optuna.create_study(direction="maximize")
-        for params, _ in configs:
-            studies[engine].enqueue_trial(params)
+    studies = {engine: optuna.create_study(direction="maximize") for engine in ("tuner", "usual")}
 
     with tempfile.TemporaryDirectory() as root_dir:
         started = time.perf_counter()
@@ -237,10 +235,10 @@ def main() -> None:
         loads = []
         print("\n".join(header))
         print(f"trial  {'config':<52} {'tuner s':>8} {'usual s':>8} {'tuner acc':>9} {'usual acc':>9}")
-        for number, (_, config) in enumerate(configs):
+        for number, (params, config) in enumerate(configs):
             order = ("tuner", "usual") if number % 2 == 0 else ("usual", "tuner")
             for engine in order:
-                timings[engine].append(run_one(studies[engine], objectives[engine]))
+                timings[engine].append(run_one(studies[engine], objectives[engine], params))
             loads.append(load_average())
             a, b = timings["tuner"][-1], timings["usual"][-1]
             print(

@@ -53,8 +53,10 @@ PRUNED = (
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The test machine's cores are shared: one thread per test process trains fastest."""
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
+    """Tiny models train fastest on one thread, more so on shared cores (tuner.train keeps
+    the thread count alone when OMP_NUM_THREADS is set)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -165,25 +165,78 @@ def run(
         bool, typer.Option("--force", help="Resume even if the search space changed.")
     ] = False,
     studies: StudiesDirOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", "-w", min=1, help="Worker processes on this machine sharing the study."
+        ),
+    ] = 1,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="Comma-separated devices the workers are spread over (default: every GPU, "
+            "else --device).",
+        ),
+    ] = None,
+    jobs_per_device: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs-per-device",
+            min=1,
+            help="Trials running at once on each device (sets --workers to this x devices).",
+        ),
+    ] = None,
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists)."""
     from tuner.data import load_dataset, split
     from tuner.objective import make_objective
+    from tuner.parallel import worker_seed_offset
     from tuner.progress import TrialProgress
     from tuner.signals import interrupt_on_signals
-    from tuner.storage import mask_url, open_storage, resolve_storage_url
+    from tuner.storage import check_local_workers, mask_url, open_storage, resolve_storage_url
     from tuner.study import open_study, run_trials
     from tuner.train import pick_device, to_device
 
     spec = _load_spec(study, studies)
     total = trials or spec.training.trials
+    url = resolve_storage_url(storage)
+    console = _console()
+    if workers > 1 or jobs_per_device:
+        from tuner.parallel import plan_workers, resolve_devices, run_workers
+
+        device_list = resolve_devices(devices, device)
+        for name in device_list:
+            pick_device(name)  # fail here, once, rather than in every worker
+        worker_count = jobs_per_device * len(device_list) if jobs_per_device else workers
+        check_local_workers(url, worker_count)
+        # Decode the dataset into the cache and create the study once, before the workers race.
+        load_dataset(spec.dataset.name, data_dir, cache_dir)
+        optuna_study = open_study(spec, open_storage(url), force=force)
+        run_args = ["--study", str(spec.path.resolve()), "--trials", str(total)]
+        for flag, value in (("--data-dir", data_dir), ("--cache-dir", cache_dir)):
+            if value is not None:
+                run_args += [flag, str(Path(value).resolve())]
+        if timeout is not None:
+            run_args += ["--timeout", str(timeout)]
+        console.print(
+            f"study [bold]{spec.name}[/bold]: {worker_count} workers on "
+            f"{', '.join(device_list)}, {total} trials in total, storage {mask_url(url)}"
+        )
+        # The URL travels in the environment: a password on a command line is visible to all.
+        os.environ["TUNER_STORAGE"] = url
+        exit_code = run_workers(plan_workers(run_args, worker_count, device_list))
+        _print_best(console, optuna_study)
+        if exit_code:
+            raise typer.Exit(exit_code)
+        return
+
     torch_device = pick_device(device)
     dataset = load_dataset(spec.dataset.name, data_dir, cache_dir)
     data = to_device(split(dataset, spec.dataset), torch_device)
-
-    url = resolve_storage_url(storage)
-    optuna_study = open_study(spec, open_storage(url), force=force)
-    console = _console()
+    optuna_study = open_study(
+        spec, open_storage(url), seed_offset=worker_seed_offset(), force=force
+    )
     console.print(
         f"study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} on "
         f"{torch_device}, {total} trials in total, storage {mask_url(url)}"
@@ -535,7 +588,7 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
     studies: StudiesDirOption = None,
 ) -> None:
-    """Serve optuna-dashboard on the study's storage (needs the tuner[dashboard] extra)."""
+    """Serve optuna-dashboard on the study's storage (needs the optional dashboard extra)."""
     try:
         from optuna_dashboard import run_server
     except ImportError:

@@ -150,7 +150,7 @@ def _train_final(
 
 
 def _source(best: BestConfig) -> str:
-    return f"study {best.study}, trial {best.trial}" if best.study else "a config file"
+    return f"trial {best.trial} of study {best.study}" if best.study else "a config file"
 
 
 def _full_train_splits(dataset: Dataset, seed: int) -> Splits:
@@ -241,7 +241,7 @@ def report_page(card: ModelCard) -> Page:
         )
     return Page(
         title=f"{card.study or card.dataset} · retrained model",
-        subtitle=f"{card.dataset} · configuration of {source} · trained on the full training "
+        subtitle=f"{card.dataset} · configuration from {source} · trained on the full training "
         f"split · tested once on {card.test_count:,} held-out images",
         cards=(
             ("test accuracy", f"{card.test_accuracy:.2%}"),
@@ -310,7 +310,7 @@ def per_class_figure(card: ModelCard) -> go.Figure:
                 marker={"color": values, "colorscale": "RdYlGn", "cmin": 0.5, "cmax": 1.0},
                 text=[("n/a" if v is None else f"{v:.1%}") for v in values],
                 textposition="inside" if len(names) <= 20 else "none",
-                insidetextanchor="end",
+                insidetextanchor="start",  # at the bars' feet, clear of the overall line
                 textangle=0,
                 hovertemplate="%{x}: %{y:.2%}<extra></extra>",
             ),

@@ -58,7 +58,9 @@ class ParamDomain:
 PARAMETERS: dict[str, ParamDomain] = {
     "learning_rate": ParamDomain(float, 1e-3, lambda v: v > 0, "a float > 0"),
     "batch_size": ParamDomain(int, 64, lambda v: v >= 1, "an int >= 1"),
-    "kernel_size": ParamDomain(int, 3, lambda v: v >= 1 and v % 2 == 1, "an odd int >= 1"),
+    "kernel_size": ParamDomain(
+        int, 3, lambda v: 1 <= v <= 31 and v % 2 == 1, "an odd int from 1 to 31"
+    ),
     "num_blocks": ParamDomain(int, 2, lambda v: 1 <= v <= 6, "an int from 1 to 6"),
     "filters": ParamDomain(int, 32, lambda v: 1 <= v <= 1024, "an int from 1 to 1024"),
     "fc_units": ParamDomain(int, 128, lambda v: 1 <= v <= 8192, "an int from 1 to 8192"),

@@ -1,0 +1,160 @@
+"""Engine overhead: training images/s through `tuner.train.fit` against the model's own limit.
+
+    python bench/engine_overhead.py                      # 3 mnist-study configs, 1 epoch, CPU
+    git show HEAD:tuner/train.py > /tmp/train_head.py
+    python bench/engine_overhead.py --reference-train /tmp/train_head.py   # before/after
+
+The limit is a tight loop of forward + loss + backward + step of the same model (same seed,
+memory format, optimizer and threads as fit) on pre-normalised float tensors already in
+memory, taken in contiguous slices: no shuffling gather, no augmentation, no metrics. Everything
+`fit` adds on top (index gather, per-batch normalisation, the study's augmentation, loss and
+accuracy sums, LR schedule, best-weights copies) counts against it.
+
+Two comparisons per config:
+- train: fit given a one-image validation split (so validation costs nothing) vs the raw steps;
+- epoch: fit with the real validation split vs the raw steps plus a raw inference pass over it.
+Runs alternate (fit, raw, fit, raw, ...) and the fastest of `--repeats` is kept for each, the
+usual way to read a benchmark on a machine whose load comes and goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from common import (
+    DEFAULT_DATASET_DIR,
+    DEFAULT_STUDY,
+    describe,
+    load_average,
+    load_splits,
+    machine_header,
+    sample_configs,
+)
+from torch import nn
+
+from tuner import train
+from tuner.config import TrialConfig
+from tuner.model import build_cnn
+from tuner.spec import load_spec
+from tuner.train import EVAL_BATCH_SIZE, MEMORY_FORMAT, DeviceData, make_optimizer
+
+
+def fresh_model(config: TrialConfig, data: DeviceData) -> nn.Module:
+    torch.manual_seed(config.seed)
+    return build_cnn(config, data.input_shape, data.num_classes)
+
+
+def time_fit(module: ModuleType, config: TrialConfig, data: DeviceData, device) -> float:
+    """Seconds for `module.fit` to run all of `config`'s epochs."""
+    model = fresh_model(config, data)
+    started = time.perf_counter()
+    for _ in module.fit(model, data, config, device):
+        pass
+    return time.perf_counter() - started
+
+
+def time_raw(config: TrialConfig, data: DeviceData, validate: bool) -> float:
+    """Seconds for the tight loop: the same steps on pre-normalised, in-order tensors."""
+    model = fresh_model(config, data).to(data.train_images.device, memory_format=MEMORY_FORMAT)
+    images, labels = data.normalise(data.train_images), data.train_labels
+    val_images = data.normalise(data.val_images)
+    started = time.perf_counter()
+    optimizer = make_optimizer(model, config)
+    for _ in range(config.max_epochs):
+        model.train()
+        for start in range(0, len(labels), config.batch_size):
+            loss = F.cross_entropy(
+                model(images[start : start + config.batch_size]),
+                labels[start : start + config.batch_size],
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if validate:
+            model.eval()
+            with torch.inference_mode():
+                for start in range(0, len(val_images), EVAL_BATCH_SIZE):
+                    model(val_images[start : start + EVAL_BATCH_SIZE])
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def load_module(path: Path) -> ModuleType:
+    """Another version of tuner/train.py (e.g. from git show), to compare fit before/after."""
+    spec = importlib.util.spec_from_file_location("reference_train", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATASET_DIR)
+    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
+    parser.add_argument("--configs", type=int, default=3, help="configs sampled from the study")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--no-augment", action="store_true", help="fit without the augmentation")
+    parser.add_argument("--reference-train", type=Path, help="another train.py to time as well")
+    args = parser.parse_args()
+
+    spec = load_spec(args.study)
+    device = train.pick_device(args.device)
+    data = train.to_device(load_splits(spec, args.dataset_dir), device)
+    one_image = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
+    configs = [config for _, config in sample_configs(spec, args.configs, args.epochs)]
+    if args.no_augment:
+        configs = [
+            replace(config, augment=replace(config.augment, random_crop_padding=0))
+            for config in configs
+        ]
+    engines: dict[str, ModuleType] = {"fit": train}
+    if args.reference_train:
+        engines["reference fit"] = load_module(args.reference_train)
+
+    print("\n".join(machine_header()))
+    images = args.epochs * len(data.train_labels)
+    totals: dict[tuple[str, str], float] = {}
+    for number, config in enumerate(configs):
+        print(f"\nconfig {number}: {describe(config)}, augment={config.augment.enabled}")
+        for label, fit_data, validate in (("train", one_image, False), ("epoch", data, True)):
+            runs: dict[str, Callable[[], float]] = {
+                name: partial(time_fit, module, config, fit_data, device)
+                for name, module in engines.items()
+            }
+            runs["raw"] = partial(time_raw, config, data, validate)
+            best = dict.fromkeys(runs, math.inf)
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    best[name] = min(best[name], run())
+            for name, seconds in best.items():
+                totals[label, name] = totals.get((label, name), 0.0) + seconds
+            line = ", ".join(f"{name} {images / s:6.0f} img/s" for name, s in best.items())
+            ratios = ", ".join(f"{name}/raw {best['raw'] / best[name]:.1%}" for name in engines)
+            print(f"  {label}: {line}; {ratios} (load {load_average()})", flush=True)
+
+    print("\nall configs (sum of best times):")
+    for label in ("train", "epoch"):
+        line = ", ".join(
+            f"{name} {totals[label, 'raw'] / totals[label, name]:.1%} of raw" for name in engines
+        )
+        print(f"  {label}: {line}")
+
+
+if __name__ == "__main__":
+    main()

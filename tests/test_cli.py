@@ -1,0 +1,232 @@
+"""`tuner run / studies / status` through Typer's CliRunner, on a tiny study and SQLite in tmp.
+
+User errors must come out as ONE line `error: ...` with exit code 2, no traceback, and a run
+that fails before training must leave storage untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tuner import data as data_module
+from tuner.cli import app
+
+TINY = """\
+name = "tiny"
+description = "two-epoch digits study for the CLI tests"
+[sampler]
+name = "random"
+seed = 0
+[pruner]
+name = "none"
+[dataset]
+name = "digits"
+train_subset = 200
+[training]
+max_epochs = 1
+trials = 2
+[space]
+learning_rate = { type = "float", low = 1e-3, high = 1e-2, log = true }
+batch_size = 64
+num_blocks = 1
+filters = 4
+fc_units = 16
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    studies: Path  # --studies-dir, holding tiny.toml
+    storage: str  # --storage of a study that `tuner run` completed (2 trials)
+    run_output: str
+
+
+@pytest.fixture(scope="module")
+def cli_state() -> Iterator[None]:
+    """Undo what the CLI sets process-wide (logging handlers, Optuna verbosity, threads)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    verbosity = optuna.logging.get_verbosity()
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # tiny models train fastest on one thread
+        torch.set_num_threads(1)
+        yield
+    root.handlers[:], root.level = handlers, level
+    optuna.logging.set_verbosity(verbosity)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, cli_state) -> Workspace:
+    folder = tmp_path_factory.mktemp("cli")
+    studies = folder / "studies"
+    studies.mkdir()
+    (studies / "tiny.toml").write_text(TINY)
+    storage = f"sqlite:///{folder / 'tuner.db'}"
+    result = invoke("run", "--study", "tiny", "--studies-dir", studies, "--storage", storage)
+    assert result.exit_code == 0, result.output
+    return Workspace(studies, storage, result.stdout)
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch, cli_state) -> Path:
+    """A working directory with no study files, storage or dataset files; no downloads."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    monkeypatch.setattr(data_module, "_download", lambda *args: None)
+    return tmp_path
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """Exit code 2 and exactly one line on stderr, `error: ...`; nothing else, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def stored_studies(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        if "studies" not in tables:
+            return []
+        return [row[0] for row in connection.execute("SELECT study_name FROM studies")]
+
+
+# ---------------------------------------------------------------- the verbs
+
+
+def test_run_completes_and_prints_the_best_configuration(workspace: Workspace) -> None:
+    assert "study tiny: digits (1, 8, 8) on cpu, 2 trials in total" in workspace.run_output
+    assert "best trial" in workspace.run_output and "val_accuracy" in workspace.run_output
+    assert "learning_rate" in workspace.run_output  # the one sampled parameter
+    study = optuna.load_study(study_name="tiny", storage=workspace.storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_run_again_resumes_without_new_trials(workspace: Workspace) -> None:
+    args = ["--study", "tiny", "--studies-dir", workspace.studies, "--storage", workspace.storage]
+    result = invoke("run", *args)
+    assert result.exit_code == 0, result.output
+    assert "already has 2 finished trials" in result.stdout
+    assert len(optuna.load_study(study_name="tiny", storage=workspace.storage).trials) == 2
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of every row of the rich tables in `output`."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.strip().startswith("│")
+    ]
+
+
+def test_studies_lists_study_files_and_stored_studies(workspace: Workspace) -> None:
+    result = invoke("studies", "--studies-dir", workspace.studies, "--storage", workspace.storage)
+    assert result.exit_code == 0, result.output
+    assert str(workspace.studies) in result.stdout and workspace.storage in result.stdout
+    file_row, stored_row = (row for row in table_rows(result.stdout) if row[0] == "tiny")
+    assert file_row[1:4] == ["digits", "random", "none"]
+    assert stored_row[1:5] == ["2", "0", "0", "0"]  # complete, pruned, failed, running
+    assert float(stored_row[5]) > 0  # best value
+
+
+def test_status_shows_trials_by_state_and_best_params(workspace: Workspace) -> None:
+    args = ["--studies-dir", workspace.studies, "--storage", workspace.storage]
+    result = invoke("status", "--study", "tiny", *args)
+    assert result.exit_code == 0, result.output
+    assert "study tiny (digits): 2 complete" in result.stdout
+    assert "best trial" in result.stdout and "learning_rate" in result.stdout
+    # A stored study is found by name even without its study file.
+    elsewhere = ["--studies-dir", "/nonexistent", "--storage", workspace.storage]
+    assert "2 complete" in invoke("status", "--study", "tiny", *elsewhere).stdout
+
+
+def test_status_of_a_study_not_in_storage(workspace: Workspace) -> None:
+    result = invoke("status", "--study", "other", "--storage", workspace.storage)
+    assert_user_error(result, "no study 'other'", "studies there: tiny")
+
+
+# ---------------------------------------------------------------- user errors
+
+
+MALFORMED = {
+    "syntax error": TINY.replace("max_epochs = 1", "max_epochs = = 1"),
+    "unknown key": TINY.replace("max_epochs = 1", "max_epoch = 1"),
+    "wrong type": TINY.replace("filters = 4", 'filters = "4"'),
+    "bad sampler option": TINY.replace(
+        'name = "random"', 'name = "tpe"\noptions = { n_startup = 1 }'
+    ),
+    "everything fixed": TINY.replace("{ type", "0.01 # {"),
+}
+
+
+@pytest.mark.parametrize("text", MALFORMED.values(), ids=MALFORMED)
+def test_malformed_study_is_one_line_exit_2_and_nothing_stored(isolated: Path, text: str) -> None:
+    path = isolated / "bad.toml"
+    path.write_text(text)
+    db = isolated / "tuner.db"
+    result = invoke("run", "--study", path, "--storage", f"sqlite:///{db}")
+    assert_user_error(result, str(path))
+    assert stored_studies(db) == []
+
+
+def test_unknown_study_name_lists_the_available_ones(isolated: Path) -> None:
+    studies = isolated / "studies"
+    studies.mkdir()
+    for name in ("alpha", "beta"):
+        (studies / f"{name}.toml").write_text(TINY.replace('"tiny"', f'"{name}"'))
+    result = invoke("run", "--study", "nope", "--studies-dir", studies)
+    assert_user_error(result, "'nope'", "alpha, beta")
+    result = invoke("run", "--study", "nope")  # ./studies is the default folder
+    assert_user_error(result, "alpha, beta")
+    assert not (isolated / "tuner.db").exists()
+
+
+def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
+    path = isolated / "mnist.toml"
+    path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))
+    empty = isolated / "empty"
+    empty.mkdir()
+    db = isolated / "tuner.db"
+    result = invoke("run", "--study", path, "--data-dir", empty, "--storage", f"sqlite:///{db}")
+    assert_user_error(result, f"dataset 'mnist' not found in {empty}", "--data-dir")
+    assert stored_studies(db) == []
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragments"),
+    [
+        ("sqlite:////nonexistent-dir/tuner.db", ["/nonexistent-dir", "does not exist"]),
+        ("tuner.db", ["not a storage URL", "sqlite:///"]),
+        ("mysql://user:secret@localhost/tuner", ["unsupported", "sqlite:///"]),
+    ],
+    ids=["missing directory", "not a URL", "unsupported scheme"],
+)
+def test_unusable_storage_is_one_line(isolated: Path, storage: str, fragments: list[str]) -> None:
+    (isolated / "tiny.toml").write_text(TINY)
+    result = invoke("run", "--study", isolated / "tiny.toml", "--storage", storage)
+    line = assert_user_error(result, *fragments)
+    assert "secret" not in line

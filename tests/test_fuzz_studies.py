@@ -1,0 +1,292 @@
+"""Seeded fuzzing of the shipped study files: a mutant is a StudySpec or one TunerError line.
+
+Mutants drop keys, swap value types, put in random values, delete sections, insert unknown
+keys and break the TOML syntax. `load_spec` must return a StudySpec (which Optuna can then use)
+or raise a one-line TunerError naming the file, never anything else; through `tuner run` the
+CLI must answer with `error: ...` and exit code 2, never a traceback. Each failure prints the
+mutant's text, so it can be reproduced with `tuner run --study FILE`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import tomllib
+from typer.testing import CliRunner
+
+from tuner import data as data_module
+from tuner.cli import app
+from tuner.errors import TunerError
+from tuner.space import suggest
+from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
+from tuner.study import open_study
+
+STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
+SPEC_MUTANTS = 300
+CLI_MUTANTS = 30
+
+# ---------------------------------------------------------------- writing TOML
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "nan" if math.isnan(value) else f"{value:+}"
+    if isinstance(value, int | datetime.date | datetime.time):
+        return str(value) if isinstance(value, int) else value.isoformat()
+    if isinstance(value, str):
+        return json.dumps(value)  # a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Top-level values first, then one [section] per table (nested tables inline)."""
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for key, table in data.items():
+        if isinstance(table, dict):
+            lines.append(f"\n[{toml_key(key)}]")
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- mutations
+
+
+def random_value(rng: random.Random) -> Any:
+    """Any TOML value, with the edge cases a typo or a copy-paste produces."""
+    kind = rng.choice(["int", "float", "str", "bool", "list", "table", "special"])
+    if kind == "int":
+        return rng.choice([0, 1, -1, 2, 3, 7, 64, 1000, -(2**31), 2**63 - 1, rng.randint(-50, 500)])
+    if kind == "float":
+        return rng.choice([0.0, -0.0, 0.5, 1.0, 1e-9, 1e308, -2.5, rng.uniform(-1, 2)])
+    if kind == "str":
+        return rng.choice(["", "x", "tpe", "grid", "median", "sgd", "mnist", "imagefolder:", "é∂"])
+    if kind == "bool":
+        return rng.choice([True, False])
+    if kind == "list":
+        return rng.choice([[], [1, 2], [1, 1], [0.1, 0.2], ["a", "b"], [True], [[1]]])
+    if kind == "table":
+        return rng.choice([{}, {"type": "float"}, {"type": "int", "low": 1}, {"a": 1}])
+    return rng.choice(
+        [math.nan, math.inf, -math.inf, 10**30, datetime.date(2024, 1, 2), datetime.time(7, 30)]
+    )
+
+
+def tables(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every table in `data`, nested ones included."""
+    yield data
+    for value in data.values():
+        if isinstance(value, dict):
+            yield from tables(value)
+
+
+def keyed(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    return [(table, key) for table in tables(data) for key in table]
+
+
+def drop_key(rng: random.Random, data: dict[str, Any]) -> None:
+    table, key = rng.choice(keyed(data))
+    del table[key]
+
+
+def swap_type(rng: random.Random, data: dict[str, Any]) -> None:
+    table, key = rng.choice(keyed(data))
+    value = table[key]
+    if isinstance(value, bool):
+        table[key] = rng.choice([int(value), str(value).lower()])
+    elif isinstance(value, int):
+        table[key] = rng.choice([float(value), str(value), value > 0, [value]])
+    elif isinstance(value, float) and math.isfinite(value):
+        table[key] = rng.choice([int(value), str(value), round(value, 1) + 0.5])
+    elif isinstance(value, str):
+        table[key] = rng.choice([1, [value], {"name": value}, value.upper()])
+    else:
+        table[key] = random_value(rng)
+
+
+def random_value_for_key(rng: random.Random, data: dict[str, Any]) -> None:
+    table, key = rng.choice(keyed(data))
+    table[key] = random_value(rng)
+
+
+def delete_section(rng: random.Random, data: dict[str, Any]) -> None:
+    del data[rng.choice(list(data))]
+
+
+def unknown_key(rng: random.Random, data: dict[str, Any]) -> None:
+    table = rng.choice(list(tables(data)))
+    table[rng.choice(["colour", "lr", "seed", "options", "type", "n_trials", "x-y"])] = 1
+
+
+def known_name(rng: random.Random, data: dict[str, Any]) -> None:
+    """A valid but different sampler, pruner, dataset, metric or parameter type."""
+    section, key, names = rng.choice(
+        [
+            ("sampler", "name", list(SAMPLERS)),
+            ("pruner", "name", list(PRUNERS)),
+            ("dataset", "name", [*BUILTIN_DATASETS, "imagefolder:./photos"]),
+            ("", "metric", list(METRICS)),
+            ("", "direction", ["maximize", "minimize"]),
+        ]
+    )
+    table = data.setdefault(section, {}) if section else data
+    if isinstance(table, dict):
+        table[key] = rng.choice(names)
+
+
+def reshape_param(rng: random.Random, data: dict[str, Any]) -> None:
+    """Turn a parameter into another kind of declaration, with random bounds."""
+    space = data.get("space")
+    if not isinstance(space, dict):
+        return
+    name = rng.choice(list(PARAMETERS))
+    low, high = sorted(rng.choice([0, 1, 2, 3, 8, 0.5, 1e-4, -1]) for _ in range(2))
+    space[name] = rng.choice(
+        [
+            {"type": "int", "low": int(low), "high": int(high) + 1},
+            {"type": "float", "low": low, "high": high, "log": rng.random() < 0.5},
+            {"type": "float", "low": low, "high": high + 1, "step": rng.choice([0.5, 1, 0])},
+            {"type": "categorical", "choices": [low, high]},
+            {"type": rng.choice(["uniform", "int", "float"]), "choices": [1, 3]},
+            PARAMETERS[name].default,
+        ]
+    )
+
+
+DATA_MUTATIONS: list[Callable[[random.Random, dict[str, Any]], None]] = [
+    drop_key,
+    swap_type,
+    random_value_for_key,
+    delete_section,
+    unknown_key,
+    known_name,
+    reshape_param,
+]
+
+
+def break_syntax(rng: random.Random, text: str) -> str:
+    lines = text.splitlines()
+    index = rng.randrange(len(lines))
+    position = rng.randrange(len(text))
+    return rng.choice(
+        [
+            text[:position],  # truncated file
+            text[:position] + rng.choice("[]{}=\"',#=\n") + text[position:],
+            text[:position] + text[position + 1 :],
+            "\n".join([*lines[: index + 1], lines[index], *lines[index + 1 :]]),  # line twice
+            text.replace("=", ":", 1),
+            text + "\n[space]\n",
+        ]
+    )
+
+
+def mutants(count: int, seed: int) -> Iterator[tuple[str, str]]:
+    """(id, TOML text) of `count` mutants of the shipped studies."""
+    rng = random.Random(seed)
+    for number in range(count):
+        source = rng.choice(STUDIES)
+        text = source.read_text()
+        if rng.random() < 0.2:
+            text = break_syntax(rng, text)
+        else:
+            data = tomllib.loads(text)
+            for _ in range(rng.randint(1, 3)):
+                if data:
+                    rng.choice(DATA_MUTATIONS)(rng, data)
+            text = to_toml(data)
+        yield f"{number}-{source.stem}", text
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def test_writer_round_trips_the_shipped_studies() -> None:
+    for path in STUDIES:
+        data = tomllib.loads(path.read_text())
+        assert tomllib.loads(to_toml(data)) == data
+
+
+def test_mutated_studies_load_or_fail_with_one_tuner_error_line(tmp_path: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    outcomes = {"valid": 0, "rejected": 0}
+    for mutant_id, text in mutants(SPEC_MUTANTS, seed=20240611):
+        path = tmp_path / f"{mutant_id}.toml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            spec = load_spec(path)
+        except TunerError as exc:
+            message = str(exc)
+            assert "\n" not in message and message.startswith(f"{path}: "), (message, text)
+            outcomes["rejected"] += 1
+            continue
+        except Exception as exc:  # the bug this test exists to find
+            pytest.fail(f"{type(exc).__name__}: {exc}\n--- mutant {mutant_id} ---\n{text}")
+        # A valid spec must also be usable: Optuna builds the sampler and pruner, and the
+        # space samples a complete config.
+        try:
+            study = open_study(spec, optuna.storages.InMemoryStorage())
+            suggest(study.ask(), spec)
+        except Exception as exc:
+            pytest.fail(f"{type(exc).__name__}: {exc}\n--- valid mutant {mutant_id} ---\n{text}")
+        outcomes["valid"] += 1
+    # The mutations must exercise both paths, or this test tests little.
+    assert outcomes["valid"] > SPEC_MUTANTS // 10 and outcomes["rejected"] > SPEC_MUTANTS // 2
+
+
+@pytest.fixture
+def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Path:
+    """Valid mutants stop at the dataset step: non-digits datasets are missing from an empty
+    --data-dir (and never downloaded), digits stops there by a stand-in loader."""
+    real_load_dataset = data_module.load_dataset
+
+    def load_dataset(name: str, *args, **kwargs):
+        if name == "digits":
+            raise TunerError("digits: the test stops the run before training")
+        return real_load_dataset(name, *args, **kwargs)
+
+    monkeypatch.setattr(data_module, "load_dataset", load_dataset)
+    monkeypatch.setattr(data_module, "_download", lambda *args: None)
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # relative imagefolder paths resolve (to nothing) here
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    verbosity = optuna.logging.get_verbosity()
+    yield tmp_path
+    root.handlers[:], root.level = handlers, level
+    optuna.logging.set_verbosity(verbosity)
+
+
+def test_cli_never_shows_a_traceback_for_a_mutated_study(cli_stops_before_training: Path) -> None:
+    folder = cli_stops_before_training
+    (folder / "data").mkdir()
+    db = folder / "tuner.db"
+    runner = CliRunner()
+    for mutant_id, text in mutants(CLI_MUTANTS, seed=7):
+        path = folder / f"{mutant_id}.toml"
+        path.write_text(text, encoding="utf-8")
+        args = ["run", "--study", str(path), "--storage", f"sqlite:///{db}"]
+        result = runner.invoke(app, [*args, "--data-dir", str(folder / "data")])
+        where = f"--- mutant {mutant_id} ---\n{text}\n--- output ---\n{result.output}"
+        assert result.exit_code in (0, 2), where
+        assert result.exception is None or isinstance(result.exception, SystemExit), where
+        assert "Traceback" not in result.output, where
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, where
+    assert not db.exists()  # every run stopped before opening the storage
