@@ -15,13 +15,13 @@ import logging
 import math
 import random
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from tuner import data as data_module
