@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tuner.cli import app
 
 TINY = """\
 name = "tiny"
-description = "two-epoch digits study for the CLI tests"
+description = "one-epoch digits study for the CLI tests"
 [sampler]
 name = "random"
 seed = 0
@@ -108,7 +109,7 @@ def assert_user_error(result, *fragments: str) -> str:
 def stored_studies(db: Path) -> list[str]:
     if not db.exists():
         return []
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         if "studies" not in tables:
             return []

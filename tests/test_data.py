@@ -124,6 +124,13 @@ def test_imagefolder_with_train_and_test_folders(tmp_path: Path) -> None:
     assert dataset.class_names == ("cat", "dog")
 
 
+def test_imagefolder_path_may_start_with_home(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_imagefolder(tmp_path / "photos", per_class=2, size=4)
+    dataset = load_dataset("imagefolder:~/photos", cache_dir=tmp_path / "cache", image_size=4)
+    assert dataset.class_names == ("cat", "dog")
+
+
 def test_imagefolder_with_mixed_modes_is_rgb(tmp_path: Path) -> None:
     root = write_imagefolder(tmp_path / "photos", per_class=2, mode="L")
     write_png(root / "dog" / "colour.png", np.zeros((5, 7, 3), np.uint8))
@@ -137,6 +144,17 @@ def test_decoded_tensors_are_cached_and_refreshed_when_files_change(tmp_path: Pa
     assert torch.equal(load("mnist", tmp_path).train.images, first.train.images)
     write_idx_dataset(tmp_path, train=30, test=5)
     assert len(load("mnist", tmp_path).train) == 30
+
+
+def test_damaged_cache_is_rebuilt(tmp_path: Path, caplog) -> None:
+    write_idx_dataset(tmp_path, train=20, test=5)
+    expected = load("mnist", tmp_path).train.images
+    (cache,) = (tmp_path / "cache").glob("mnist-*.safetensors")
+    cache.write_bytes(cache.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="tuner.data"):
+        assert torch.equal(load("mnist", tmp_path).train.images, expected)
+    assert "ignoring unreadable cache" in caplog.text
+    assert torch.equal(load("mnist", tmp_path).train.images, expected)  # rewritten
 
 
 def test_unwritable_cache_is_not_an_error(tmp_path: Path, caplog) -> None:

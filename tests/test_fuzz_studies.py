@@ -33,7 +33,7 @@ from tuner.study import open_study
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 SPEC_MUTANTS = 300
-CLI_MUTANTS = 30
+CLI_MUTANTS = 40
 
 # ---------------------------------------------------------------- writing TOML
 
@@ -46,9 +46,13 @@ def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "nan" if math.isnan(value) else f"{value:+}"
-    if isinstance(value, int | datetime.date | datetime.time):
-        return str(value) if isinstance(value, int) else value.isoformat()
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
     if isinstance(value, str):
         return json.dumps(value)  # a valid TOML basic string
     if isinstance(value, list):
@@ -97,17 +101,19 @@ def tables(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from tables(value)
 
 
-def keyed(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
-    return [(table, key) for table in tables(data) for key in table]
+def pick(rng: random.Random, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A table, then one of its keys: small tables ([sampler].options) get their share."""
+    table = rng.choice([table for table in tables(data) if table])
+    return table, rng.choice(list(table))
 
 
 def drop_key(rng: random.Random, data: dict[str, Any]) -> None:
-    table, key = rng.choice(keyed(data))
+    table, key = pick(rng, data)
     del table[key]
 
 
 def swap_type(rng: random.Random, data: dict[str, Any]) -> None:
-    table, key = rng.choice(keyed(data))
+    table, key = pick(rng, data)
     value = table[key]
     if isinstance(value, bool):
         table[key] = rng.choice([int(value), str(value).lower()])
@@ -122,7 +128,7 @@ def swap_type(rng: random.Random, data: dict[str, Any]) -> None:
 
 
 def random_value_for_key(rng: random.Random, data: dict[str, Any]) -> None:
-    table, key = rng.choice(keyed(data))
+    table, key = pick(rng, data)
     table[key] = random_value(rng)
 
 
@@ -136,7 +142,7 @@ def unknown_key(rng: random.Random, data: dict[str, Any]) -> None:
 
 
 def known_name(rng: random.Random, data: dict[str, Any]) -> None:
-    """A valid but different sampler, pruner, dataset, metric or parameter type."""
+    """A valid but different sampler, pruner, dataset, metric or direction."""
     section, key, names = rng.choice(
         [
             ("sampler", "name", list(SAMPLERS)),
@@ -223,8 +229,16 @@ def test_writer_round_trips_the_shipped_studies() -> None:
         assert tomllib.loads(to_toml(data)) == data
 
 
+@pytest.fixture
+def quiet_optuna() -> Iterator[None]:
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" per mutant
+    yield
+    optuna.logging.set_verbosity(verbosity)
+
+
+@pytest.mark.usefixtures("quiet_optuna")
 def test_mutated_studies_load_or_fail_with_one_tuner_error_line(tmp_path: Path) -> None:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     outcomes = {"valid": 0, "rejected": 0}
     for mutant_id, text in mutants(SPEC_MUTANTS, seed=20240611):
         path = tmp_path / f"{mutant_id}.toml"
@@ -251,7 +265,7 @@ def test_mutated_studies_load_or_fail_with_one_tuner_error_line(tmp_path: Path) 
 
 
 @pytest.fixture
-def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Path:
+def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     """Valid mutants stop at the dataset step: non-digits datasets are missing from an empty
     --data-dir (and never downloaded), digits stops there by a stand-in loader."""
     real_load_dataset = data_module.load_dataset

@@ -447,9 +447,18 @@ def test_find_study_file_by_name_and_by_path(tmp_path: Path, monkeypatch) -> Non
     write(folder, BASE, "beta.toml")
     assert find_study_file("alpha", folder) == named
     assert find_study_file(str(named), folder) == named
+    assert find_study_file("alpha.toml", folder) == named  # a file name, found in the folder
     monkeypatch.chdir(tmp_path)
     assert find_study_file("studies/beta.toml", tmp_path / "elsewhere").is_file()
+    (tmp_path / "alpha").mkdir()  # e.g. a data folder named like the study
+    assert find_study_file("alpha", folder) == named
     assert list_study_files(folder) == [named, folder / "beta.toml"]
+
+
+def test_find_study_file_refuses_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(TunerError, match="is a directory"):
+        find_study_file(str(tmp_path / "runs"), tmp_path)
 
 
 def test_find_study_file_missing_name_lists_the_available_studies(tmp_path: Path) -> None:

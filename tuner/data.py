@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import socket
@@ -109,7 +110,7 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) < header_end:
         raise TunerError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape)) if shape else 0
+    expected = math.prod(shape)  # exact: a corrupt header can name absurd sizes
     if len(raw) - header_end != expected:
         raise TunerError(
             f"{path}: truncated or corrupt IDX data: header says {expected} bytes, "

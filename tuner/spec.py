@@ -127,7 +127,7 @@ class DatasetSpec:
     @property
     def imagefolder_path(self) -> Path | None:
         if self.name.startswith(IMAGEFOLDER_PREFIX):
-            return Path(self.name[len(IMAGEFOLDER_PREFIX) :])
+            return Path(self.name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
         return None
 
 
@@ -474,7 +474,7 @@ def _trial_run(
                     trials = 2  # fitting a GP takes seconds; its options fail when built
                 _try(
                     check,
-                    "[sampler].options",
+                    "[sampler].options" if sampler.options else "[sampler].name",
                     SAMPLERS[sampler.name],
                     lambda: SAMPLERS[sampler.name](seed=sampler.seed, **sampler.options),
                     optuna.pruners.NopPruner,
@@ -483,7 +483,7 @@ def _trial_run(
                 )
             _try(
                 check,
-                "[pruner].options",
+                "[pruner].options" if pruner.options else "[pruner].name",
                 PRUNERS[pruner.name],
                 lambda: optuna.samplers.RandomSampler(seed=0),
                 lambda: PRUNERS[pruner.name](**pruner.options),
@@ -687,17 +687,26 @@ def _grid_size(param: ParamSpec) -> int:
 def find_study_file(name_or_path: str, studies_dir: Path) -> Path:
     """Resolve `--study`: a path to a .toml file, or a name in `studies_dir`.
 
-    Raises TunerError listing the available studies when nothing matches.
+    A name wins over a file or folder of that name in the working directory (`--study mnist`
+    next to an `mnist/` data folder). Raises TunerError listing the available studies when
+    nothing matches.
     """
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
-        if candidate.is_file():
-            return candidate
-        raise TunerError(f"{candidate}: no such study file")
-    named = studies_dir / f"{name_or_path}.toml"
-    if named.is_file():
-        return named
+    if candidate.suffix == ".toml":
+        # `--study mnist.toml` also finds studies/mnist.toml
+        named = studies_dir / candidate.name if candidate.parent == Path() else candidate
+        candidates = [candidate, named]
+    else:
+        named = studies_dir / f"{name_or_path}.toml"
+        candidates = [named, candidate]
+    for path in candidates:
+        if path.is_file():
+            return path
     available = ", ".join(p.stem for p in list_study_files(studies_dir)) or "(none)"
+    if candidate.suffix == ".toml":
+        raise TunerError(f"{candidate}: no such study file; studies in {studies_dir}: {available}")
+    if candidate.is_dir():
+        raise TunerError(f"{candidate}: is a directory, not a study file or a study name")
     raise TunerError(
         f"unknown study {name_or_path!r}: no {named}; available in {studies_dir}: {available}"
     )
