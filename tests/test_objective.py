@@ -53,7 +53,12 @@ def test_completed_trial_records_config_history_and_costs(spec, data):
     assert user[attrs.EPOCHS_RUN] == 2
     assert [row["epoch"] for row in user[attrs.HISTORY]] == [1, 2]
     assert set(user[attrs.HISTORY][0]) == {
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "seconds",
     }
     assert user[attrs.CONFIG]["filters"] == [trial.params["filters_1"]]
     assert user[attrs.CONFIG]["learning_rate"] == trial.params["learning_rate"]

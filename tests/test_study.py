@@ -110,11 +110,6 @@ def test_study_completes_and_a_second_run_resumes_it(tmp_path: Path, digits) -> 
     assert (outcome.finished_before, outcome.finished_after) == (6, 6)  # nothing left to do
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tuner.study.make_sampler seeds a resumed study's sampler exactly as the first run's, "
-    "so random (and TPE startup) sampling replays the first run's parameters",
-)
 def test_resumed_study_samples_new_points(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, TINY)
     storage = f"sqlite:///{tmp_path / 'tuner.db'}"

@@ -123,7 +123,7 @@ def _load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
     from tuner.storage import mask_url, open_storage, resolve_storage_url
 
     url = resolve_storage_url(storage_option)
-    storage = open_storage(url)
+    storage = open_storage(url, must_exist=True)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         raise TunerError(
@@ -303,7 +303,11 @@ def list_studies(storage: StorageOption = None, studies: StudiesDirOption = None
     console.print(files)
 
     url = resolve_storage_url(storage)
-    opened = open_storage(url)
+    try:
+        opened = open_storage(url, must_exist=True)
+    except TunerError as exc:
+        console.print(f"no studies in storage: {exc}")
+        return
     summaries = optuna.get_all_study_summaries(opened, include_best_trial=True)
     stored = Table("study", "complete", "pruned", "failed", "running", "best", title=mask_url(url))
     for summary in sorted(summaries, key=lambda s: s.study_name):

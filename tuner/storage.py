@@ -92,12 +92,15 @@ def open_storage(
     grace_period: int = 90,
     max_retry: int = 3,
     outage_timeout: float = 30.0,
+    must_exist: bool = False,
 ) -> BaseStorage:
     """Open the Optuna storage behind `url` for a worker process.
 
     `heartbeat_interval`/`grace_period` (seconds) set how fast a dead worker's trial is failed;
     `max_retry` how often such a trial is re-queued; `outage_timeout` how long calls are retried
-    while the database is unreachable. Raises TunerError for unusable URLs and databases.
+    while the database is unreachable. With `must_exist`, a SQLite or journal file that is not
+    there yet is an error instead of being created (for verbs that only read a study).
+    Raises TunerError for unusable URLs and databases.
     """
     if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
         raise TunerError(
@@ -105,8 +108,21 @@ def open_storage(
             f"({heartbeat_interval} s), which must be at least 1 s"
         )
     if url.startswith(JOURNAL_PREFIX):
-        return _open_journal(Path(url[len(JOURNAL_PREFIX) :]))
+        journal = url[len(JOURNAL_PREFIX) :]
+        if not journal:
+            raise TunerError("journal storage needs a file path, e.g. journal:tuner.journal")
+        if must_exist:
+            _require_file(Path(journal), url)
+        return _open_journal(Path(journal))
     parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database:
+            raise TunerError(
+                f"{url!r} names no database file (it would live in memory and be lost); "
+                f"use e.g. {DEFAULT_STORAGE_URL}"
+            )
+        if must_exist and parsed.database != ":memory:":
+            _require_file(Path(parsed.database), url)
     backend = parsed.get_backend_name()
     if backend not in _RDB_OPENERS:
         raise TunerError(
@@ -151,6 +167,14 @@ def check_local_workers(url: str, workers: int) -> None:
         raise TunerError(
             f"{workers} workers cannot share the in-memory storage {url!r}; use a file "
             f"({DEFAULT_STORAGE_URL}), a journal file (journal:tuner.journal) or PostgreSQL"
+        )
+
+
+def _require_file(path: Path, url: str) -> None:
+    if not path.is_file():
+        raise TunerError(
+            f"no study storage at {path} ({mask_url(url)}): nothing has been run there yet; "
+            f"`tuner run` creates it, or pass --storage / set {STORAGE_ENV}"
         )
 
 

@@ -75,6 +75,11 @@ def open_study(
         pruner=make_pruner(spec),
         load_if_exists=True,
     )
+    existing_trials = len(study.get_trials(deepcopy=False))
+    if existing_trials and spec.sampler.seed is not None:
+        # A resumed study must not replay the first run's random draws: offset the seed by the
+        # trials already there (still reproducible for the same storage state).
+        study.sampler = make_sampler(spec, seed_offset + existing_trials)
     stored_space = study.user_attrs.get(attrs.STUDY_SPACE)
     if stored_space is not None and stored_space != current_space:
         changes = space_changes(stored_space, current_space)
