@@ -1,4 +1,5 @@
-"""PostgreSQL fixtures (only those; the throwaway-server helper itself is tests/pg.py)."""
+"""Shared fixtures: PostgreSQL (the throwaway-server helper itself is tests/pg.py) and one torch
+thread for tests that train."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import pg
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,17 @@ def postgres_server() -> Iterator[pg.PostgresServer]:
 def postgres_url(postgres_server: pg.PostgresServer) -> str:
     """A SQLAlchemy URL (postgresql+psycopg://...) of a fresh, empty database."""
     return postgres_server.create_database(f"test_{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One torch thread for the test: tiny models train fastest so, more so on shared cores.
+
+    OMP_NUM_THREADS=1 too, or `tuner.train.configure_backend` would raise the thread count
+    again. Used with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

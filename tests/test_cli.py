@@ -18,30 +18,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from studies import SMALL_SPACE, tiny_study_toml
 from tuner import data as data_module
 from tuner.cli import app
 
-TINY = """\
-name = "tiny"
-description = "one-epoch digits study for the CLI tests"
-[sampler]
-name = "random"
-seed = 0
-[pruner]
-name = "none"
-[dataset]
-name = "digits"
-train_subset = 200
-[training]
-max_epochs = 1
-trials = 2
-[space]
-learning_rate = { type = "float", low = 1e-3, high = 1e-2, log = true }
-batch_size = 64
-num_blocks = 1
-filters = 4
-fc_units = 16
-"""
+TINY = tiny_study_toml(
+    description="one-epoch digits study for the CLI tests",
+    train_subset=200,
+    training="max_epochs = 1\ntrials = 2",
+    space=SMALL_SPACE.replace("high = 3e-2", "high = 1e-2"),
+)
 
 
 @dataclass(frozen=True)

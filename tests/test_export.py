@@ -9,7 +9,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from study_fixtures import make_study, sqlite_url
 from typer.testing import CliRunner
 
@@ -19,6 +18,8 @@ from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
 from tuner.export import BestConfig, best_config, read_best, render, to_json, to_toml
 from tuner.spec import PARAMETERS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BEST = BestConfig(
     dataset="digits",
@@ -42,14 +43,6 @@ BEST = BestConfig(
     metric="val_accuracy",
     best_epoch=2,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("toml", ".toml"), ("json", ".json")])

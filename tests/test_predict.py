@@ -16,14 +16,7 @@ from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.predict import predict_files, probabilities, read_image, top_k
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The test machine's cores are shared: one thread per test process is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from studies import TWO_EPOCHS, tiny_study_toml
 from tuner import attrs
 from tuner.artifacts import CARD_FILE, WEIGHTS_FILE, load_model
 from tuner.cli import app
@@ -22,36 +23,21 @@ from tuner.predict import probabilities
 from tuner.retrain import REPORT_FILE, Retrained, epochs_for, retrain, save
 from tuner.train import DivergedError, EpochResult
 
-STUDY_FILE = """
-name = "tiny-digits"
-[sampler]
-name = "random"
-seed = 0
-[pruner]
-name = "none"
-[dataset]
-name = "digits"
-train_subset = 300  # tuning only needs to pick a trial; retrain then uses all 1438 images
-[training]
-max_epochs = 2
-patience = 0
-trials = 2
-[space]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# Tuning only needs to pick a trial; retrain then uses all 1438 images.
+STUDY_FILE = tiny_study_toml(
+    "tiny-digits",
+    training=TWO_EPOCHS + "trials = 2",
+    space="""\
 learning_rate = { type = "float", low = 3e-3, high = 1e-2, log = true }
 batch_size = 128
 kernel_size = 3
 num_blocks = { type = "categorical", choices = [1, 2] }
 filters = { type = "categorical", choices = [4, 8] }
 fc_units = 16
-"""
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+""",
+)
 
 
 @pytest.fixture(scope="module")

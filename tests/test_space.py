@@ -10,13 +10,16 @@ import optuna
 import pytest
 import torch
 
+from studies import spec_from
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.objective import make_objective
 from tuner.space import grid_search_space, suggest
-from tuner.spec import PARAMETERS, StudySpec, load_spec
+from tuner.spec import PARAMETERS, StudySpec
 from tuner.study import make_sampler, open_study, run_trials
 from tuner.train import to_device
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Every parameter of tuner.spec.PARAMETERS declared as a range or as choices.
 ALL_RANGES = """\
@@ -78,23 +81,6 @@ filters = { type = "categorical", choices = [4, 8] }
 batch_size = 64
 fc_units = 16
 """
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
-    """Tiny models train fastest on one thread, more so on shared cores (tuner.train keeps
-    the thread count alone when OMP_NUM_THREADS is set)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def spec_from(tmp_path: Path, text: str) -> StudySpec:
-    path = tmp_path / "study.toml"
-    path.write_text(text)
-    return load_spec(path)
 
 
 def sample(

@@ -10,36 +10,20 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from studies import spec_from, tiny_study_toml
 from tuner import attrs
 from tuner.data import Dataset, load_dataset, split
 from tuner.errors import TunerError
 from tuner.objective import make_objective
-from tuner.spec import StudySpec, load_spec
+from tuner.spec import StudySpec
 from tuner.study import count_finished, open_study, run_trials
 from tuner.train import DeviceData, to_device
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CPU = torch.device("cpu")
 
-TINY = """\
-name = "tiny"
-[sampler]
-name = "random"
-seed = 0
-[pruner]
-name = "none"
-[dataset]
-name = "digits"
-train_subset = 300
-[training]
-max_epochs = 2
-patience = 0
-[space]
-learning_rate = { type = "float", low = 1e-3, high = 3e-2, log = true }
-batch_size = 64
-num_blocks = 1
-filters = 4
-fc_units = 16
-"""
+TINY = tiny_study_toml()
 
 # Half of this learning-rate range cannot learn anything in two epochs: the median pruner
 # (deciding from epoch 1 on, after two complete trials) must stop those trials early.
@@ -52,26 +36,9 @@ PRUNED = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
-    """Tiny models train fastest on one thread, more so on shared cores (tuner.train keeps
-    the thread count alone when OMP_NUM_THREADS is set)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
     return load_dataset("digits")
-
-
-def spec_from(tmp_path: Path, text: str, name: str = "study.toml") -> StudySpec:
-    path = tmp_path / name
-    path.write_text(text)
-    return load_spec(path)
 
 
 def device_data(spec: StudySpec, digits: Dataset) -> DeviceData:

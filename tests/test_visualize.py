@@ -21,16 +21,10 @@ from tuner.visualize import (
     write_visualization,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PLOT_DIV = 'class="plotly-graph-div"'
 PLOTLY_JS_MARKER = "plotly.js v"  # the banner at the top of the embedded library
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def expected_plots(blocks: int) -> int:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from torch import nn
 
 from tuner.config import TrialConfig
 from tuner.errors import TunerError
+from tuner.files import atomic_path
 from tuner.model import build_cnn
 
 WEIGHTS_FILE = "model.safetensors"
@@ -100,28 +97,6 @@ class ModelCard:
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         return images.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path` that replaces `path` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the model from the rest of a team
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` via a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
 
 
 def save_model(directory: Path, model: nn.Module, card: ModelCard) -> Path:

@@ -431,8 +431,8 @@ def best(
     studies: StudiesDirOption = None,
 ) -> None:
     """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
-    from tuner.artifacts import write_text_atomic
     from tuner.export import render
+    from tuner.files import write_text_atomic
 
     text = render(_best_config(study, None, storage, studies), fmt.value)
     if out is None:

@@ -17,7 +17,6 @@ import math
 import os
 import pickle
 import socket
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tuner.errors import TunerError
+from tuner.files import atomic_path
 from tuner.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -547,7 +547,6 @@ def _load_cached(path: Path, name: str) -> Dataset | None:
 
 
 def _save_cached(path: Path, dataset: Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
         "train_images": dataset.train.images.contiguous(),
         "train_labels": dataset.train.labels.contiguous(),
@@ -555,14 +554,9 @@ def _save_cached(path: Path, dataset: Dataset) -> None:
         "test_labels": dataset.test.labels.contiguous(),
     }
     # Write then rename, so a concurrent worker never reads a half-written cache file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"class_names": json.dumps(list(dataset.class_names))})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        metadata = {"class_names": json.dumps(list(dataset.class_names))}
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _download(source: _Source, name: str, data_dir: Path) -> list[Path] | None:

@@ -1,4 +1,5 @@
-"""Self-contained HTML pages of Plotly figures, for `retrain` and `visualize`.
+"""Self-contained HTML pages of Plotly figures: `retrain` and `visualize` pages (`Page`), and
+the pieces the study report (`tuner.report_html`) builds its page from.
 
 plotly.js is embedded once in <head>, so a page opens offline and can be mailed around. Text
 that comes from users (study names, class names, file names) goes through `html.escape`;
@@ -61,7 +62,7 @@ section h2 { margin: 0 0 2px; font-size: 19px; }
 .figure { overflow-x: auto; }
 """
 
-TEMPLATE = Template("""<!DOCTYPE html>
+DOCUMENT = Template("""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -72,10 +73,7 @@ TEMPLATE = Template("""<!DOCTYPE html>
 </head>
 <body>
 <main>
-<h1>$title</h1>
-<p class="subtitle">$subtitle</p>
-$cards
-$sections
+$body
 </main>
 </body>
 </html>
@@ -84,31 +82,62 @@ $sections
 
 def render(page: Page) -> str:
     """The whole page as one HTML string, plotly.js included."""
-    cards = "".join(
+    cards = "".join(card_html(label, value) for label, value in page.cards)
+    sections = "\n".join(
+        section_html(
+            section.title,
+            section.how_to_read,
+            figures_html(section.figures, f"figure-{number}", section.columns),
+        )
+        for number, section in enumerate(page.sections, start=1)
+    )
+    cards = f'<div class="cards">{cards}</div>' if cards else ""
+    body = (
+        f"<h1>{html.escape(page.title)}</h1>\n"
+        f'<p class="subtitle">{html.escape(page.subtitle)}</p>\n{cards}\n{sections}'
+    )
+    return document(page.title, body)
+
+
+def document(title: str, body: str, css: str = CSS) -> str:
+    """A self-contained page: `title` is plain text, `body` is HTML for <main>.
+
+    plotly.js is embedded once, in <head>, for every figure that `body` holds.
+    """
+    return DOCUMENT.substitute(
+        title=html.escape(title), css=css, plotlyjs=get_plotlyjs(), body=body
+    )
+
+
+def card_html(label: str, value: str, detail: str | None = None) -> str:
+    """A summary card; `label` and `value` are plain text, `detail` is HTML (none if None)."""
+    detail_html = "" if detail is None else f'<div class="detail">{detail}</div>'
+    return (
         f'<div class="card"><div class="label">{html.escape(label)}</div>'
-        f'<div class="value">{html.escape(value)}</div></div>'
-        for label, value in page.cards
+        f'<div class="value">{html.escape(value)}</div>{detail_html}</div>'
     )
-    sections = []
-    for number, section in enumerate(page.sections, start=1):
-        figures = "".join(
-            f'<div class="figure">{figure_html(figure, f"figure-{number}-{index}")}</div>'
-            for index, figure in enumerate(section.figures, start=1)
-        )
-        # The grid is fixed before the figures draw: plotly sizes a plot once, to its container.
-        grid = f'<div class="figures cols-{section.columns}">{figures}</div>'
-        sections.append(
-            f"<section><h2>{html.escape(section.title)}</h2>"
-            f'<p class="how">{html.escape(section.how_to_read)}</p>{grid}</section>'
-        )
-    return TEMPLATE.substitute(
-        title=html.escape(page.title),
-        subtitle=html.escape(page.subtitle),
-        css=CSS,
-        plotlyjs=get_plotlyjs(),
-        cards=f'<div class="cards">{cards}</div>' if cards else "",
-        sections="\n".join(sections),
+
+
+def section_html(title: str, how_to_read: str, body: str, anchor: str | None = None) -> str:
+    """A titled section; `title` and `how_to_read` are plain text, `body` is HTML."""
+    section_id = "" if anchor is None else f' id="{html.escape(anchor)}"'
+    return (
+        f"<section{section_id}><h2>{html.escape(title)}</h2>"
+        f'<p class="how">{html.escape(how_to_read)}</p>{body}</section>'
     )
+
+
+def figures_html(figures: tuple[go.Figure, ...], id_prefix: str, columns: int = 1) -> str:
+    """Figures in a grid of `columns` (one per row on narrow screens), without plotly.js.
+
+    The figures' <div>s are `{id_prefix}-1`, `{id_prefix}-2`, ...
+    """
+    divs = "".join(
+        f'<div class="figure">{figure_html(figure, f"{id_prefix}-{index}")}</div>'
+        for index, figure in enumerate(figures, start=1)
+    )
+    # The grid is fixed before the figures draw: plotly sizes a plot once, to its container.
+    return f'<div class="figures cols-{columns}">{divs}</div>'
 
 
 def figure_html(figure: go.Figure, div_id: str) -> str:

@@ -8,16 +8,15 @@ per plot. plotly.js is embedded once, so the file opens offline. A plot that a s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from plotly.offline import get_plotlyjs
 
 from tuner import report_figures as figures
 from tuner.errors import TunerError
+from tuner.files import write_text_atomic
 from tuner.report_data import StudySummary, TrialCounts, best_table, summarize
 from tuner.report_html import Section, figures_html, render_page, table_html
 
@@ -116,7 +115,7 @@ def build_report(study: optuna.Study) -> str:
         sections += [_plot_section(spec, study, summary) for spec in PLOT_SECTIONS]
     elif counts.complete:
         sections.append(_plot_section(BEST_TRIAL_CURVES, study, summary))
-    return render_page(summary, _banner(counts), sections, get_plotlyjs())
+    return render_page(summary, _banner(counts), sections)
 
 
 def write_report(study: optuna.Study, out_path: Path) -> Path:
@@ -126,13 +125,9 @@ def write_report(study: optuna.Study, out_path: Path) -> Path:
     """
     out_path = Path(out_path)
     text = build_report(study)
-    temp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, out_path)
+        write_text_atomic(out_path, text)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise TunerError(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
     logger.info("wrote report of study %r to %s", study.study_name, out_path)
     return out_path

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner import __version__
-from tuner.artifacts import ModelCard, save_model, write_text_atomic
+from tuner.artifacts import ModelCard, save_model
 from tuner.config import TrialConfig
 from tuner.data import Dataset, Splits, channel_stats
 from tuner.errors import TunerError
 from tuner.export import BestConfig
+from tuner.files import write_text_atomic
 from tuner.model import build_cnn, count_parameters
 from tuner.page import Page, Section, render
 from tuner.train import DeviceData, DivergedError, EpochResult, fit, to_device

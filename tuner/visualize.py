@@ -16,8 +16,9 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from tuner.artifacts import ModelCard, write_text_atomic
+from tuner.artifacts import ModelCard
 from tuner.errors import TunerError
+from tuner.files import write_text_atomic
 from tuner.page import Page, Section, render
 from tuner.predict import probabilities, top_k
 
