@@ -21,18 +21,13 @@ import torch
 from tuner.config import TrialConfig
 from tuner.data import Splits, load_dataset, split
 from tuner.space import suggest
-from tuner.spec import StudySpec, load_spec
+from tuner.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # The shared copy of real MNIST next to the repository (see ../shared/datasets/README.md).
 DEFAULT_DATASET_DIR = ROOT.parent / "shared" / "datasets" / "mnist-10k"
 DEFAULT_STUDY = ROOT / "studies" / "mnist.toml"
-
-
-def load_study(path: Path) -> StudySpec:
-    """The study file the benchmark reproduces."""
-    return load_spec(path)
 
 
 def load_splits(spec: StudySpec, dataset_dir: Path, cache_dir: Path | None = None) -> Splits:

@@ -3,6 +3,7 @@
     python bench/engine_overhead.py                      # 3 mnist-study configs, 1 epoch, CPU
     git show HEAD:tuner/train.py > /tmp/train_head.py
     python bench/engine_overhead.py --reference-train /tmp/train_head.py   # before/after
+    python bench/engine_overhead.py --precision bf16      # both sides autocast to bf16
 
 The limit is a tight loop of forward + loss + backward + step of the same model (same seed,
 memory format, optimizer and threads as fit) on pre-normalised float tensors already in
@@ -44,10 +45,17 @@ from common import (
 from torch import nn
 
 from tuner import train
-from tuner.config import TrialConfig
+from tuner.config import AugmentSpec, TrialConfig
 from tuner.model import build_cnn
 from tuner.spec import load_spec
-from tuner.train import EVAL_BATCH_SIZE, MEMORY_FORMAT, DeviceData, make_optimizer
+from tuner.train import (
+    EVAL_BATCH_SIZE,
+    MEMORY_FORMAT,
+    PRECISIONS,
+    DeviceData,
+    EngineOptions,
+    make_optimizer,
+)
 
 
 def fresh_model(config: TrialConfig, data: DeviceData) -> nn.Module:
@@ -55,38 +63,41 @@ def fresh_model(config: TrialConfig, data: DeviceData) -> nn.Module:
     return build_cnn(config, data.input_shape, data.num_classes)
 
 
-def time_fit(module: ModuleType, config: TrialConfig, data: DeviceData, device) -> float:
-    """Seconds for `module.fit` to run all of `config`'s epochs."""
+def time_fit(fit: Callable, config: TrialConfig, data: DeviceData, device: torch.device) -> float:
+    """Seconds for `fit` to run all of `config`'s epochs."""
     model = fresh_model(config, data)
     started = time.perf_counter()
-    for _ in module.fit(model, data, config, device):
+    for _ in fit(model, data, config, device):
         pass
     return time.perf_counter() - started
 
 
-def time_raw(config: TrialConfig, data: DeviceData, validate: bool) -> float:
+def time_raw(
+    config: TrialConfig, data: DeviceData, validate: bool, options: EngineOptions
+) -> float:
     """Seconds for the tight loop: the same steps on pre-normalised, in-order tensors."""
-    model = fresh_model(config, data).to(data.train_images.device, memory_format=MEMORY_FORMAT)
+    device = data.train_images.device
+    model = fresh_model(config, data).to(device, memory_format=MEMORY_FORMAT)
     images, labels = data.normalise(data.train_images), data.train_labels
     val_images = data.normalise(data.val_images)
+    eval_batch = EVAL_BATCH_SIZE.get(device.type, 1024)
     started = time.perf_counter()
     optimizer = make_optimizer(model, config)
     for _ in range(config.max_epochs):
         model.train()
         for start in range(0, len(labels), config.batch_size):
-            loss = F.cross_entropy(
-                model(images[start : start + config.batch_size]),
-                labels[start : start + config.batch_size],
-            )
+            with options.autocast(device):
+                logits = model(images[start : start + config.batch_size])
+            loss = F.cross_entropy(logits.float(), labels[start : start + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         if validate:
             model.eval()
-            with torch.inference_mode():
-                for start in range(0, len(val_images), EVAL_BATCH_SIZE):
-                    model(val_images[start : start + EVAL_BATCH_SIZE])
-    if images.device.type == "cuda":
+            with torch.inference_mode(), options.autocast(device):
+                for start in range(0, len(val_images), eval_batch):
+                    model(val_images[start : start + eval_batch])
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
 
@@ -110,8 +121,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--no-augment", action="store_true", help="fit without the augmentation")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--reference-train", type=Path, help="another train.py to time as well")
     args = parser.parse_args()
+    options = EngineOptions(precision=args.precision)
 
     spec = load_spec(args.study)
     device = train.pick_device(args.device)
@@ -119,13 +132,10 @@ def main() -> None:
     one_image = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
     configs = [config for _, config in sample_configs(spec, args.configs, args.epochs)]
     if args.no_augment:
-        configs = [
-            replace(config, augment=replace(config.augment, random_crop_padding=0))
-            for config in configs
-        ]
-    engines: dict[str, ModuleType] = {"fit": train}
+        configs = [replace(config, augment=AugmentSpec()) for config in configs]
+    engines: dict[str, Callable] = {"fit": partial(train.fit, options=options)}
     if args.reference_train:
-        engines["reference fit"] = load_module(args.reference_train)
+        engines["reference fit"] = load_module(args.reference_train).fit
 
     print("\n".join(machine_header()))
     images = args.epochs * len(data.train_labels)
@@ -134,10 +144,10 @@ def main() -> None:
         print(f"\nconfig {number}: {describe(config)}, augment={config.augment.enabled}")
         for label, fit_data, validate in (("train", one_image, False), ("epoch", data, True)):
             runs: dict[str, Callable[[], float]] = {
-                name: partial(time_fit, module, config, fit_data, device)
-                for name, module in engines.items()
+                name: partial(time_fit, fit, config, fit_data, device)
+                for name, fit in engines.items()
             }
-            runs["raw"] = partial(time_raw, config, data, validate)
+            runs["raw"] = partial(time_raw, config, data, validate, options)
             best = dict.fromkeys(runs, math.inf)
             for _ in range(args.repeats):
                 for name, run in runs.items():

@@ -8,14 +8,16 @@ seeded RandomSampler), on the same train/validation split, with the same seeds, 
 optimizer, loss, LR schedule and augmentation (random crop, padding 2, from the study file), with
 no pruning and no early stopping, so both do the same work:
 
-(a) tuner: tuner.objective's objective -> tuner.train.fit on device-resident uint8 tensors,
-    batched augmentation (tuner.augment), channels_last, fused optimizer.
+(a) tuner: suggest -> build_cnn -> tuner.train.fit, as tuner.objective runs a trial (without
+    its user-attribute bookkeeping), on device-resident uint8 tensors: batched augmentation
+    (tuner.augment), channels_last, fused optimizer; `--precision bf16` autocasts on CPU too.
 (b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST (one PIL image
     per sample) + transforms.Compose([RandomCrop(28, padding=2), ToTensor(), Normalize()]) +
     DataLoader(shuffle=True, num_workers=--loader-workers), all built inside the objective,
     per-batch `.to(device)`, evaluation every epoch, default (non-fused) optimizer.
 
 Trials alternate between the engines (a b, b a, ...), so changes in machine load hit both alike.
+On CUDA, tuner's default precision autocasts to bf16: add `--precision fp32` for like with like.
 The trial value of both is the validation accuracy of the epoch with the lowest validation loss
 (tuner's rule); the two must agree within seed noise, or the speed came from doing less.
 """
@@ -25,8 +27,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import math
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,10 +51,9 @@ from torchvision import datasets, transforms
 
 from tuner.data import MNIST_FILES, Splits
 from tuner.model import build_cnn
-from tuner.objective import make_objective
 from tuner.space import suggest
 from tuner.spec import PrunerSpec, StudySpec, load_spec
-from tuner.train import pick_device, to_device
+from tuner.train import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,21 @@ def torchvision_root(dataset_dir: Path, into: Path) -> Path:
         data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
         (raw / stem).write_bytes(data)
     return into
+
+
+def tuner_objective(
+    spec: StudySpec, data: DeviceData, device: torch.device, options: EngineOptions
+) -> Callable[[optuna.Trial], float]:
+    """A trial as tuner.objective runs it: the best epoch's validation accuracy."""
+
+    def objective(trial: optuna.Trial) -> float:
+        config = suggest(trial, spec)
+        torch.manual_seed(config.seed)
+        model = build_cnn(config, data.input_shape, data.num_classes)
+        results = list(fit(model, data, config, device, options))
+        return min(results, key=lambda r: r.val_loss).val_accuracy
+
+    return objective
 
 
 class UsualScript:
@@ -192,12 +210,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATASET_DIR)
     parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
-    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
         "--loader-workers", type=int, default=0, help="DataLoader num_workers of the usual script"
     )
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="tuner's side")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -212,9 +231,8 @@ def main() -> None:
         splits = load_splits(spec, args.dataset_dir, Path(cache_dir))
     data = to_device(splits, device)
     tuner_setup = time.perf_counter() - started
+    # The baseline must see exactly the images tuner trains and validates on (checked below).
     indices = split_indices(spec, len(splits.train) + len(splits.val))
-    # The baseline must see exactly the images tuner trains and validates on.
-    assert len(indices[0]) == len(splits.train) and len(indices[1]) == len(splits.val)
 
     configs = sample_configs(spec, args.trials, args.epochs)
     studies = {engine: optuna.create_study(direction="maximize") for engine in ("tuner", "usual")}
@@ -225,16 +243,19 @@ def main() -> None:
         usual_setup = time.perf_counter() - started
         usual = UsualScript(spec, root, indices, splits, device, args.loader_workers)
         objectives = {
-            "tuner": make_objective(spec, data, device),
+            "tuner": tuner_objective(spec, data, device, EngineOptions(args.precision)),
             "usual": usual.objective,
         }
-        check = datasets.MNIST(str(root), train=True).data[indices[0][:256]]
-        assert torch.equal(check.unsqueeze(1), splits.train.images[:256]), "splits differ"
+        images = datasets.MNIST(str(root), train=True).data.unsqueeze(1)
+        for part, subset in zip(indices, (splits.train, splits.val), strict=True):
+            assert torch.equal(images[part], subset.images), "the engines' splits differ"
 
         timings: dict[str, list[TrialTiming]] = {"tuner": [], "usual": []}
         loads = []
         print("\n".join(header))
-        print(f"trial  {'config':<52} {'tuner s':>8} {'usual s':>8} {'tuner acc':>9} {'usual acc':>9}")
+        print(
+            f"trial  {'config':<52} {'tuner s':>8} {'usual s':>8} {'tuner acc':>9} {'usual acc':>9}"
+        )
         for number, (params, config) in enumerate(configs):
             order = ("tuner", "usual") if number % 2 == 0 else ("usual", "tuner")
             for engine in order:
@@ -247,15 +268,15 @@ def main() -> None:
                 flush=True,
             )
 
-    images = args.trials * args.epochs * len(splits.train)
+    trained = args.trials * args.epochs * len(splits.train)
     tuner_s = sum(t.seconds for t in timings["tuner"])
     usual_s = sum(t.seconds for t in timings["usual"])
     tuner_acc = [t.value for t in timings["tuner"]]
     usual_acc = [t.value for t in timings["usual"]]
-    mean_gap = sum(abs(a - b) for a, b in zip(tuner_acc, usual_acc, strict=True)) / len(configs)
     print(
         f"\nstudy {spec.name}: {args.trials} trials x {args.epochs} epochs x "
         f"{len(splits.train)} train + {len(splits.val)} val images, device {device}, "
+        f"tuner precision {args.precision}, "
         f"usual-script DataLoader num_workers={args.loader_workers}; "
         f"load average during trials: {', '.join(loads)}"
     )
@@ -265,11 +286,14 @@ def main() -> None:
         ("usual script", usual_s, usual_acc, f"{usual_setup:.2f} s (unpack IDX for torchvision)"),
     ):
         print(
-            f"{name:<14} {seconds:8.1f} {images / seconds:12.0f} "
+            f"{name:<14} {seconds:8.1f} {trained / seconds:12.0f} "
             f"{sum(accuracy) / len(accuracy):13.4f}  {setup}"
         )
+    differences = [a - b for a, b in zip(tuner_acc, usual_acc, strict=True)]
+    spread = statistics.stdev(differences) if len(differences) > 1 else math.nan
     print(
-        f"speed-up: {usual_s / tuner_s:.2f}x; mean |accuracy difference| per trial: {mean_gap:.4f}"
+        f"speed-up: {usual_s / tuner_s:.2f}x; accuracy tuner - usual: mean "
+        f"{statistics.fmean(differences):+.4f}, per-trial std {spread:.4f} (seed noise)"
     )
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from tuner import attrs
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.parallel import plan_workers, resolve_devices, worker_seed_offset
+from tuner.parallel import plan_workers, resolve_devices, worker_env, worker_seed_offset
 
 TINY_STUDY = """
 name = "tiny-parallel"
@@ -52,6 +52,15 @@ def test_worker_index_offsets_the_sampler_seed(monkeypatch):
     monkeypatch.setenv("TUNER_WORKER_INDEX", "x")
     with pytest.raises(TunerError, match="TUNER_WORKER_INDEX"):
         worker_seed_offset()
+
+
+def test_workers_split_the_cpu_cores_unless_omp_num_threads_is_set(monkeypatch):
+    monkeypatch.setattr("tuner.parallel.available_cpus", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert worker_env(1, 3) == {"TUNER_WORKER_INDEX": "1", "OMP_NUM_THREADS": "2"}
+    assert worker_env(0, 16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert worker_env(0, 2)["OMP_NUM_THREADS"] == "4"
 
 
 def test_two_worker_processes_share_the_study_and_stop_at_the_total(tmp_path):

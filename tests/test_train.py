@@ -15,6 +15,7 @@ from tuner.model import build_cnn
 from tuner.train import (
     DeviceData,
     DivergedError,
+    EngineOptions,
     available_cpus,
     configure_backend,
     fit,
@@ -122,6 +123,15 @@ def test_three_channel_images_with_soft_targets_train() -> None:
     config = replace(SMALL, batch_norm=True, augment=augment)
     results = list(fit(new_model(config, data), data, config, CPU))
     assert len(results) == 3 and all(0 < r.val_loss < 10 for r in results)
+
+
+def test_bf16_autocast_trains_on_cpu_too_and_unknown_precisions_are_refused() -> None:
+    data = quadrant_data()
+    options = EngineOptions(precision="bf16")
+    results = list(fit(new_model(SMALL, data), data, SMALL, CPU, options))
+    assert results[-1].val_accuracy > 0.9
+    with pytest.raises(TunerError, match="unknown precision 'fp8'"):
+        EngineOptions(precision="fp8")
 
 
 def test_pick_device() -> None:

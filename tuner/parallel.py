@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from tuner.errors import TunerError
+from tuner.train import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,18 @@ def plan_workers(run_args: list[str], workers: int, devices: list[str]) -> list[
     ]
 
 
+def worker_env(index: int, workers: int) -> dict[str, str]:
+    """Environment variables for worker `index` of `workers` on this machine.
+
+    The CPU cores are split between the workers (OMP_NUM_THREADS, unless already set): each
+    PyTorch process otherwise starts one thread per core, and oversubscribed OpenMP threads spin
+    at every barrier: on 2 cores, 2 workers x 2 threads took 2.3-3.2x as long for the same 6
+    trials as 2 workers x 1 thread (bench/RESULTS.md).
+    """
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, available_cpus() // workers))
+    return {WORKER_INDEX_ENV: str(index), "OMP_NUM_THREADS": threads}
+
+
 def run_workers(launches: list[WorkerLaunch]) -> int:
     """Start the workers, forward SIGINT/SIGTERM to them, wait; return the worst exit code.
 
@@ -78,7 +91,7 @@ def run_workers(launches: list[WorkerLaunch]) -> int:
     """
     children: list[subprocess.Popen] = []
     for launch in launches:
-        env = {**os.environ, WORKER_INDEX_ENV: str(launch.index)}
+        env = {**os.environ, **worker_env(launch.index, len(launches))}
         command = [sys.executable, "-m", "tuner", *launch.argv]
         log.info("starting worker %d on %s", launch.index, launch.device)
         # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then

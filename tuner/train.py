@@ -25,10 +25,10 @@ from tuner.config import TrialConfig
 from tuner.data import Splits
 from tuner.errors import TunerError
 
-# Evaluation batch size by device type: big batches keep a GPU busy, while on CPU the
-# activations of 256 small images stay in cache and ran up to 1.7x faster than 1024.
-EVAL_BATCH_SIZE = {"cuda": 1024, "cpu": 256}
-# oneDNN (CPU) and cuDNN (CUDA) both run convolutions fastest on NHWC tensors: measured 1.3-1.6x
+# Evaluation batch size by device type: big batches keep a GPU busy, while on CPU a layer's
+# activations for 128 images stay in the L3 cache: 1.2-2.2x faster than 1024 here.
+EVAL_BATCH_SIZE = {"cuda": 1024, "cpu": 128}
+# oneDNN (CPU) and cuDNN (CUDA) both run convolutions fastest on NHWC tensors: measured 1.2-1.5x
 # per training step on this project's MNIST and CIFAR-sized models on CPU (bench/RESULTS.md).
 MEMORY_FORMAT = torch.channels_last
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -39,11 +39,11 @@ class EngineOptions:
     """How to train on the device, as opposed to what to train (that is the TrialConfig)."""
 
     # "auto": bf16 autocast on CUDA (about 2x the conv throughput, no loss scaling needed),
-    # fp32 on CPU. "bf16" also autocasts on CPU: worth it on CPUs with native bf16 (AVX512-BF16,
-    # AMX), slow elsewhere. "fp32" never autocasts.
+    # fp32 on CPU. "bf16" also autocasts on CPU: 1.5-2.1x faster steps on CPUs with native bf16
+    # (AVX512-BF16, AMX), expected slower elsewhere (emulated). "fp32" never autocasts.
     precision: str = "auto"
-    # torch.compile the model: pays back its compile time (tens of seconds per architecture)
-    # only over many epochs, mostly on CUDA.
+    # torch.compile the model. On CPU it lost: 35 s to compile, then slower epochs than eager
+    # (bench/RESULTS.md). Meant for CUDA and long trials, where compile time is paid back.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -142,10 +142,11 @@ def available_cpus() -> int:
 def configure_backend(device: torch.device) -> None:
     """Process-wide PyTorch settings for training on `device`; `to_device` calls it.
 
-    CPU: one intra-op thread per available core. PyTorch counts the machine's physical cores,
-    which oversubscribes a container or a `taskset` share, and oversubscribed OpenMP threads
-    spin at every barrier; OMP_NUM_THREADS, when set (e.g. by `tuner.parallel` for several
-    workers per machine), wins. CUDA: cuDNN autotuning, since every batch has the same shape.
+    CPU: one intra-op thread per available core. PyTorch's default follows the affinity mask
+    but not a cgroup CPU quota (docker --cpus, Kubernetes limits), and OpenMP threads beyond the
+    cores the process gets spin at every barrier: steps ran several times slower here when the
+    two cores were shared. OMP_NUM_THREADS, when set (to cores / workers when several workers
+    share a machine), wins. CUDA: cuDNN autotuning, since every batch has the same shape.
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -180,8 +181,8 @@ def to_device(splits: Splits, device: torch.device) -> DeviceData:
 def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimizer:
     """AdamW or SGD with momentum, as the config says, as one fused kernel per step.
 
-    The fused kernels compute the same update as the default per-parameter loop, which costs
-    a dozen small ops per parameter tensor per step: several percent of a small CNN's step.
+    The fused kernels compute the same update as the default per-parameter loop, which runs a
+    dozen small ops per parameter tensor: 6-13% of a small CNN's step on CPU, measured.
     """
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
     if config.optimizer == "sgd":
