@@ -187,6 +187,18 @@ def run(
             help="Trials running at once on each device (sets --workers to this x devices).",
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (also on CPU: "
+            "faster on CPUs with native bf16, see bench/RESULTS.md).",
+        ),
+    ] = "auto",
+    compile_model: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
+    ] = False,
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists)."""
     from tuner.data import load_dataset, split
@@ -196,10 +208,11 @@ def run(
     from tuner.signals import interrupt_on_signals
     from tuner.storage import check_local_workers, mask_url, open_storage, resolve_storage_url
     from tuner.study import open_study, run_trials
-    from tuner.train import pick_device, to_device
+    from tuner.train import EngineOptions, pick_device, to_device
 
     spec = _load_spec(study, studies)
     total = trials or spec.training.trials
+    engine = EngineOptions(precision=precision, compile=compile_model)
     url = resolve_storage_url(storage)
     console = _console()
     if workers > 1 or jobs_per_device:
@@ -219,6 +232,7 @@ def run(
                 run_args += [flag, str(Path(value).resolve())]
         if timeout is not None:
             run_args += ["--timeout", str(timeout)]
+        run_args += ["--precision", precision, *(["--compile"] if compile_model else [])]
         console.print(
             f"study [bold]{spec.name}[/bold]: {worker_count} workers on "
             f"{', '.join(device_list)}, {total} trials in total, storage {mask_url(url)}"
@@ -246,7 +260,9 @@ def run(
             interrupt_on_signals(),
             TrialProgress(console, optuna_study, total, spec.training.max_epochs) as progress,
         ):
-            objective = make_objective(spec, data, torch_device, on_epoch=progress.on_epoch)
+            objective = make_objective(
+                spec, data, torch_device, on_epoch=progress.on_epoch, options=engine
+            )
             outcome = run_trials(
                 optuna_study,
                 objective,

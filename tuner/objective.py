@@ -17,7 +17,7 @@ from tuner import attrs
 from tuner.model import build_cnn, count_parameters
 from tuner.space import suggest
 from tuner.spec import StudySpec
-from tuner.train import DeviceData, DivergedError, EpochResult, fit
+from tuner.train import DeviceData, DivergedError, EngineOptions, EpochResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def make_objective(
     data: DeviceData,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    options: EngineOptions | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
@@ -71,7 +72,9 @@ def make_objective(
                 trial.set_user_attr(attrs.STOP_REASON, stop_reason)
 
         out_of_memory = None
-        with contextlib.closing(fit(model, data, config, device)) as epochs:
+        with contextlib.closing(
+            fit(model, data, config, device, options or EngineOptions())
+        ) as epochs:
             try:
                 for result in epochs:
                     history.append({k: v for k, v in asdict(result).items() if k != "improved"})

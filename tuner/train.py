@@ -32,6 +32,10 @@ EVAL_BATCH_SIZE = {"cuda": 1024, "cpu": 128}
 # per training step on this project's MNIST and CIFAR-sized models on CPU (bench/RESULTS.md).
 MEMORY_FORMAT = torch.channels_last
 PRECISIONS = ("auto", "fp32", "bf16")
+# A mean cross-entropy this large is no longer training: a uniform guess over C classes scores
+# log(C) (under 7 for 1,000 classes). AdamW's normalised steps can keep an exploding loss finite
+# (~1e19 at lr=1e6), so a finite-but-absurd loss counts as diverged too.
+DIVERGED_LOSS = 1e4
 
 
 @dataclass(frozen=True)
@@ -286,7 +290,7 @@ def fit(
             scheduler.step()
 
             train_loss = total_loss.item() / train_count
-            if not math.isfinite(train_loss):
+            if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
                 raise DivergedError(epoch, train_loss)
             val_loss, val_accuracy = evaluate(
                 forward, data, data.val_images, data.val_labels, options=options
