@@ -19,7 +19,6 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tuner import __version__
@@ -31,7 +30,15 @@ from tuner.export import BestConfig
 from tuner.files import write_text_atomic
 from tuner.model import build_cnn, count_parameters
 from tuner.page import Page, Section, render
-from tuner.train import DeviceData, DivergedError, EpochResult, fit, to_device
+from tuner.train import (
+    DeviceData,
+    DivergedError,
+    EngineOptions,
+    EpochResult,
+    classify,
+    fit,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,6 @@ REPORT_FILE = "retrain.html"
 # Images of the training split on which `fit` computes its per-epoch "val" numbers. They only
 # show progress (the final weights are kept regardless), so a sample keeps epochs cheap.
 PROGRESS_SAMPLE = 2048
-EVAL_BATCH_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -189,20 +195,11 @@ def _test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
     """Loss and confusion matrix on the test split, in float32 like `tuner predict`."""
     images = dataset.test.images.to(data.scale.device)
     labels = dataset.test.labels.to(data.scale.device)
-    model.eval()
-    total_loss = 0.0
-    predictions = []
-    with torch.inference_mode():
-        for start in range(0, len(labels), EVAL_BATCH_SIZE):
-            logits = model(data.normalise(images[start : start + EVAL_BATCH_SIZE])).float()
-            batch_labels = labels[start : start + EVAL_BATCH_SIZE]
-            total_loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
-            predictions.append(logits.argmax(dim=1))
+    loss, predicted = classify(model, data, images, labels, options=EngineOptions(precision="fp32"))
     num_classes = dataset.num_classes
-    predicted = torch.cat(predictions) if predictions else labels
     confusion = torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
     return TestResult(
-        loss=total_loss / max(1, len(labels)),
+        loss=loss,
         confusion=confusion.view(num_classes, num_classes).cpu(),
     )
 

@@ -203,6 +203,32 @@ def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimiz
     )
 
 
+def classify(
+    model: nn.Module,
+    data: DeviceData,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    options: EngineOptions = EngineOptions(),
+) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy loss of `model` on uint8 `images`, and its predicted classes."""
+    model.eval()
+    device = images.device
+    batch_size = batch_size or EVAL_BATCH_SIZE.get(device.type, 1024)
+    total_loss = torch.zeros((), device=device)
+    predicted = []
+    with torch.inference_mode(), options.autocast(device):
+        for start in range(0, len(labels), batch_size):
+            batch = data.normalise(images[start : start + batch_size])
+            logits = model(batch).float()
+            total_loss += F.cross_entropy(
+                logits, labels[start : start + batch_size], reduction="sum"
+            )
+            predicted.append(logits.argmax(dim=1))
+    predictions = torch.cat(predicted) if predicted else labels.new_empty(0)
+    return total_loss.item() / max(1, len(labels)), predictions
+
+
 def evaluate(
     model: nn.Module,
     data: DeviceData,
@@ -212,20 +238,8 @@ def evaluate(
     options: EngineOptions = EngineOptions(),
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of `model` on uint8 `images`."""
-    model.eval()
-    device = images.device
-    batch_size = batch_size or EVAL_BATCH_SIZE.get(device.type, 1024)
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    with torch.inference_mode(), options.autocast(device):
-        for start in range(0, len(labels), batch_size):
-            batch = data.normalise(images[start : start + batch_size])
-            batch_labels = labels[start : start + batch_size]
-            logits = model(batch).float()
-            total_loss += F.cross_entropy(logits, batch_labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == batch_labels).sum()
-    count = max(1, len(labels))
-    return total_loss.item() / count, correct.item() / count
+    loss, predictions = classify(model, data, images, labels, batch_size, options)
+    return loss, (predictions == labels).sum().item() / max(1, len(labels))
 
 
 def fit(
