@@ -5,30 +5,23 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from studies import tiny_study_toml
 from tuner import attrs
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.parallel import plan_workers, resolve_devices, worker_env, worker_seed_offset
 
-TINY_STUDY = """
-name = "tiny-parallel"
-[sampler]
-name = "random"
-seed = 3
-[pruner]
-name = "none"
-[dataset]
-name = "digits"
-train_subset = 400
-[training]
-max_epochs = 3
-patience = 0
-[space]
+TINY_STUDY = tiny_study_toml(
+    "tiny-parallel",
+    train_subset=400,
+    training="max_epochs = 3\npatience = 0",
+    space="""\
 learning_rate = { type = "float", low = 1e-3, high = 1e-2, log = true }
 num_blocks = 1
 filters = { type = "int", low = 4, high = 8, step = 4 }
 fc_units = 16
-"""
+""",
+)
 
 
 def test_workers_are_spread_round_robin_over_devices():

@@ -104,19 +104,15 @@ def _load_spec(study: str, studies: Path | None):
 
 def _study_name(study: str, studies: Path | None) -> str:
     """`--study` for verbs that read storage: a study file's name, or a stored study's name."""
-    from tuner.spec import find_study_file
+    from tuner.spec import find_study_file, load_spec
 
     try:
-        return _load_spec(study, studies).name
+        path = find_study_file(study, studies_dir(studies))
     except TunerError:
-        candidate = Path(study)
-        if candidate.suffix == ".toml":
+        if Path(study).suffix == ".toml":
             raise
-        try:
-            find_study_file(study, studies_dir(studies))
-        except TunerError:
-            return study  # not a file: take it as the name of a study in storage
-        raise
+        return study  # not a file: take it as the name of a study in storage
+    return load_spec(path).name
 
 
 def _load_stored_study(name: str, storage_option: str | None) -> optuna.Study:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from tuner import attrs
 from tuner.study import count_finished
 from tuner.train import EpochResult
 
@@ -70,7 +71,7 @@ class TrialProgress:
             self.finished += 1
         self.best_value = _best_value(study)
         value = "" if trial.value is None else f" value {trial.value:.4f}"
-        reason = trial.user_attrs.get("stop_reason")
+        reason = trial.user_attrs.get(attrs.STOP_REASON)
         message = f"trial {trial.number} {trial.state.name.lower()}{value}" + (
             f" ({reason})" if reason else ""
         )
