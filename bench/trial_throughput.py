@@ -2,17 +2,20 @@
 
     python bench/trial_throughput.py                          # mnist study, CPU-sized defaults
     python bench/trial_throughput.py --trials 8 --epochs 3 --loader-workers 2
+    python bench/fetch_fashion_mnist.py && python bench/trial_throughput.py \
+        --study studies/fashion-mnist.toml --dataset-dir .bench-data/fashion-mnist-10k
 
 Both engines train the same list of configs (sampled once from the study's search space with a
 seeded RandomSampler), on the same train/validation split, with the same seeds, epochs, model,
-optimizer, loss, LR schedule and augmentation (random crop, padding 2, from the study file), with
+optimizer, loss, LR schedule and augmentation (random crop and flip, from the study file), with
 no pruning and no early stopping, so both do the same work:
 
 (a) tuner: suggest -> build_cnn -> tuner.train.fit, as tuner.objective runs a trial (without
     its user-attribute bookkeeping), on device-resident uint8 tensors: batched augmentation
     (tuner.augment), channels_last, fused optimizer; `--precision bf16` autocasts on CPU too.
-(b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST (one PIL image
-    per sample) + transforms.Compose([RandomCrop(28, padding=2), ToTensor(), Normalize()]) +
+(b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST or
+    FashionMNIST (one PIL image per sample) + transforms.Compose([RandomCrop(28, padding=2),
+    RandomHorizontalFlip() where the study flips, ToTensor(), Normalize()]) +
     DataLoader(shuffle=True, num_workers=--loader-workers), all built inside the objective,
     per-batch `.to(device)`, evaluation every epoch, default (non-fused) optimizer.
 
@@ -49,6 +52,7 @@ from common import (
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from tuner.config import AugmentSpec
 from tuner.data import MNIST_FILES, Splits
 from tuner.model import build_cnn
 from tuner.space import suggest
@@ -68,9 +72,13 @@ def bench_spec(spec: StudySpec, epochs: int) -> StudySpec:
     return replace(spec, pruner=PrunerSpec(name="none"), training=training)
 
 
-def torchvision_root(dataset_dir: Path, into: Path) -> Path:
-    """A root folder torchvision.datasets.MNIST reads: ROOT/MNIST/raw/ with the IDX files."""
-    raw = into / "MNIST" / "raw"
+# The torchvision dataset class the usual script reads each study's dataset with.
+TORCHVISION_DATASETS = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}
+
+
+def torchvision_root(dataset_class: type, dataset_dir: Path, into: Path) -> Path:
+    """A root folder torchvision's MNIST-style classes read: ROOT/<Class>/raw/ with IDX files."""
+    raw = into / dataset_class.__name__ / "raw"
     raw.mkdir(parents=True)
     for stem in (stem for pair in MNIST_FILES.values() for stem in pair):
         plain, packed = dataset_dir / stem, dataset_dir / f"{stem}.gz"
@@ -115,13 +123,15 @@ class UsualScript:
 
     def loaders(self, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
         """Datasets and loaders, built per trial as in Optuna's examples."""
-        padding = self.spec.augment.random_crop_padding
-        train_transform = transforms.Compose(
-            [transforms.RandomCrop(28, padding=padding), transforms.ToTensor(), self.normalize]
-        )
+        augment = self.spec.augment
+        per_sample = [transforms.RandomCrop(28, padding=augment.random_crop_padding)]
+        if augment.horizontal_flip:
+            per_sample.append(transforms.RandomHorizontalFlip())
+        train_transform = transforms.Compose([*per_sample, transforms.ToTensor(), self.normalize])
         val_transform = transforms.Compose([transforms.ToTensor(), self.normalize])
-        train_set = datasets.MNIST(str(self.root), train=True, transform=train_transform)
-        val_set = datasets.MNIST(str(self.root), train=True, transform=val_transform)
+        dataset_class = TORCHVISION_DATASETS[self.spec.dataset.name]
+        train_set = dataset_class(str(self.root), train=True, transform=train_transform)
+        val_set = dataset_class(str(self.root), train=True, transform=val_transform)
         train_loader = DataLoader(
             Subset(train_set, self.train_indices),
             batch_size=batch_size,
@@ -221,8 +231,17 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     spec = bench_spec(load_spec(args.study), args.epochs)
-    if spec.dataset.name not in ("mnist", "fashion-mnist"):
+    if spec.dataset.name not in TORCHVISION_DATASETS:
         parser.error("the usual-script side reads MNIST-format IDX files: use an MNIST study")
+    mirrored = AugmentSpec(
+        random_crop_padding=spec.augment.random_crop_padding,
+        horizontal_flip=spec.augment.horizontal_flip,
+    )
+    if spec.augment != mirrored:
+        parser.error(
+            f"{args.study}: the usual-script side mirrors random_crop_padding and horizontal_flip "
+            "only; remove the study's other [augment] keys for this benchmark"
+        )
     device = pick_device(args.device)
     header = machine_header()
 
@@ -239,14 +258,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root_dir:
         started = time.perf_counter()
-        root = torchvision_root(args.dataset_dir, Path(root_dir))
+        dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
+        root = torchvision_root(dataset_class, args.dataset_dir, Path(root_dir))
         usual_setup = time.perf_counter() - started
         usual = UsualScript(spec, root, indices, splits, device, args.loader_workers)
         objectives = {
             "tuner": tuner_objective(spec, data, device, EngineOptions(args.precision)),
             "usual": usual.objective,
         }
-        images = datasets.MNIST(str(root), train=True).data.unsqueeze(1)
+        images = dataset_class(str(root), train=True).data.unsqueeze(1)
         for part, subset in zip(indices, (splits.train, splits.val), strict=True):
             assert torch.equal(images[part], subset.images), "the engines' splits differ"
 

@@ -159,6 +159,27 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path)
 
 
+def write_image(path: Path, pixels: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Save `pixels` in the PIL mode their array type implies; the format follows the suffix.
+
+    bool (H, W): "1"; uint8 (H, W): "L", or "P" with `palette` as its colours, uint8 (256, 3)
+    or (256, 4) (RGBA: a PNG then stores the alpha values as transparency);
+    uint8 (H, W, 2): "LA"; uint8 (H, W, 3): "RGB"; uint16 (H, W): "I;16" (16-bit PNG);
+    int32 (H, W): "I" (TIFF only).
+    """
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if palette is None:
+        image = Image.fromarray(pixels)
+    else:
+        height, width = pixels.shape
+        image = Image.frombytes("P", (width, height), np.ascontiguousarray(pixels).tobytes())
+        rawmode = "RGBA" if palette.shape[1] == 4 else "RGB"
+        image.putpalette(palette.astype(np.uint8).tobytes(), rawmode=rawmode)
+    image.save(path)
+
+
 def write_imagefolder(
     root: Path,
     classes: tuple[str, ...] = ("cat", "dog"),

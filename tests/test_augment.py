@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 from tuner.augment import _affine, _flip, augment_batch
 from tuner.config import AugmentSpec
@@ -86,6 +87,42 @@ def test_crop_with_padding_translates_each_sample_differently() -> None:
         assert len(matches) == 1, f"sample {i} is not a translated copy of itself"
         shifts.add(matches[0])
     assert len(shifts) > 10  # offsets are drawn per sample, not once per batch
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_crop_padding_is_black_like_torchvision_on_the_raw_image(
+    layout: torch.memory_format,
+) -> None:
+    n, size, pad = 32, 6, 2
+    raw = torch.randint(1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0))
+    raw = raw.to(torch.uint8)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
+
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.train.DeviceData does
+        scale, shift = 1.0 / (255.0 * std), mean / std
+        return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
+
+    black = normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8)).flatten()
+    assert (black <= -1).all()  # far from 0, the mean colour the padding used to have
+    images = normalise(raw).contiguous(memory_format=layout)
+    labels = torch.arange(n)
+    generator = torch.Generator().manual_seed(0)
+    spec = AugmentSpec(random_crop_padding=pad)
+    out, _ = augment_batch(images, labels, spec, n, generator=generator, black=black)
+    assert out.is_contiguous(memory_format=layout)
+
+    # torchvision's RandomCrop(padding=pad, fill=0) pads the raw uint8 image with black.
+    reference = normalise(v2.functional.pad(raw, [pad], fill=0))
+    borders = 0
+    for i in range(n):
+        crops = [
+            reference[i, :, dy : dy + size, dx : dx + size]
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+        ]
+        assert any(torch.equal(out[i], crop) for crop in crops), f"sample {i}"
+        borders += int((out[i] == black.view(3, 1, 1)).all(dim=0).sum())
+    assert borders > n * size  # most samples show some border
 
 
 def test_flip_mirrors_exactly_the_masked_samples() -> None:

@@ -4,13 +4,14 @@ or when the cache file is damaged."""
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from datasets import idx_bytes, write_idx_dataset
+from datasets import idx_bytes, write_idx_dataset, write_imagefolder
 
 from tuner import data
 from tuner.data import load_dataset
@@ -50,24 +51,74 @@ def test_unchanged_sources_reuse_the_cache(tmp_path: Path, decodes: list[int]) -
     assert second.class_names == first.class_names
 
 
-def test_a_changed_source_file_rebuilds_the_cache(tmp_path: Path, decodes: list[int]) -> None:
-    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
-    before = load(source, cache)
-    old_cache = cache_files(cache)
-
+def change_train_labels(source: Path) -> torch.Tensor:
+    """Rewrite the train labels of the IDX dataset in `source`; returns the new labels."""
     labels_file = source / "train-labels-idx1-ubyte.gz"
-    new_labels = (before.train.labels.numpy() + 1) % 10  # same size, different content
+    old_labels = data._read_idx(labels_file)
+    new_labels = (old_labels + 1) % 10  # same size, different content
     labels_file.write_bytes(gzip.compress(idx_bytes(new_labels)))
     stat = labels_file.stat()  # a different mtime even where the clock is coarse
     os.utime(labels_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    return torch.from_numpy(new_labels).long()
 
+
+def test_a_changed_source_file_rebuilds_the_cache(tmp_path: Path, decodes: list[int]) -> None:
+    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
+    load(source, cache)
+    (old_cache,) = cache_files(cache)
+
+    new_labels = change_train_labels(source)
     after = load(source, cache)
     assert len(decodes) == 2
-    assert torch.equal(after.train.labels, torch.from_numpy(new_labels).long())
-    assert len(cache_files(cache)) == 2 and cache_files(cache) != old_cache
+    assert torch.equal(after.train.labels, new_labels)
+    (new_cache,) = cache_files(cache)  # the stale file is gone, not kept forever
+    assert new_cache != old_cache
 
     load(source, cache)
     assert len(decodes) == 2, "the rebuilt cache should be reused"
+
+
+def test_a_rebuild_deletes_only_the_stale_file_of_the_same_dataset_and_folder(
+    tmp_path: Path,
+) -> None:
+    source, other_source = write_idx_dataset(tmp_path / "a"), write_idx_dataset(tmp_path / "b")
+    cache = tmp_path / "cache"
+    load(source, cache)
+    (mnist_old,) = cache_files(cache)
+    load(other_source, cache)  # the same dataset in another folder
+    load_dataset("fashion-mnist", source, cache, download=False)  # the same files, another name
+    photos = write_imagefolder(tmp_path / "photos", size=4)
+    load_dataset(f"imagefolder:{photos}", cache_dir=cache, image_size=4)
+    others = set(cache_files(cache)) - {mnist_old}
+    assert len(others) == 3
+
+    change_train_labels(source)
+    load(source, cache)
+    assert mnist_old not in cache_files(cache)
+    assert others < set(cache_files(cache)), "another dataset's cache file was deleted"
+    assert len(cache_files(cache)) == 4
+
+    # fashion-mnist read the changed file too: its own next load replaces its stale file.
+    load_dataset("fashion-mnist", source, cache, download=False)
+    assert len(cache_files(cache)) == 4
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError, PermissionError])
+def test_a_stale_file_that_cannot_be_deleted_does_not_fail_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: type
+) -> None:
+    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
+    load(source, cache)
+    (old_cache,) = cache_files(cache)
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:
+        raise error(13, "deleted by another process, or still open there", str(path))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    new_labels = change_train_labels(source)
+    with caplog.at_level(logging.DEBUG, logger="tuner.data"):
+        assert torch.equal(load(source, cache).train.labels, new_labels)
+    assert f"could not remove stale dataset cache {old_cache}" in caplog.text
 
 
 def test_a_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path, decodes: list[int]) -> None:

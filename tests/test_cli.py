@@ -77,7 +77,7 @@ def isolated(tmp_path: Path, monkeypatch, cli_state) -> Path:
 
 
 def invoke(*args: object):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+    return CliRunner().invoke(app, [str(arg) for arg in args], prog_name="tuner")
 
 
 def assert_user_error(result, *fragments: str) -> str:
@@ -217,3 +217,72 @@ def test_unusable_storage_is_one_line(isolated: Path, storage: str, fragments: l
     result = invoke("run", "--study", isolated / "tiny.toml", "--storage", storage)
     line = assert_user_error(result, *fragments)
     assert "secret" not in line
+
+
+# ---------------------------------------------------------------- command-line usage errors
+
+BAD_COMMAND_LINES = {
+    "count of zero": (["run", "--trials", "0"], ["'--trials'", "greater than or equal to 1"]),
+    "not a number": (["run", "--trials", "abc"], ["'--trials'", "valid integer"]),
+    "unknown choice": (
+        ["run", "--precision", "fp64"],
+        ["'--precision'", "'fp64'", "'auto', 'fp32', 'bf16'"],
+    ),
+    "no timeout": (["run", "--timeout", "0"], ["'--timeout'", "0 is not a positive number"]),
+    "no workers": (["run", "--workers", "0"], ["'--workers'", "greater than or equal to 1"]),
+    "no jobs": (["run", "--jobs-per-device", "0"], ["'--jobs-per-device'", "than or equal to 1"]),
+    "no epochs": (["retrain", "--epochs", "0"], ["'--epochs'", "greater than or equal to 1"]),
+    "no classes": (
+        ["predict", "-m", "model", "x.png", "--top-k", "0"],
+        ["'--top-k'", "greater than or equal to 1"],
+    ),
+    "negative index": (["visualize", "-m", "m", "--index", "-1"], ["'--index'", "equal to 0"]),
+    "port too high": (
+        ["dashboard", "--port", "70000"],
+        ["'--port'", "less than or equal to 65535"],
+    ),
+    "unknown option": (["run", "--bogus"], ["no such option: --bogus"]),
+    "misspelt option": (["run", "--trails", "3"], ["--trails", "--trials"]),
+    "missing value": (["run", "--study"], ["'--study' requires an argument"]),
+    "missing option": (["predict", "x.png"], ["missing option '--model'"]),
+    "unknown verb": (["frobnicate"], ["no such command 'frobnicate'"]),
+    "misspelt verb": (["stauts"], ["no such command 'stauts'", "Did you mean 'status'"]),
+    "unknown global option": (["--bogus"], ["no such option: --bogus"]),
+}
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_COMMAND_LINES.values(), ids=BAD_COMMAND_LINES)
+def test_bad_command_line_is_one_plain_line_and_a_help_hint(
+    isolated: Path, args: list[str], fragments: list[str]
+) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "╭" not in result.output and "│" not in result.output  # no rich error panel
+    assert result.stdout == ""
+    error, hint = result.stderr.splitlines()
+    assert error.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in error
+    verb = [] if args[0] in ("frobnicate", "stauts", "--bogus") else [args[0]]
+    assert hint == f"(run '{' '.join(['tuner', *verb])} --help' for usage)"
+    assert not (isolated / "tuner.db").exists()
+
+
+def test_precision_choices_are_the_engines() -> None:
+    from tuner.cli import Precision
+    from tuner.train import PRECISIONS
+
+    assert tuple(Precision) == PRECISIONS
+
+
+def test_help_is_still_rich_help(cli_state) -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: tuner" in result.stdout and "╭─ Commands" in result.stdout
+    result = invoke("run", "--help")
+    assert result.exit_code == 0, result.output
+    assert "--trials" in result.stdout and "auto|fp32|bf16" in result.stdout
+    result = invoke()  # no arguments: the help, not an error
+    assert "Usage: tuner" in result.stdout and "╭─ Commands" in result.stdout
+    assert "error" not in result.stderr

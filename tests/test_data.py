@@ -21,6 +21,7 @@ from datasets import (
     write_cifar_binary,
     write_cifar_python,
     write_idx_dataset,
+    write_image,
     write_imagefolder,
     write_png,
 )
@@ -135,6 +136,62 @@ def test_imagefolder_with_mixed_modes_is_rgb(tmp_path: Path) -> None:
     root = write_imagefolder(tmp_path / "photos", per_class=2, mode="L")
     write_png(root / "dog" / "colour.png", np.zeros((5, 7, 3), np.uint8))
     assert load(f"imagefolder:{root}").input_shape == (3, 32, 32)
+
+
+GREY = make_images(1, (4, 4), 1)[0][0]
+COLOURS = make_images(1, (256, 4), 1)[0][0]  # a palette: RGB + alpha
+INDICES = np.arange(0, 256, 16, dtype=np.uint8).reshape(4, 4)
+SIXTEEN_BIT = np.array(  # around the 8-bit steps (multiples of 257) and both ends
+    [0, 1, 128, 129, 256, 257, 1000, 32767, 32896, 40000, 60000, 65150, 65279, 65280, 65534, 65535],
+    dtype=np.uint16,
+).reshape(4, 4)
+EIGHT_BIT = np.round(SIXTEEN_BIT / 257).astype(np.uint8)  # 65535 / 255 = 257 exactly
+
+IMAGE_MODES = {
+    # PIL mode: (file name, pixels, palette, expected tensor (C, H, W))
+    "1": ("a.png", GREY > 127, None, np.where(GREY > 127, 255, 0)[None]),
+    "L": ("a.png", GREY, None, GREY[None]),
+    "LA": ("a.png", np.stack([GREY, 255 - GREY], axis=-1), None, GREY[None]),
+    "I;16": ("a.png", SIXTEEN_BIT, None, EIGHT_BIT[None]),
+    "I": ("a.tif", SIXTEEN_BIT.astype(np.int32), None, EIGHT_BIT[None]),
+    "P": ("a.png", INDICES, COLOURS[:, :3], COLOURS[INDICES, :3].transpose(2, 0, 1)),
+    "P+alpha": ("a.png", INDICES, COLOURS, COLOURS[INDICES, :3].transpose(2, 0, 1)),
+    "RGB": ("a.png", COLOURS[INDICES, :3], None, COLOURS[INDICES, :3].transpose(2, 0, 1)),
+}
+
+
+@pytest.mark.filterwarnings("error")  # PIL warns when a palette with alpha goes straight to RGB
+@pytest.mark.parametrize("mode", IMAGE_MODES)
+def test_imagefolder_reads_every_image_mode(tmp_path: Path, mode: str) -> None:
+    """Grayscale modes load as one channel (alpha dropped, 16-bit scaled to 8), others as RGB."""
+    from PIL import Image
+
+    file, pixels, palette, expected = IMAGE_MODES[mode]
+    root = tmp_path / "photos"
+    for folder in ("train", "test"):
+        for class_name in ("a", "b"):
+            write_image(root / folder / class_name / file, pixels, palette)
+    with Image.open(root / "train" / "a" / file) as written:
+        assert written.mode == mode.removesuffix("+alpha")
+    dataset = load(f"imagefolder:{root}", image_size=4)
+    for images in (dataset.train.images, dataset.test.images):
+        assert images.shape == (2, *expected.shape)
+        assert torch.equal(images, torch.from_numpy(expected.astype(np.uint8)).expand_as(images))
+
+
+def test_one_palette_image_makes_a_grayscale_folder_rgb(tmp_path: Path) -> None:
+    root = write_imagefolder(tmp_path / "photos", per_class=2, mode="L", size=4)
+    write_image(root / "dog" / "palette.png", INDICES, COLOURS[:, :3])
+    write_image(root / "dog" / "grey-alpha.png", np.stack([GREY, GREY], axis=-1))
+    dataset = load(f"imagefolder:{root}", image_size=4)
+    images = torch.cat([dataset.train.images, dataset.test.images])
+    assert images.shape[1] == 3
+    palette_image = torch.from_numpy(COLOURS[INDICES, :3].transpose(2, 0, 1).copy())
+    is_palette_image = (images == palette_image).flatten(1).all(dim=1)
+    assert int(is_palette_image.sum()) == 1
+    greys = images[~is_palette_image]
+    assert torch.equal(greys, greys[:, :1].expand_as(greys))  # grey images: R = G = B
+    assert any(torch.equal(image[0], torch.from_numpy(GREY)) for image in greys)
 
 
 def test_decoded_tensors_are_cached_and_refreshed_when_files_change(tmp_path: Path) -> None:
@@ -438,6 +495,48 @@ def test_channel_statistics_come_from_the_training_split(unique_images: Dataset)
     splits = split(unique_images, DatasetSpec(val_fraction=0.25))
     expected = splits.train.images.float().div(255).mean(dim=(0, 2, 3))
     assert torch.allclose(torch.tensor(splits.mean), expected, atol=1e-5)
+
+
+def assert_plain_stats(images: torch.Tensor, mean: tuple, std: tuple) -> None:
+    """`mean` and `std` are the per-channel mean and sample std computed the plain way."""
+    scaled = images.double().div(255).transpose(0, 1).flatten(1)
+    expected = torch.stack([scaled.mean(dim=1), scaled.std(dim=1)])
+    actual = torch.tensor([mean, std], dtype=torch.float64)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=0)
+
+
+def random_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    images = torch.randint(
+        0, 256, (count, 3, size, size), generator=torch.Generator().manual_seed(seed)
+    )
+    images[:, 1] //= 4  # channels with different statistics
+    return images.to(torch.uint8)
+
+
+@pytest.mark.parametrize("images_per_chunk", [None, 1, 3, 10, 100])
+def test_channel_stats_equal_the_plain_float_computation(images_per_chunk: int | None) -> None:
+    images = random_images(10, 5)
+    assert_plain_stats(images, *data_module.channel_stats(images, images_per_chunk))
+
+
+def test_channel_stats_read_the_images_in_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(data_module, "STATS_CHUNK_VALUES", 2 * 3 * 8 * 8)  # 2 images a chunk
+    counted: list[int] = []
+    bincount = torch.bincount
+    monkeypatch.setattr(
+        torch, "bincount", lambda x, **kw: counted.append(x.numel()) or bincount(x, **kw)
+    )
+    images = random_images(7, 8)  # 4 chunks, the last one short
+    assert_plain_stats(images, *data_module.channel_stats(images))
+    assert sorted(set(counted)) == [8 * 8, 2 * 8 * 8]  # never more than a chunk at once
+
+
+def test_a_constant_channel_gets_a_small_nonzero_std() -> None:
+    images = torch.full((4, 2, 3, 3), 51, dtype=torch.uint8)
+    images[:, 1] = torch.arange(9, dtype=torch.uint8).view(3, 3)
+    mean, std = data_module.channel_stats(images)
+    assert mean[0] == pytest.approx(0.2) and std[0] == 1e-3
+    assert std[1] == pytest.approx(images[:, 1].double().div(255).std().item(), rel=1e-12)
 
 
 def test_too_few_images_for_a_split(tmp_path: Path) -> None:

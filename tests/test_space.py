@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -13,6 +14,7 @@ import torch
 from studies import spec_from
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
+from tuner.errors import TunerError
 from tuner.objective import make_objective
 from tuner.space import grid_search_space, suggest
 from tuner.spec import PARAMETERS, StudySpec
@@ -163,14 +165,27 @@ def trial_param_names(spec: StudySpec) -> list[str]:
     return names + [f"filters_{k}" for k in range(1, blocks + 1)]
 
 
+def run_grid(spec: StudySpec) -> tuple[optuna.Study, list[TrialConfig]]:
+    """Every point of a grid study, through `suggest` and an objective that trains nothing."""
+    study = optuna.create_study(sampler=make_sampler(spec))
+    configs = []
+
+    def objective(trial: optuna.Trial) -> float:
+        configs.append(suggest(trial, spec))
+        return 0.0
+
+    # More trials than the grid has: the grid sampler stops the study when every point ran.
+    study.optimize(objective, n_trials=1_000_000)
+    return study, configs
+
+
 def test_grid_search_space_enumerates_the_grid(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, GRID)
     assert grid_search_space(spec) == {
         "learning_rate": [0.003, 0.03],
         "dropout": [0.0, 0.1, 0.2],  # exact decimals, not 0.30000000000000004
-        "num_blocks": [1, 2],
-        "filters_1": [4, 8],
-        "filters_2": [4, 8],
+        # num_blocks and filters as one parameter: each distinct conv stack once
+        "filters_per_block": ["[4]", "[8]", "[4, 4]", "[4, 8]", "[8, 4]", "[8, 8]"],
     }
 
 
@@ -180,8 +195,66 @@ def test_grid_of_int_and_float_steps(tmp_path: Path) -> None:
         'filters = { type = "int", low = 4, high = 16, step = 6 }',
     ).replace("high = 0.2, step = 0.1", "high = 0.3, step = 0.1")
     grid = grid_search_space(spec_from(tmp_path, text))
-    assert grid["filters_1"] == [4, 10, 16]
+    assert grid["filters_per_block"][:4] == ["[4]", "[10]", "[16]", "[4, 4]"]
+    assert len(grid["filters_per_block"]) == 3 + 3**2
     assert grid["dropout"] == [0.0, 0.1, 0.2, 0.3]
+
+
+def test_grid_with_fixed_filters_keeps_num_blocks(tmp_path: Path) -> None:
+    text = GRID.replace('filters = { type = "categorical", choices = [4, 8] }', "filters = 4")
+    spec = spec_from(tmp_path, text)
+    assert grid_search_space(spec)["num_blocks"] == [1, 2]
+    assert "filters_per_block" not in grid_search_space(spec)
+    _, configs = run_grid(spec)
+    assert len(configs) == 2 * 3 * 2  # num_blocks x dropout x learning_rate
+    assert {config.filters for config in configs} == {(4,), (4, 4)}
+
+
+# num_blocks 1..3 with 3 filter values: 3 + 9 + 27 distinct conv stacks; x 2 optimizers.
+DEEP_GRID = """\
+name = "deep-grid"
+[sampler]
+name = "grid"
+[space]
+learning_rate = 0.01
+num_blocks = { type = "int", low = 1, high = 3 }
+filters = { type = "categorical", choices = [4, 8, 16] }
+optimizer = { type = "categorical", choices = ["adamw", "sgd"] }
+"""
+
+
+def test_grid_study_trains_each_distinct_config_once(tmp_path: Path) -> None:
+    study, configs = run_grid(spec_from(tmp_path, DEEP_GRID))
+    expected = (3 + 3**2 + 3**3) * 2
+    assert len(configs) == expected
+    effective = {replace(config, seed=0) for config in configs}  # the seed follows the trial
+    assert len(effective) == expected
+    assert {config.filters for config in configs} == {
+        stack for blocks in (1, 2, 3) for stack in itertools.product((4, 8, 16), repeat=blocks)
+    }
+    assert all(set(t.params) == {"filters_per_block", "optimizer"} for t in study.trials)
+
+
+def test_grid_size_in_messages_counts_distinct_configs(tmp_path: Path) -> None:
+    seven = "[4, 8, 12, 16, 24, 32, 64]"
+    # 1..6 blocks of 7 filter values: 137256 distinct stacks (not 6 * 7**6), x 2 optimizers.
+    text = DEEP_GRID.replace("high = 3", "high = 6").replace("[4, 8, 16]", seven)
+    with pytest.raises(TunerError, match="the grid has 274512 points"):
+        spec_from(tmp_path, text)
+    # 1..5 blocks: 19607 stacks x 2 optimizers, under the limit (the full product is 168070).
+    spec = spec_from(tmp_path, text.replace("high = 6", "high = 5"))
+    assert len(grid_search_space(spec)["filters_per_block"]) == 19607
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc"])
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # QMCSampler
+def test_other_samplers_keep_one_filters_param_per_block(tmp_path: Path, sampler: str) -> None:
+    spec = spec_from(tmp_path, DEEP_GRID.replace('name = "grid"', f'name = "{sampler}"'))
+    for trial, config in sample(spec, 12, make_sampler(spec)):
+        blocks = trial.params["num_blocks"]
+        names = {f"filters_{k}" for k in range(1, blocks + 1)}
+        assert set(trial.params) == {"num_blocks", "optimizer"} | names
+        assert config.filters == tuple(trial.params[f"filters_{k}"] for k in range(1, blocks + 1))
 
 
 def test_short_grid_study_runs_every_point_once(tmp_path: Path) -> None:
@@ -196,14 +269,13 @@ def test_short_grid_study_runs_every_point_once(tmp_path: Path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     grid_ids = sorted(t.system_attrs["grid_id"] for t in study.trials)
     assert grid_ids == list(range(len(study.trials)))  # every grid point once
-    # Each point once; with num_blocks = 1 the grid's filters_2 is simply not used.
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    for point in points:
-        if point["num_blocks"] == 1:
-            del point["filters_2"]
     assert sorted(sorted(t.params.items()) for t in study.trials) == sorted(
         sorted(point.items()) for point in points
     )
+    # Each trial's stored config (what export and retrain rebuild from) has its own filters.
+    stored = {tuple(t.user_attrs["config"]["filters"]) for t in study.trials}
+    assert stored == {(4,), (8,), (4, 4), (4, 8), (8, 4), (8, 8)}
 
 
 def test_seeded_sampling_repeats_and_workers_get_distinct_seeds(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ tensor ops (airbench style): no Python loop over samples and no host syncs, so i
 CPU and CUDA alike and the output keeps the input's memory format.
 
 Images arrive normalised (per-channel mean 0, std 1 over the dataset), which decides two things:
-- Fill value 0: padding, the borders uncovered by rotation/translation and cutout squares are
-  filled with 0, the dataset's mean colour.
+- Fill values: crop padding is black, as torchvision's RandomCrop(padding, fill=0) pads raw
+  images; black's normalised value (-mean/std per channel) comes in as `black`. The borders
+  uncovered by rotation/translation and cutout squares are filled with 0, the dataset's mean
+  colour.
 - Colour jitter works in normalised units (see `_color_jitter`) and does not clamp, because
   the raw [0, 1] range is unknown here.
 
@@ -32,6 +34,7 @@ def augment_batch(
     spec: AugmentSpec,
     num_classes: int,
     generator: torch.Generator | None = None,
+    black: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Augment a normalised batch `images` (N, C, H, W) with labels (N,) int64.
 
@@ -41,7 +44,9 @@ def augment_batch(
     are `labels` unchanged unless `spec.mixes_labels`, in which case they are float32 soft
     targets (N, num_classes) for `F.cross_entropy`. Random numbers come from `generator` (its
     device may differ from the images'); None uses PyTorch's global generator.
-    A disabled spec returns the inputs themselves.
+    `black` is what a black (0) pixel becomes after normalisation, per channel, (C,) or
+    (1, C, 1, 1) on the images' device: -mean/std. Crop padding is filled with it; None pads
+    with 0, the dataset's mean colour. A disabled spec returns the inputs themselves.
     """
     if not spec.enabled:
         return images, labels
@@ -52,7 +57,7 @@ def augment_batch(
     if spec.random_crop_padding > 0:
         pad = spec.random_crop_padding
         top, left = rnd.integers(n, 2 * pad + 1), rnd.integers(n, 2 * pad + 1)
-        out = _crop(F.pad(out, (pad, pad, pad, pad)), top, left, height, width)
+        out = _crop(_pad(out, pad, black), top, left, height, width)
     if spec.horizontal_flip:
         out = _flip(out, rnd.uniform(n, 0.0, 1.0) < 0.5)
     if spec.rotation_degrees > 0 or spec.translate > 0:
@@ -112,6 +117,23 @@ class _Random:
         concentration = torch.full((n, 2), alpha, dtype=torch.float64, device=self._draw_device)
         pairs = torch._sample_dirichlet(concentration, generator=self.generator)
         return pairs[:, 0].float().to(self.device)
+
+
+def _pad(images: Tensor, pad: int, fill: Tensor | None) -> Tensor:
+    """`images` inside a border `pad` pixels wide of the per-channel colour `fill` (None: 0)."""
+    if fill is None:
+        return F.pad(images, (pad, pad, pad, pad))
+    n, channels, height, width = images.shape
+    padded = torch.empty(
+        (n, channels, height + 2 * pad, width + 2 * pad),
+        dtype=images.dtype,
+        device=images.device,
+        memory_format=_memory_format(images),
+    )
+    # F.pad takes one scalar for all channels; a per-channel colour is filled in, then covered.
+    padded.copy_(fill.reshape(1, channels, 1, 1))
+    padded[:, :, pad : pad + height, pad : pad + width] = images
+    return padded
 
 
 def _crop(padded: Tensor, top: Tensor, left: Tensor, height: int, width: int) -> Tensor:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import optuna
 import typer
 from optuna.trial import TrialState
@@ -23,14 +24,52 @@ EXIT_USER_ERROR = 2
 
 
 class _TunerGroup(typer.core.TyperGroup):
-    """Turns every TunerError into one line on stderr and exit code 2 (tracebacks are bugs)."""
+    """Prints every user error as one line on stderr, exit code 2 (tracebacks are for bugs).
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
+    User errors are the TunerErrors the verbs raise and the usage errors of the command line
+    itself (a bad value, an unknown option or verb), which Typer would draw as a boxed panel.
+    The group's own options are parsed in make_context; a verb's options, in invoke.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> typer.Context:
+        with _one_line_errors(None):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with _one_line_errors(ctx):
             return super().invoke(ctx)
-        except TunerError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+@contextmanager
+def _one_line_errors(ctx: typer.Context | None) -> Iterator[None]:
+    try:
+        yield
+    except TunerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except typer.TyperException as exc:
+        # Click's exceptions: Typer ships its own copy of Click, whose errors derive from this.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            raise  # a bare `tuner`: Typer has printed the help already and exits 2 itself
+        message = exc.format_message()
+        typer.echo(f"error: {message[:1].lower()}{message[1:]}", err=True)
+        typer.echo(
+            f"(run '{_command_path(getattr(exc, 'ctx', None), ctx)} --help' for usage)", err=True
+        )
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def _command_path(error_ctx: typer.Context | None, group_ctx: typer.Context | None) -> str:
+    """`tuner VERB` (or `tuner`) for the help hint of a usage error."""
+    if error_ctx is not None:
+        return error_ctx.command_path
+    # Click raises some parse errors (an option missing its value) without a context; the
+    # group has already chosen the verb whose options it was parsing.
+    if group_ctx is not None and group_ctx.invoked_subcommand:
+        return f"{group_ctx.command_path} {group_ctx.invoked_subcommand}"
+    return group_ctx.command_path if group_ctx is not None else "tuner"
 
 
 app = typer.Typer(
@@ -128,6 +167,21 @@ def _load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+class Precision(enum.StrEnum):
+    """`tuner run --precision`: tuner.train.PRECISIONS, spelled out so `--help` needs no torch."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def _positive_seconds(value: float | None) -> float | None:
+    """`--timeout`: zero or less would stop before the first trial."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    return value
+
+
 @app.command()
 def run(
     study: StudyOption = "digits-quick",
@@ -155,7 +209,11 @@ def run(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Stop starting new trials after this many seconds."),
+        typer.Option(
+            "--timeout",
+            callback=_positive_seconds,
+            help="Stop starting new trials after this many seconds.",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Resume even if the search space changed.")
@@ -184,13 +242,13 @@ def run(
         ),
     ] = None,
     precision: Annotated[
-        str,
+        Precision,
         typer.Option(
             "--precision",
             help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (also on CPU: "
             "faster on CPUs with native bf16, see bench/RESULTS.md).",
         ),
-    ] = "auto",
+    ] = Precision.auto,
     compile_model: Annotated[
         bool,
         typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
@@ -208,7 +266,7 @@ def run(
 
     spec = _load_spec(study, studies)
     total = trials or spec.training.trials
-    engine = EngineOptions(precision=precision, compile=compile_model)
+    engine = EngineOptions(precision=precision.value, compile=compile_model)
     url = resolve_storage_url(storage)
     console = _console()
     if workers > 1 or jobs_per_device:
@@ -228,7 +286,7 @@ def run(
                 run_args += [flag, str(Path(value).resolve())]
         if timeout is not None:
             run_args += ["--timeout", str(timeout)]
-        run_args += ["--precision", precision, *(["--compile"] if compile_model else [])]
+        run_args += ["--precision", precision.value, *(["--compile"] if compile_model else [])]
         console.print(
             f"study [bold]{spec.name}[/bold]: {worker_count} workers on "
             f"{', '.join(device_list)}, {total} trials in total, storage {mask_url(url)}"

@@ -3,12 +3,13 @@
 Every dataset becomes an `ImageSet`: `images` uint8 (N, C, H, W) and `labels` int64 (N,). The
 decoded tensors are cached as safetensors files keyed by the dataset and a fingerprint of its
 source files, so a second process loads them in a fraction of a second and no file format is
-parsed twice. The split into train/validation is seeded; the test split is never used while
-tuning.
+parsed twice; a file made stale by changed sources is deleted when its successor is written.
+The split into train/validation is seeded; the test split is never used while tuning.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import json
@@ -16,11 +17,13 @@ import logging
 import math
 import os
 import pickle
+import re
 import socket
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,12 +33,19 @@ from tuner.errors import TunerError
 from tuner.files import atomic_path
 from tuner.spec import DatasetSpec
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 log = logging.getLogger(__name__)
 
+# PIL modes of grayscale images, alpha ("LA", "La") or not; all others load as RGB.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 DEFAULT_IMAGEFOLDER_SIZE = 32
-CACHE_FORMAT_VERSION = "1"
+# 2: entry and version in the file name; imagefolder reads LA, P and 16-bit images correctly.
+CACHE_FORMAT_VERSION = "2"
 DOWNLOAD_TIMEOUT = 15.0  # seconds a download may wait for a connection or for data
+STATS_CHUNK_VALUES = 1 << 22  # channel_stats counts this many pixel values at a time
 
 
 @dataclass(frozen=True)
@@ -362,6 +372,27 @@ def _imagefolder_sources(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _grey_or_rgb(image: PILImage) -> PILImage:
+    """`image` in mode "L" when its mode is a grayscale one, else in mode "RGB"; alpha dropped.
+
+    Palette images ("P", "PA") count as colour, whatever their palette. Integer images ("I;16",
+    "I") hold 16-bit values: they are scaled to 0..255, where PIL's own conversion would clip
+    everything above 255 (values outside 0..65535 are clipped). "F" images are taken as 0..255,
+    as PIL converts them.
+    """
+    from PIL import Image
+
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image.convert("I"), dtype=np.int64).clip(0, 65535)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))  # round(v / 257)
+    if image.mode in GRAYSCALE_MODES:
+        return image.convert("L")
+    if image.mode in ("P", "PA"):
+        # Through RGBA: PIL warns when a palette with transparency goes straight to RGB.
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
 def _decode_imagefolder(
     root: Path, image_size: int
 ) -> tuple[ImageSet, ImageSet | None, tuple[str, ...]]:
@@ -408,8 +439,9 @@ def _decode_imagefolder(
             try:
                 with Image.open(path) as image:
                     image.load()
-                    modes.add("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
-                    images.append(image.convert("RGB").resize((image_size, image_size)))
+                    converted = _grey_or_rgb(image)
+                    modes.add(converted.mode)
+                    images.append(converted.resize((image_size, image_size)))
                     labels.append(label)
             except (
                 UnidentifiedImageError,
@@ -425,11 +457,12 @@ def _decode_imagefolder(
             raise TunerError(f"{split_root}: no readable images")
         decoded[split] = (images, labels)  # type: ignore[assignment]
 
-    channels = 1 if modes == {"L"} else 3
+    channels = 1 if modes == {"L"} else 3  # one colour image makes the whole dataset RGB
     result = {}
     for split, (images, labels) in decoded.items():  # type: ignore[misc]
         arrays = [
-            np.asarray(img.convert("L") if channels == 1 else img, dtype=np.uint8) for img in images
+            np.asarray(img if channels == 1 else img.convert("RGB"), dtype=np.uint8)
+            for img in images
         ]
         stacked = np.stack(arrays)
         stacked = stacked[:, None] if channels == 1 else stacked.transpose(0, 3, 1, 2)
@@ -515,17 +548,41 @@ DATASETS: dict[str, _Source] = {
 }
 
 
-def _fingerprint(name: str, sources: list[Path], extra: str = "") -> str:
-    """A digest of the dataset's source files (path, size, modification time)."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{name}|{extra}".encode())
+def _cache_path(
+    cache_dir: Path, name: str, location: Path, extra: str, sources: list[Path]
+) -> Path:
+    """cache_dir/NAME-ENTRY-VERSION.safetensors for a dataset found in `location`.
+
+    ENTRY digests what the cache entry is (dataset, resolved folder, options such as the image
+    size); VERSION digests the cache format and the source files (path, size, modification
+    time). A change to the sources gives the same ENTRY a new VERSION; `_remove_stale_versions`
+    then deletes the old one.
+    """
+    entry = hashlib.sha256(f"{name}|{location.resolve()}|{extra}".encode()).hexdigest()
+    version = hashlib.sha256(CACHE_FORMAT_VERSION.encode())
     for path in sources:
         stat = path.stat()
-        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+        version.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
+    return cache_dir / f"{safe_name}-{entry[:12]}-{version.hexdigest()[:16]}.safetensors"
 
 
-def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
+def _remove_stale_versions(current: Path) -> None:
+    """Delete the cache files of `current`'s entry (`_cache_path`) other than `current`.
+
+    Files of other datasets, folders or options have another NAME-ENTRY and are left alone.
+    Never raises: another process may have deleted a file first or still have it open.
+    """
+    entry_prefix = current.name.removesuffix(".safetensors")[:-16]  # "NAME-ENTRY-"
+    version_of_entry = re.compile(re.escape(entry_prefix) + r"[0-9a-f]{16}\.safetensors")
+    for path in current.parent.glob(f"{glob.escape(entry_prefix)}*.safetensors"):
+        if path.name == current.name or not version_of_entry.fullmatch(path.name):
+            continue
+        try:
+            path.unlink()
+            log.debug("removed stale dataset cache %s", path)
+        except OSError as exc:  # FileNotFoundError, PermissionError (open elsewhere), ...
+            log.debug("could not remove stale dataset cache %s: %s", path, exc)
 
 
 def _load_cached(path: Path, name: str) -> Dataset | None:
@@ -607,7 +664,7 @@ def load_dataset(
     folder = spec.imagefolder_path
     if folder is not None:
         sources = _imagefolder_sources(folder)
-        extra = f"size={image_size}"
+        location, extra = folder, f"size={image_size}"
     elif name in DATASETS:
         source = DATASETS[name]
         sources = source.find(data_dir) if data_dir.is_dir() else None
@@ -619,13 +676,13 @@ def load_dataset(
                 f"{source.expected.replace('DIR', str(data_dir))}. Download it on a machine with "
                 "internet access and pass --data-dir (or set TUNER_DATA_DIR)"
             )
-        extra = ""
+        location, extra = data_dir, ""
     else:
         raise TunerError(
             f"unknown dataset {name!r}; known: digits, {', '.join(DATASETS)} or imagefolder:PATH"
         )
 
-    cache_path = cache_dir / f"{_safe_name(name)}-{_fingerprint(name, sources, extra)}.safetensors"
+    cache_path = _cache_path(cache_dir, name, location, extra, sources)
     if cache_path.is_file():
         cached = _load_cached(cache_path, name)
         if cached is not None:
@@ -643,6 +700,8 @@ def load_dataset(
         _save_cached(cache_path, dataset)
     except OSError as exc:  # a read-only cache dir slows the next start but breaks nothing
         log.warning("could not write dataset cache %s: %s", cache_path, exc)
+    else:
+        _remove_stale_versions(cache_path)
     return dataset
 
 
@@ -663,8 +722,33 @@ def split(dataset: Dataset, spec: DatasetSpec) -> Splits:
     return Splits(train, full.subset(val_indices), dataset.num_classes, mean, std)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images on the 0..1 scale."""
-    scaled = images.to(torch.float32).div_(255).transpose(0, 1).flatten(1)
-    std = scaled.std(dim=1).clamp_min(1e-3)  # a constant channel must not divide by zero
-    return tuple(scaled.mean(dim=1).tolist()), tuple(std.tolist())
+def channel_stats(
+    images: torch.Tensor, images_per_chunk: int | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and sample std of uint8 images (N, C, H, W), on the 0..1 scale.
+
+    Counts how often each of the 256 values occurs per channel, `images_per_chunk` images at a
+    time (None: about STATS_CHUNK_VALUES values), so no float copy of the whole set is made;
+    the moments follow from the counts in exact integer arithmetic. A constant channel's std
+    is raised to 1e-3 so that normalising never divides by zero.
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"channel_stats needs uint8 images, got {images.dtype}")
+    n, channels, height, width = images.shape
+    chunk = images_per_chunk or max(1, STATS_CHUNK_VALUES // max(1, channels * height * width))
+    counts = torch.zeros(channels, 256, dtype=torch.int64, device=images.device)
+    for start in range(0, n, chunk):
+        block = images[start : start + chunk]
+        for channel in range(channels):
+            counts[channel] += torch.bincount(block[:, channel].flatten(), minlength=256)
+    values = torch.arange(256, dtype=torch.int64, device=images.device)
+    sums = (counts * values).sum(dim=1).tolist()
+    sums_of_squares = (counts * values.square()).sum(dim=1).tolist()
+    count = n * height * width
+    means, stds = [], []
+    for total, squares in zip(sums, sums_of_squares, strict=True):
+        # sum((x - mean)^2) = (count * sum(x^2) - sum(x)^2) / count, all in Python integers.
+        variance = (count * squares - total**2) / (count * (count - 1)) if count > 1 else 0.0
+        means.append(total / count / 255 if count else math.nan)
+        stds.append(max(math.sqrt(variance) / 255, 1e-3))
+    return tuple(means), tuple(stds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -9,6 +11,9 @@ import optuna
 
 from tuner.config import TrialConfig
 from tuner.spec import ParamSpec, StudySpec
+
+# Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
+FILTERS_PER_BLOCK = "filters_per_block"
 
 
 def _suggest_one(trial: optuna.Trial, name: str, param: ParamSpec) -> Any:
@@ -25,18 +30,23 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     """Sample every declared parameter; fixed ones are taken as they are.
 
     `filters` is sampled once per conv block (`filters_1`, `filters_2`, ...), so the number of
-    filter parameters follows `num_blocks`.
+    filter parameters follows `num_blocks`. Grid studies instead sample `num_blocks` and the
+    filters together as one `filters_per_block` parameter (see `grid_search_space`).
     """
+    stacks = _filter_stacks(spec) if _stack_is_one_param(spec) else None
     values = {
         name: _suggest_one(trial, name, param)
         for name, param in spec.space.items()
-        if name != "filters"
+        if name != "filters" and not (stacks and name == "num_blocks")
     }
-    num_blocks = values.pop("num_blocks")
-    filters = tuple(
-        _suggest_one(trial, f"filters_{block}", spec.space["filters"])
-        for block in range(1, num_blocks + 1)
-    )
+    if stacks:
+        filters = tuple(json.loads(trial.suggest_categorical(FILTERS_PER_BLOCK, stacks)))
+    else:
+        num_blocks = values.pop("num_blocks")
+        filters = tuple(
+            _suggest_one(trial, f"filters_{block}", spec.space["filters"])
+            for block in range(1, num_blocks + 1)
+        )
     return TrialConfig(
         **values,
         filters=filters,
@@ -48,19 +58,44 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
 
 
 def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
-    """The finite grid of every sampled parameter, for optuna's GridSampler."""
+    """The finite grid of a grid study's sampled parameters, for optuna's GridSampler.
+
+    GridSampler runs every combination of a fixed dict of value lists. With `filters_1`,
+    `filters_2`, ... as separate lists, a point with fewer blocks would be run once for each
+    value of every filter it doesn't use: the same model, trained again. So a sampled `filters`
+    becomes one categorical parameter, `filters_per_block`, whose choices are the distinct conv
+    stacks ("[16, 32]": one value per block, for every `num_blocks`), and the grid holds each
+    model exactly once. (Pruning repeats instead would still spend a grid point and a counted
+    trial on each, and would race between workers.)
+    """
     grid: dict[str, list[Any]] = {}
-    max_blocks = spec.space["num_blocks"]
-    blocks = max_blocks.value if max_blocks.is_fixed else max(_values(max_blocks))
     for name, param in spec.space.items():
-        if param.is_fixed:
+        if param.is_fixed or (name == "num_blocks" and _stack_is_one_param(spec)):
             continue
         if name == "filters":
-            for block in range(1, blocks + 1):
-                grid[f"filters_{block}"] = _values(param)
+            grid[FILTERS_PER_BLOCK] = _filter_stacks(spec)
         else:
             grid[name] = _values(param)
     return grid
+
+
+def _stack_is_one_param(spec: StudySpec) -> bool:
+    """Whether `num_blocks` and `filters` are sampled as one `filters_per_block` parameter."""
+    return spec.sampler.name == "grid" and not spec.space["filters"].is_fixed
+
+
+def _filter_stacks(spec: StudySpec) -> list[str]:
+    """Every distinct conv stack, fewest blocks first, as JSON text: '[16]', '[16, 32]', ...
+
+    Text because Optuna's categorical choices must be plain scalars, not tuples.
+    """
+    blocks = spec.space["num_blocks"]
+    filters = _values(spec.space["filters"])
+    return [
+        json.dumps(list(stack))
+        for num_blocks in ([blocks.value] if blocks.is_fixed else _values(blocks))
+        for stack in itertools.product(filters, repeat=num_blocks)
+    ]
 
 
 def _values(param: ParamSpec) -> list[Any]:

@@ -663,10 +663,17 @@ def _validate_grid(check: _Checker, space: dict[str, ParamSpec]) -> None:
             )
         if param.type == "int" and param.log:
             raise check.fail(f"[space].{param.name}", "the grid sampler cannot use log ranges")
-        points *= _grid_size(param)
+        if param.name not in ("num_blocks", "filters"):
+            points *= _grid_size(param)
+    # As tuner.space.grid_search_space builds it: each distinct conv stack once, so a depth of
+    # b blocks adds (filter values)**b points, whatever the other depths would use.
     blocks = space["num_blocks"]
-    max_blocks = blocks.value if blocks.is_fixed else max(blocks.choices or (blocks.high,))
-    points *= _grid_size(space["filters"]) ** (max_blocks - 1)  # filters_1 .. filters_N
+    depths = (
+        [blocks.value]
+        if blocks.is_fixed
+        else blocks.choices or range(blocks.low, blocks.high + 1, blocks.step or 1)
+    )
+    points *= sum(_grid_size(space["filters"]) ** depth for depth in depths)
     if points > MAX_GRID_POINTS:
         raise check.fail(
             "[space]",

@@ -262,6 +262,8 @@ def fit(
         from tuner.augment import augment_batch  # only studies that augment pay for the import
 
         augment = augment_batch
+    # Crop padding is black, a 0 pixel normalised, as torchvision's RandomCrop pads raw images.
+    black = -data.shift
     model.to(device, memory_format=MEMORY_FORMAT)
     forward = torch.compile(model) if options.compile else model
     optimizer = make_optimizer(model, config)
@@ -287,7 +289,12 @@ def fit(
                 targets = data.train_labels[indices]
                 if augment is not None:
                     images, targets = augment(
-                        images, targets, config.augment, data.num_classes, generator=generator
+                        images,
+                        targets,
+                        config.augment,
+                        data.num_classes,
+                        generator=generator,
+                        black=black,
                     )
                 with options.autocast(device):
                     logits = forward(images)
