@@ -3,7 +3,7 @@
     python bench/engine_overhead.py                      # 3 mnist-study configs, 1 epoch, CPU
     git show HEAD:tuner/train.py > /tmp/train_head.py
     python bench/engine_overhead.py --reference-train /tmp/train_head.py   # before/after
-    python bench/engine_overhead.py --precision bf16      # both sides autocast to bf16
+    python bench/engine_overhead.py --precision fp32      # both sides in fp32 (auto: as fit)
 
 The limit is a tight loop of forward + loss + backward + step of the same model (same seed,
 memory format, optimizer and threads as fit) on pre-normalised float tensors already in
@@ -78,6 +78,8 @@ def time_raw(
     """Seconds for the tight loop: the same steps on pre-normalised, in-order tensors."""
     device = data.train_images.device
     model = fresh_model(config, data).to(device, memory_format=MEMORY_FORMAT)
+    # The precision fit chooses for this model ("auto" may mean bf16 on a CPU that has it).
+    options = options.resolve(model, data.input_shape, config.batch_size, device)
     images, labels = data.normalise(data.train_images), data.train_labels
     val_images = data.normalise(data.val_images)
     eval_batch = EVAL_BATCH_SIZE.get(device.type, 1024)
@@ -156,7 +158,10 @@ def main() -> None:
                 totals[label, name] = totals.get((label, name), 0.0) + seconds
             line = ", ".join(f"{name} {images / s:6.0f} img/s" for name, s in best.items())
             ratios = ", ".join(f"{name}/raw {best['raw'] / best[name]:.1%}" for name in engines)
-            print(f"  {label}: {line}; {ratios} (load {load_average()})", flush=True)
+            precision = options.resolve(
+                fresh_model(config, data), data.input_shape, config.batch_size, device
+            ).precision
+            print(f"  {label}: {line}; {ratios} ({precision}, load {load_average()})", flush=True)
 
     print("\nall configs (sum of best times):")
     for label in ("train", "epoch"):

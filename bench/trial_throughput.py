@@ -12,7 +12,8 @@ no pruning and no early stopping, so both do the same work:
 
 (a) tuner: suggest -> build_cnn -> tuner.train.fit, as tuner.objective runs a trial (without
     its user-attribute bookkeeping), on device-resident uint8 tensors: batched augmentation
-    (tuner.augment), channels_last, fused optimizer; `--precision bf16` autocasts on CPU too.
+    (tuner.augment), channels_last, fused optimizer, and tuner's default `--precision auto`:
+    bf16 autocast on CUDA and, for models big enough to gain, on CPUs with native bf16.
 (b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST or
     FashionMNIST (one PIL image per sample) + transforms.Compose([RandomCrop(28, padding=2),
     RandomHorizontalFlip() where the study flips, ToTensor(), Normalize()]) +
@@ -20,7 +21,7 @@ no pruning and no early stopping, so both do the same work:
     per-batch `.to(device)`, evaluation every epoch, default (non-fused) optimizer.
 
 Trials alternate between the engines (a b, b a, ...), so changes in machine load hit both alike.
-On CUDA, tuner's default precision autocasts to bf16: add `--precision fp32` for like with like.
+`--precision fp32` keeps tuner in fp32 too, for like-for-like arithmetic.
 The trial value of both is the validation accuracy of the epoch with the lowest validation loss
 (tuner's rule); the two must agree within seed noise, or the speed came from doing less.
 """
@@ -64,6 +65,7 @@ from tuner.train import PRECISIONS, DeviceData, EngineOptions, fit, pick_device,
 class TrialTiming:
     seconds: float
     value: float  # the trial's validation accuracy
+    precision: str  # what the trial trained in: tuner's "auto" decides per model
 
 
 def bench_spec(spec: StudySpec, epochs: int) -> StudySpec:
@@ -96,7 +98,9 @@ def tuner_objective(
         config = suggest(trial, spec)
         torch.manual_seed(config.seed)
         model = build_cnn(config, data.input_shape, data.num_classes)
-        results = list(fit(model, data, config, device, options))
+        engine = options.resolve(model, data.input_shape, config.batch_size, device)
+        trial.set_user_attr("precision", engine.precision)
+        results = list(fit(model, data, config, device, engine))
         return min(results, key=lambda r: r.val_loss).val_accuracy
 
     return objective
@@ -213,7 +217,7 @@ def run_one(study: optuna.Study, objective, params: dict[str, object]) -> TrialT
     trial = study.trials[-1]
     if trial.value is None:
         raise RuntimeError(f"trial {trial.number} ended {trial.state.name}: {trial.user_attrs}")
-    return TrialTiming(seconds, trial.value)
+    return TrialTiming(seconds, trial.value, trial.user_attrs.get("precision", "fp32"))
 
 
 def main() -> None:
@@ -275,6 +279,7 @@ def main() -> None:
         print("\n".join(header))
         print(
             f"trial  {'config':<52} {'tuner s':>8} {'usual s':>8} {'tuner acc':>9} {'usual acc':>9}"
+            "  tuner precision"
         )
         for number, (params, config) in enumerate(configs):
             order = ("tuner", "usual") if number % 2 == 0 else ("usual", "tuner")
@@ -284,7 +289,7 @@ def main() -> None:
             a, b = timings["tuner"][-1], timings["usual"][-1]
             print(
                 f"{number:>5}  {describe(config):<52} {a.seconds:8.1f} {b.seconds:8.1f} "
-                f"{a.value:9.4f} {b.value:9.4f}",
+                f"{a.value:9.4f} {b.value:9.4f}  {a.precision}",
                 flush=True,
             )
 

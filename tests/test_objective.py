@@ -64,6 +64,7 @@ def test_completed_trial_records_config_history_and_costs(spec, data):
     assert user[attrs.CONFIG]["learning_rate"] == trial.params["learning_rate"]
     assert user[attrs.PARAM_COUNT] > 0
     assert user[attrs.DEVICE] == "cpu"
+    assert user[attrs.PRECISION] == "fp32"  # "auto" on CPU: an 8x8 model too small for bf16
     assert user[attrs.SEED] == spec.training.seed + trial.number
     assert user[attrs.TRAIN_SECONDS] > 0
     assert ":" in user[attrs.WORKER]

@@ -8,17 +8,21 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tuner import train
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.data import ImageSet, Splits, channel_stats
 from tuner.errors import TunerError
 from tuner.model import build_cnn
 from tuner.train import (
+    CPU_BF16_MIN_BATCH_FLOPS,
     DeviceData,
     DivergedError,
     EngineOptions,
+    auto_precision,
     available_cpus,
     configure_backend,
     fit,
+    forward_flops,
     pick_device,
     to_device,
 )
@@ -132,6 +136,54 @@ def test_bf16_autocast_trains_on_cpu_too_and_unknown_precisions_are_refused() ->
     assert results[-1].val_accuracy > 0.9
     with pytest.raises(TunerError, match="unknown precision 'fp8'"):
         EngineOptions(precision="fp8")
+
+
+def test_forward_flops_count_one_images_convolutions_and_matmuls() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10)
+    )
+    conv = 2 * (8 * 8 * 4) * (1 * 3 * 3)  # a multiply and an add per weight per output pixel
+    linear = 2 * (4 * 8 * 8) * 10
+    assert forward_flops(model, (1, 8, 8)) == conv + linear
+
+
+def test_counting_flops_leaves_the_model_as_it_was() -> None:
+    model = build_cnn(replace(SMALL, batch_norm=True, dropout=0.5), (1, 8, 8), 4)
+    model.train()
+    before = params(model)
+    rng_before = torch.get_rng_state()
+    assert forward_flops(model, (1, 8, 8)) > 0
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert all(torch.equal(before[name], value) for name, value in params(model).items())
+
+
+def test_auto_precision_uses_bf16_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny = build_cnn(TrialConfig(filters=(8,), fc_units=32), (1, 8, 8), 10)  # a digits model
+    big = build_cnn(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)  # MNIST-sized
+    assert forward_flops(tiny, (1, 8, 8)) * 64 < CPU_BF16_MIN_BATCH_FLOPS
+    assert forward_flops(big, (1, 28, 28)) * 64 >= CPU_BF16_MIN_BATCH_FLOPS
+
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    assert auto_precision(tiny, (1, 8, 8), 64, CPU) == "fp32"
+    assert auto_precision(big, (1, 28, 28), 64, CPU) == "bf16"
+    assert auto_precision(tiny, (1, 8, 8), 64, torch.device("cuda")) == "bf16"
+
+    # Without hardware bf16 the CPU would emulate it: slower at every size.
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    assert auto_precision(big, (1, 28, 28), 64, CPU) == "fp32"
+
+
+def test_resolve_decides_auto_and_keeps_a_forced_precision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    big = build_cnn(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)
+    resolved = EngineOptions(compile=True).resolve(big, (1, 28, 28), 64, CPU)
+    assert resolved == EngineOptions(precision="bf16", compile=True)
+    assert EngineOptions("fp32").resolve(big, (1, 28, 28), 64, CPU).precision == "fp32"
+    tiny = build_cnn(SMALL, (1, 8, 8), 4)
+    assert EngineOptions("bf16").resolve(tiny, (1, 8, 8), 16, CPU).precision == "bf16"
 
 
 def test_pick_device() -> None:

@@ -11,6 +11,7 @@ BEST_EPOCH = "best_epoch"  # int: 1-based epoch whose weights the trial kept
 TRAIN_SECONDS = "train_seconds"  # float: wall seconds spent training and evaluating
 PARAM_COUNT = "param_count"  # int: trainable parameters of the model
 DEVICE = "device"  # str: "cuda:0", "cpu", ...
+PRECISION = "precision"  # str: "bf16" or "fp32", what --precision auto chose for the model
 SEED = "seed"  # int: the torch seed the trial trained with
 WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
 # list of {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}

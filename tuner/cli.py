@@ -245,8 +245,9 @@ def run(
         Precision,
         typer.Option(
             "--precision",
-            help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (also on CPU: "
-            "faster on CPUs with native bf16, see bench/RESULTS.md).",
+            help="auto: bf16 autocast on CUDA, and on CPUs with native bf16 for models big "
+            "enough to gain from it, else fp32 (each trial records its choice). fp32 or bf16 "
+            "force one.",
         ),
     ] = Precision.auto,
     compile_model: Annotated[

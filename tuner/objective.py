@@ -57,6 +57,10 @@ def make_objective(
         torch.manual_seed(config.seed)
         model = build_cnn(config, data.input_shape, data.num_classes)
         trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
+        engine = (options or EngineOptions()).resolve(
+            model, data.input_shape, config.batch_size, device
+        )
+        trial.set_user_attr(attrs.PRECISION, engine.precision)
 
         history: list[dict[str, float]] = []
         best: EpochResult | None = None
@@ -72,9 +76,7 @@ def make_objective(
                 trial.set_user_attr(attrs.STOP_REASON, stop_reason)
 
         out_of_memory = None
-        with contextlib.closing(
-            fit(model, data, config, device, options or EngineOptions())
-        ) as epochs:
+        with contextlib.closing(fit(model, data, config, device, engine)) as epochs:
             try:
                 for result in epochs:
                     history.append({k: v for k, v in asdict(result).items() if k != "improved"})

@@ -3,7 +3,7 @@
 Knows nothing of Optuna. The data lives on the training device as uint8 tensors; batches are
 index permutations of it, normalised on the fly, so no per-sample Python runs per epoch.
 Device settings that make small CNNs fast (threads, channels_last, fused optimizers, cuDNN
-autotuning, bf16 on CUDA) are decided here, once, so callers only pick a device.
+autotuning, bf16 where it pays) are decided here, once, so callers only pick a device.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from tuner.config import TrialConfig
 from tuner.data import Splits
@@ -38,13 +39,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DIVERGED_LOSS = 1e4
 
 
+# The arithmetic a CPU training step needs before bf16 pays: below it, the casts to and from
+# bf16 around every op cost more than the faster dot products save. Measured on a Zen 4 CPU
+# with AVX512-BF16 (2 threads, bench/RESULTS.md): bf16 steps ran 0.80-1.09x the speed of fp32
+# at 1-18 MFLOP per forward batch (8x8 digits models), 1.2-2.7x at 31-11,000 (28x28 and 32x32).
+CPU_BF16_MIN_BATCH_FLOPS = 30e6
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How to train on the device, as opposed to what to train (that is the TrialConfig)."""
 
-    # "auto": bf16 autocast on CUDA (about 2x the conv throughput, no loss scaling needed),
-    # fp32 on CPU. "bf16" also autocasts on CPU: 1.5-2.1x faster steps on CPUs with native bf16
-    # (AVX512-BF16, AMX), expected slower elsewhere (emulated). "fp32" never autocasts.
+    # "auto": bf16 autocast on CUDA (about 2x the conv throughput, no loss scaling needed); on
+    # a CPU with native bf16 (AVX512-BF16, AMX) for models big enough to gain from it (see
+    # `auto_precision`); fp32 otherwise. "bf16" always autocasts, also on CPUs that emulate
+    # bf16 (slower there). "fp32" never autocasts.
     precision: str = "auto"
     # torch.compile the model. On CPU it lost: 35 s to compile, then slower epochs than eager
     # (bench/RESULTS.md). Meant for CUDA and long trials, where compile time is paid back.
@@ -56,12 +65,53 @@ class EngineOptions:
                 f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}"
             )
 
+    def resolve(
+        self, model: nn.Module, input_shape: tuple[int, ...], batch_size: int, device: torch.device
+    ) -> EngineOptions:
+        """These options with "auto" decided for this model and batch size: bf16 or fp32."""
+        if self.precision != "auto":
+            return self
+        return replace(self, precision=auto_precision(model, input_shape, batch_size, device))
+
     def autocast(self, device: torch.device) -> AbstractContextManager:
-        """The autocast context for forward passes on `device`."""
+        """The autocast context for forward passes on `device` (unresolved "auto": bf16 on
+        CUDA only)."""
         bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
         if bf16:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products in hardware (AVX512-BF16 or AMX)."""
+    # PyTorch's own CPU feature probes; private, hence the fallback to "no".
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass of `model` on one image (PyTorch's FLOP counter)."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()  # no dropout draws, no BatchNorm statistics updates
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def auto_precision(
+    model: nn.Module, input_shape: tuple[int, ...], batch_size: int, device: torch.device
+) -> str:
+    """The precision "auto" trains `model` in on `device`: "bf16" or "fp32"."""
+    if device.type == "cuda":
+        return "bf16"
+    if device.type != "cpu" or not cpu_has_native_bf16():
+        return "fp32"
+    batch_flops = forward_flops(model, input_shape) * batch_size
+    return "bf16" if batch_flops >= CPU_BF16_MIN_BATCH_FLOPS else "fp32"
 
 
 @dataclass(frozen=True)
@@ -265,6 +315,7 @@ def fit(
     # Crop padding is black, a 0 pixel normalised, as torchvision's RandomCrop pads raw images.
     black = -data.shift
     model.to(device, memory_format=MEMORY_FORMAT)
+    options = options.resolve(model, data.input_shape, config.batch_size, device)
     forward = torch.compile(model) if options.compile else model
     optimizer = make_optimizer(model, config)
     # Cosine decay over the epoch budget: a robust default that rarely needs its own tuning.
