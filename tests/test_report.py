@@ -206,6 +206,29 @@ def test_minimized_metric_sorts_ascending_and_shows_val_accuracy() -> None:
     assert summarize(study).best_value == 0.2
 
 
+def test_best_table_shows_each_trials_precision_when_trials_recorded_it() -> None:
+    study = optuna.create_study(direction="maximize")
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0, 0.5)}
+    for number, (accuracy, precision) in enumerate(((0.9, "bf16"), (0.8, "fp32"))):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=accuracy,
+                params={"dropout": number / 10},
+                distributions=distributions,
+                user_attrs={attrs.PRECISION: precision},
+            )
+        )
+    table = best_table(study, "val_accuracy")
+    column = table.headers.index("precision")
+    assert [row[column] for row in table.rows] == ["bf16", "fp32"]
+
+    older = optuna.create_study(direction="maximize")  # trials from before tuner recorded it
+    older.add_trial(
+        optuna.trial.create_trial(value=0.5, params={"dropout": 0.1}, distributions=distributions)
+    )
+    assert "precision" not in best_table(older, "val_accuracy").headers
+
+
 def test_write_report_is_atomic_and_creates_folders(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="quick")  # no plots: fast to build
     out = tmp_path / "reports" / "study.html"

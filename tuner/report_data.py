@@ -153,6 +153,10 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
     if show_filters:
         headers.append("filters")
     headers += ["epochs", "best epoch", "parameters", "train time"]
+    # Train times compare only within one precision: "auto" picks bf16 for some models only.
+    show_precision = any(attrs.PRECISION in trial.user_attrs for trial in trials)
+    if show_precision:
+        headers.append("precision")
 
     rows = []
     for trial, trial_filters in zip(trials, filters, strict=True):
@@ -169,6 +173,8 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
             format_count(user.get(attrs.PARAM_COUNT)),
             format_seconds(trial_seconds(trial)),
         ]
+        if show_precision:
+            row.append(format_value(user.get(attrs.PRECISION)))
         rows.append(tuple(row))
     return Table(tuple(headers), tuple(rows), tuple(trial.number for trial in trials))
 
