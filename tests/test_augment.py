@@ -184,6 +184,73 @@ def test_affine_keeps_angles_on_non_square_images() -> None:
     assert dots == [[3, 4], [5, 4]]  # still 2 px apart, now on a column
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_rotation_fills_uncovered_corners_with_black_and_keeps_the_centre(channels: int) -> None:
+    size, inner = 16, slice(4, 12)  # the centre stays covered whatever the angle
+    colour = torch.tensor([0.5, -0.25, 1.5])[:channels].view(1, -1, 1, 1)
+    black = torch.tensor([-2.0, -1.5, -1.0])[:channels]
+    images = colour.expand(2, channels, size, size).clone()
+    angles, no_shift = torch.tensor([45.0, -45.0]), torch.zeros(2, 2)
+    rows, cols = [0, 0, -1, -1], [0, -1, 0, -1]
+
+    turned = _affine(images, angles, no_shift, black)
+    corners = turned[:, :, rows, cols]  # (N, C, 4): 45 degrees uncovers all four corners
+    assert torch.equal(corners, black.view(1, -1, 1).expand_as(corners))
+    torch.testing.assert_close(turned[:, :, inner, inner], images[:, :, inner, inner])
+
+    zero_filled = _affine(images, angles, no_shift)  # no colour given: the mean colour, 0
+    assert (zero_filled[:, :, rows, cols] == 0).all()
+    torch.testing.assert_close(zero_filled[:, :, inner, inner], images[:, :, inner, inner])
+
+
+def test_rotation_and_translation_fill_black_like_torchvision_on_the_raw_image() -> None:
+    n, size = 4, 12
+    raw = torch.randint(1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
+
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.train.DeviceData does
+        scale, shift = 1.0 / (255.0 * std), mean / std
+        return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
+
+    black = normalise(torch.zeros(1, 3, 1, 1)).flatten()
+    angles = torch.tensor([30.0, -20.0, 45.0, 0.0])
+    shifts = torch.tensor([[0.0, 0.0], [2.0, -1.0], [0.0, 0.0], [-3.0, 2.0]])
+    out = _affine(normalise(raw), angles, shifts, black)
+    for i in range(n):
+        # torchvision's affine of the raw image, zero (black) outside it. fill=None: with fill=0
+        # the result is the same but for partly covered edge pixels, which its mask blend
+        # weights by coverage a second time.
+        reference = v2.functional.affine(
+            raw[i].float(),
+            angle=float(angles[i]),  # clockwise, as ours
+            translate=shifts[i].tolist(),
+            scale=1.0,
+            shear=[0.0, 0.0],
+            interpolation=v2.InterpolationMode.BILINEAR,
+            fill=None,
+        )
+        torch.testing.assert_close(out[i], normalise(reference[None])[0], atol=1e-4, rtol=0)
+    assert (out == black.view(1, 3, 1, 1)).all(dim=1).sum() > n  # black shows in the borders
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_augment_batch_fills_affine_borders_with_black_when_given(given: bool) -> None:
+    colour = torch.tensor([0.5, -0.25, 1.5]).view(1, 3, 1, 1)
+    images = colour.expand(32, 3, 16, 16).clone()
+    black = torch.tensor([-2.0, -1.5, -1.0])
+    spec = AugmentSpec(rotation_degrees=45.0, translate=0.25)
+    generator = torch.Generator().manual_seed(0)
+    out, _ = augment_batch(
+        images, torch.arange(32), spec, 32, generator=generator, black=black if given else None
+    )
+    fill = (black if given else torch.zeros(3)).view(1, 3, 1, 1)
+    filled = (out == fill).all(dim=1)  # (N, H, W)
+    assert filled.any(dim=(1, 2)).float().mean() > 0.5  # most samples show some border
+    # Every other pixel is the colour, or on an edge a blend of the colour and the fill.
+    low, high = torch.minimum(colour, fill) - 1e-5, torch.maximum(colour, fill) + 1e-5
+    assert ((out >= low) & (out <= high)).all()
+
+
 def test_translate_moves_content_at_most_the_given_fraction() -> None:
     n, size, fraction = 32, 16, 0.25
     images = torch.zeros(n, 1, size, size)

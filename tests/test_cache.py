@@ -4,6 +4,7 @@ or when the cache file is damaged."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -101,6 +102,62 @@ def test_a_rebuild_deletes_only_the_stale_file_of_the_same_dataset_and_folder(
     # fashion-mnist read the changed file too: its own next load replaces its stale file.
     load_dataset("fashion-mnist", source, cache, download=False)
     assert len(cache_files(cache)) == 4
+
+
+def test_files_named_as_by_cache_format_1_are_deleted_for_the_same_dataset_only(
+    tmp_path: Path,
+) -> None:
+    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
+    cache.mkdir()
+    # Format 1 named a file NAME-FINGERPRINT.safetensors, FINGERPRINT 16 hex digits: all of
+    # mnist's go, whichever sources they were made from.
+    format_1 = [
+        cache / "mnist-0123456789abcdef.safetensors",
+        cache / "mnist-fedcba9876543210.safetensors",
+    ]
+    others = [
+        cache / "fashion-mnist-0123456789abcdef.safetensors",  # another dataset
+        cache / "cifar10-0123456789abcdef.safetensors",
+        cache / "my-mnist-0123456789abcdef.safetensors",  # not tuner's
+        cache / "mnist-0123456789ABCDEF.safetensors",
+        cache / "mnist-0123456789abcde.safetensors",
+        cache / "mnist-0123456789abcdef0.safetensors",
+        cache / "mnist-0123456789abcdef.safetensors.bak",
+        cache / "mnist-notes.txt",
+    ]
+    for path in format_1 + others:
+        path.write_bytes(b"not read")
+    load(source, cache)
+    assert not any(path.exists() for path in format_1)
+    assert all(path.exists() for path in others)
+
+
+def format_1_file(cache: Path, folder: Path, image_size: int) -> Path:
+    """Where cache format 1 kept imagefolder:FOLDER: NAME-FINGERPRINT.safetensors."""
+    name = f"imagefolder:{folder}"
+    digest = hashlib.sha256(f"1|{name}|size={image_size}".encode())
+    for path in data._imagefolder_sources(folder):
+        stat = path.stat()
+        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
+    return cache / f"{safe_name}-{digest.hexdigest()[:16]}.safetensors"
+
+
+def test_an_imagefolder_deletes_only_its_own_format_1_file(tmp_path: Path) -> None:
+    # NAME was cut to 60 characters: these two folders' format 1 files share it.
+    parent = tmp_path / ("long" * 15)
+    ours, theirs = (write_imagefolder(parent / f"photos_{x}", size=4) for x in "ab")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    own, their = format_1_file(cache, ours, 4), format_1_file(cache, theirs, 4)
+    assert own.name[:61] == their.name[:61] and own != their  # "NAME-", then the fingerprints
+    unknown = cache / f"{own.name[:61]}0123456789abcdef.safetensors"  # older sources, or theirs
+    for path in (own, their, unknown):
+        path.write_bytes(b"not read")
+
+    load_dataset(f"imagefolder:{ours}", cache_dir=cache, image_size=4)
+    assert not own.exists()
+    assert their.exists() and unknown.exists()
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError, PermissionError])

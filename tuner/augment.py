@@ -5,10 +5,10 @@ tensor ops (airbench style): no Python loop over samples and no host syncs, so i
 CPU and CUDA alike and the output keeps the input's memory format.
 
 Images arrive normalised (per-channel mean 0, std 1 over the dataset), which decides two things:
-- Fill values: crop padding is black, as torchvision's RandomCrop(padding, fill=0) pads raw
-  images; black's normalised value (-mean/std per channel) comes in as `black`. The borders
-  uncovered by rotation/translation and cutout squares are filled with 0, the dataset's mean
-  colour.
+- Fill values: crop padding and the borders uncovered by rotation/translation are black, as
+  torchvision's RandomCrop(padding, fill=0) and RandomAffine(fill=0) fill raw images; black's
+  normalised value (-mean/std per channel) comes in as `black`. Cutout squares are 0, the
+  dataset's mean colour, as in the Cutout paper, which erases normalised images.
 - Colour jitter works in normalised units (see `_color_jitter`) and does not clamp, because
   the raw [0, 1] range is unknown here.
 
@@ -45,8 +45,9 @@ def augment_batch(
     targets (N, num_classes) for `F.cross_entropy`. Random numbers come from `generator` (its
     device may differ from the images'); None uses PyTorch's global generator.
     `black` is what a black (0) pixel becomes after normalisation, per channel, (C,) or
-    (1, C, 1, 1) on the images' device: -mean/std. Crop padding is filled with it; None pads
-    with 0, the dataset's mean colour. A disabled spec returns the inputs themselves.
+    (1, C, 1, 1) on the images' device: -mean/std. Crop padding and the borders that rotation
+    and translation uncover are filled with it; None fills them with 0, the dataset's mean
+    colour. Cutout squares are 0 either way. A disabled spec returns the inputs themselves.
     """
     if not spec.enabled:
         return images, labels
@@ -64,7 +65,7 @@ def augment_batch(
         angles = rnd.uniform(n, -spec.rotation_degrees, spec.rotation_degrees)
         shift_x = rnd.uniform(n, -spec.translate, spec.translate) * width
         shift_y = rnd.uniform(n, -spec.translate, spec.translate) * height
-        out = _affine(out, angles, torch.stack([shift_x, shift_y], dim=1))
+        out = _affine(out, angles, torch.stack([shift_x, shift_y], dim=1), black)
     if spec.color_jitter > 0:
         low, high = 1.0 - spec.color_jitter, 1.0 + spec.color_jitter
         brightness, contrast, saturation = (rnd.uniform(n, low, high) for _ in range(3))
@@ -150,9 +151,10 @@ def _flip(images: Tensor, flip: Tensor) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def _affine(images: Tensor, angles: Tensor, shifts: Tensor) -> Tensor:
+def _affine(images: Tensor, angles: Tensor, shifts: Tensor, fill: Tensor | None = None) -> Tensor:
     """Rotate each image by `angles` (N,) degrees about its centre, then shift it by `shifts`
-    (N, 2) pixels (x right, y down), with one bilinear grid_sample; uncovered pixels become 0.
+    (N, 2) pixels (x right, y down), with one bilinear grid_sample; uncovered pixels take the
+    per-channel colour `fill` (C,) or (1, C, 1, 1), None: 0.
 
     Positive angles turn clockwise as displayed (x right, y down).
     """
@@ -173,7 +175,14 @@ def _affine(images: Tensor, angles: Tensor, shifts: Tensor) -> Tensor:
     t = torch.stack([shifts[:, 0] * (2.0 / width), shifts[:, 1] * (2.0 / height)], dim=1)
     theta = torch.cat([a, -(a @ t[:, :, None])], dim=2)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # grid_sample reads 0 outside the image; shifting the colours by `fill` before sampling and
+    # back after makes it read `fill` there, since bilinear weights sum to 1. torchvision's
+    # affine(fill=...) blends with a sampled mask to the same effect.
+    offset = 0.0 if fill is None else fill.reshape(1, -1, 1, 1).to(images.dtype)
+    sampled = F.grid_sample(
+        images - offset, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return sampled + offset
 
 
 def _color_jitter(

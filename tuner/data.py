@@ -3,7 +3,8 @@
 Every dataset becomes an `ImageSet`: `images` uint8 (N, C, H, W) and `labels` int64 (N,). The
 decoded tensors are cached as safetensors files keyed by the dataset and a fingerprint of its
 source files, so a second process loads them in a fraction of a second and no file format is
-parsed twice; a file made stale by changed sources is deleted when its successor is written.
+parsed twice; a file made stale by changed sources, or left in the naming of cache format 1,
+is deleted when its successor is written.
 The split into train/validation is seeded; the test split is never used while tuning.
 """
 
@@ -20,7 +21,7 @@ import pickle
 import re
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,7 @@ GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 DEFAULT_IMAGEFOLDER_SIZE = 32
 # 2: entry and version in the file name; imagefolder reads LA, P and 16-bit images correctly.
+# Files named as by format 1 are deleted (`_format_1_files`).
 CACHE_FORMAT_VERSION = "2"
 DOWNLOAD_TIMEOUT = 15.0  # seconds a download may wait for a connection or for data
 STATS_CHUNK_VALUES = 1 << 22  # channel_stats counts this many pixel values at a time
@@ -555,34 +557,74 @@ def _cache_path(
 
     ENTRY digests what the cache entry is (dataset, resolved folder, options such as the image
     size); VERSION digests the cache format and the source files (path, size, modification
-    time). A change to the sources gives the same ENTRY a new VERSION; `_remove_stale_versions`
-    then deletes the old one.
+    time). A change to the sources gives the same ENTRY a new VERSION; `_stale_versions` then
+    finds the old one.
     """
     entry = hashlib.sha256(f"{name}|{location.resolve()}|{extra}".encode()).hexdigest()
-    version = hashlib.sha256(CACHE_FORMAT_VERSION.encode())
+    version = _digest_sources(CACHE_FORMAT_VERSION, sources)
+    return cache_dir / f"{_safe_name(name)}-{entry[:12]}-{version[:16]}.safetensors"
+
+
+def _safe_name(name: str) -> str:
+    """`name` in a file name: characters but letters, digits, - and _ replaced, cut to 60."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
+
+
+def _digest_sources(prefix: str, sources: list[Path]) -> str:
+    """sha256 hex digest of `prefix` and each source file's path, size and modification time."""
+    digest = hashlib.sha256(prefix.encode())
     for path in sources:
         stat = path.stat()
-        version.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
-    return cache_dir / f"{safe_name}-{entry[:12]}-{version.hexdigest()[:16]}.safetensors"
+        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
-def _remove_stale_versions(current: Path) -> None:
-    """Delete the cache files of `current`'s entry (`_cache_path`) other than `current`.
+def _stale_versions(current: Path) -> list[Path]:
+    """The cache files of `current`'s entry (`_cache_path`) other than `current`.
 
-    Files of other datasets, folders or options have another NAME-ENTRY and are left alone.
-    Never raises: another process may have deleted a file first or still have it open.
+    Files of other datasets, folders or options have another NAME-ENTRY and are not listed.
     """
     entry_prefix = current.name.removesuffix(".safetensors")[:-16]  # "NAME-ENTRY-"
     version_of_entry = re.compile(re.escape(entry_prefix) + r"[0-9a-f]{16}\.safetensors")
-    for path in current.parent.glob(f"{glob.escape(entry_prefix)}*.safetensors"):
-        if path.name == current.name or not version_of_entry.fullmatch(path.name):
-            continue
+    candidates = current.parent.glob(f"{glob.escape(entry_prefix)}*.safetensors")
+    return [p for p in candidates if p.name != current.name and version_of_entry.fullmatch(p.name)]
+
+
+def _format_1_files(cache_dir: Path, name: str, extra: str, sources: list[Path]) -> list[Path]:
+    """This dataset's files in `cache_dir` named as by cache format 1, which nothing reads now.
+
+    Format 1 named a file NAME-FINGERPRINT.safetensors: NAME is `_safe_name(name)`, FINGERPRINT
+    16 hex digits digesting "1|name|extra" and the sources (`_digest_sources`). A built-in
+    dataset's NAME is its name and no other dataset's NAME (imagefolder_...) is the same, so
+    every file of exactly that form is listed, whatever sources it was made from. An
+    imagefolder:PATH name had characters replaced and may have been cut, so another folder's
+    files may share its NAME: only the file that the current sources gave is listed, found by
+    its FINGERPRINT, which digests the full name.
+    """
+    safe_name = _safe_name(name)
+    if name in DATASETS:
+        format_1_name = re.compile(re.escape(safe_name) + r"-[0-9a-f]{16}\.safetensors")
+        candidates = cache_dir.glob(f"{glob.escape(safe_name)}-*.safetensors")
+        return [p for p in candidates if format_1_name.fullmatch(p.name)]
+    try:
+        fingerprint = _digest_sources(f"1|{name}|{extra}", sources)[:16]
+    except OSError:  # a source vanished since it was read: a file to clean up next time
+        return []
+    path = cache_dir / f"{safe_name}-{fingerprint}.safetensors"
+    return [path] if path.is_file() else []
+
+
+def _remove_cache_files(paths: Iterable[Path], kind: str) -> None:
+    """Delete `paths`, dataset cache files of the given `kind` ("stale", ...) for the log.
+
+    Never raises: another process may have deleted a file first or still have it open.
+    """
+    for path in paths:
         try:
             path.unlink()
-            log.debug("removed stale dataset cache %s", path)
+            log.debug("removed %s dataset cache %s", kind, path)
         except OSError as exc:  # FileNotFoundError, PermissionError (open elsewhere), ...
-            log.debug("could not remove stale dataset cache %s: %s", path, exc)
+            log.debug("could not remove %s dataset cache %s: %s", kind, path, exc)
 
 
 def _load_cached(path: Path, name: str) -> Dataset | None:
@@ -701,7 +743,8 @@ def load_dataset(
     except OSError as exc:  # a read-only cache dir slows the next start but breaks nothing
         log.warning("could not write dataset cache %s: %s", cache_path, exc)
     else:
-        _remove_stale_versions(cache_path)
+        _remove_cache_files(_stale_versions(cache_path), "stale")
+        _remove_cache_files(_format_1_files(cache_dir, name, extra, sources), "format 1")
     return dataset
 
 
