@@ -1,4 +1,5 @@
-"""tuner.storage: URL resolution, one-line errors, heartbeats, pool size, outage retries."""
+"""tuner.storage: URL resolution, one-line errors, heartbeats, pool size, outage retries,
+trials left without an owner by an outage."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pg
 import psycopg
 import pytest
 import sqlalchemy.exc
-from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from optuna_worker import spawn, wait_until
 
@@ -260,8 +261,11 @@ def failing(call: Callable, times: int, after: bool = False) -> Callable:
     return flaky
 
 
-def fast_retrying(tmp_path: Path, outage_timeout: float = 5.0) -> RetryingStorage:
-    storage = open_storage(f"sqlite:///{tmp_path}/tuner.db", outage_timeout=outage_timeout)
+def fast_retrying(
+    tmp_path: Path, outage_timeout: float = 5.0, url: str | None = None, **options: int
+) -> RetryingStorage:
+    url = url or f"sqlite:///{tmp_path}/tuner.db"
+    storage = open_storage(url, outage_timeout=outage_timeout, **options)
     assert isinstance(storage, RetryingStorage)
     storage.first_delay = 0.01
     return storage
@@ -308,6 +312,44 @@ def test_a_result_stored_before_the_connection_dropped_counts(tmp_path: Path, mo
     monkeypatch.setattr(storage.backend, "set_trial_state_values", failing(real, 1, after=True))
     study.optimize(lambda trial: 1.0, n_trials=1)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tuner.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_a_trial_created_before_the_connection_dropped_does_not_stay_running(
+    tmp_path: Path, database_url: str, monkeypatch
+) -> None:
+    """The database commits a new trial, then the reply is lost: the retry creates another.
+
+    The first trial has no owner and never beats; the stale check must fail and re-queue it.
+    """
+    storage = fast_retrying(tmp_path, url=database_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    real = storage.backend.create_new_trial
+    monkeypatch.setattr(storage.backend, "create_new_trial", failing(real, 1, after=True))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    orphan, owned = study.trials
+    assert (orphan.state, owned.state) == (TrialState.RUNNING, TrialState.COMPLETE)
+
+    fail_stale_trials(study)  # what each worker does before each trial: first notice
+    assert study.trials[0].state == TrialState.RUNNING  # it gets the whole grace period
+
+    def orphan_failed() -> bool:
+        fail_stale_trials(study)
+        return storage.get_trial(orphan._trial_id).state == TrialState.FAIL
+
+    wait_until(orphan_failed, 15, "the orphan trial to be failed")
+    [retry] = study.get_trials(states=(TrialState.WAITING,))
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == orphan.number
+    assert retry.params == {}  # a fresh trial, not a copy of a trained configuration
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_a_heartbeat_during_a_long_outage_is_skipped(tmp_path: Path, monkeypatch, caplog) -> None:

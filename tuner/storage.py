@@ -4,7 +4,9 @@ Every worker process opens the same URL. For database URLs (`sqlite:///...`, `po
 the storage returned by `open_storage`:
 
 - records a heartbeat for each running trial, so the trial of a worker that died (SIGKILL, lost
-  node) is marked FAIL after `grace_period` seconds and re-queued for a surviving worker;
+  node) is marked FAIL after `grace_period` seconds and re-queued for a surviving worker; a
+  running trial that never sent a heartbeat (see `RetryingStorage._get_stale_trial_ids`) is
+  failed `grace_period` seconds after a worker first notices it;
 - keeps at most two connections per process (main thread + heartbeat thread), so 32 workers stay
   well under PostgreSQL's default `max_connections = 100`;
 - retries a call that failed because the database was briefly unreachable (restart, failover,
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -151,7 +154,7 @@ def open_storage(
                 f"storage {mask_url(url)}: the database driver for {parsed.drivername!r} is "
                 f"not installed; for PostgreSQL use postgresql://... (psycopg 3 is included)"
             ) from None
-    return RetryingStorage(optuna.storages._CachedStorage(rdb), outage_timeout=outage_timeout)
+    return RetryingStorage(rdb, outage_timeout=outage_timeout)
 
 
 def check_local_workers(url: str, workers: int) -> None:
@@ -284,8 +287,16 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
+# RUNNING trials of a study that have no heartbeat row. Optuna's stale check skips them, so such
+# a trial would stay RUNNING forever. The table and column names are Optuna's database schema.
+_NEVER_BEATEN = sqlalchemy.text(
+    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
+    "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+)
+
+
 class RetryingStorage(BaseStorage, BaseHeartbeat):
-    """Wraps a database storage so that a brief outage delays calls instead of failing them.
+    """Wraps an RDBStorage so that a brief outage delays calls instead of failing them.
 
     Each call is retried with exponential backoff while it fails with a connection error (or a
     locked SQLite file), for up to `outage_timeout` seconds; then it raises TunerError.
@@ -294,15 +305,16 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def __init__(
         self,
-        backend: BaseStorage,
+        rdb: RDBStorage,
         *,
         outage_timeout: float = 30.0,
         first_delay: float = 0.25,
         max_delay: float = 4.0,
     ) -> None:
-        if not isinstance(backend, BaseHeartbeat):
-            raise TypeError("RetryingStorage needs a storage with heartbeats (an RDBStorage)")
-        self.backend = backend
+        self.rdb = rdb
+        # Optuna's in-memory cache of finished trials; Optuna adds it for a bare RDBStorage
+        # itself, but not for a wrapper like this one.
+        self.backend = optuna.storages._CachedStorage(rdb)
         self.outage_timeout = outage_timeout
         self.first_delay = first_delay
         self.max_delay = max_delay
@@ -371,6 +383,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     # --- trials ---
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        # If the connection drops after the database committed the trial, the retry (here or in
+        # Optuna's own retry loop) creates a second one; `_get_stale_trial_ids` fails the first.
+        # Deduplicating with a token per creation would miss Optuna's loop and dead workers.
         return self._retry(self.backend.create_new_trial, study_id, template_trial)
 
     def set_trial_param(
@@ -438,20 +453,42 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     # --- heartbeats ---
     def record_heartbeat(self, trial_id: int) -> None:
         try:
-            self._retry(self.backend.record_heartbeat, trial_id)  # type: ignore[attr-defined]
+            self._retry(self.backend.record_heartbeat, trial_id)
         except TunerError as exc:
             logger.warning("missed a heartbeat of trial id %d: %s", trial_id, exc)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self._retry(self.backend._get_stale_trial_ids, study_id)  # type: ignore[attr-defined]
+        """Trials whose heartbeat is older than the grace period; Optuna fails and re-queues them.
+
+        First, each RUNNING trial without a heartbeat row gets one, dated now. A worker's trial
+        gets its row a moment after it is created (the heartbeat thread starts right after
+        `study.ask`), so a trial without one is either in that moment or has no owner: the
+        first of two created because the connection dropped after the database committed it,
+        or the trial of a worker that died or failed inside `study.ask`. Optuna's check skips
+        trials without a row, so those would stay RUNNING forever; with the row they are failed
+        `grace_period` seconds from now unless an owner starts beating. Only the database's
+        clock is involved, as in Optuna's own check.
+
+        A failed orphan is re-queued like any stale trial. It never trained and has no
+        parameters, so its retry is a fresh trial, not a repeat of a trained configuration
+        (and failed trials do not count towards the study's total).
+        """
+        for trial_id in self._retry(self._never_beaten, study_id):
+            logger.debug("trial id %d is running without a heartbeat; recording one", trial_id)
+            self.record_heartbeat(trial_id)
+        return self._retry(self.backend._get_stale_trial_ids, study_id)
+
+    def _never_beaten(self, study_id: int) -> list[int]:
+        with self.rdb.engine.connect() as connection:
+            return list(connection.execute(_NEVER_BEATEN, {"study_id": study_id}).scalars())
 
     def get_heartbeat_interval(self) -> int | None:
-        return self.backend.get_heartbeat_interval()  # type: ignore[attr-defined]
+        return self.backend.get_heartbeat_interval()
 
     def get_heartbeat_stale_trial_callback(
         self,
     ) -> Callable[[optuna.study.Study, FrozenTrial], None] | None:
-        return self.backend.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+        return self.backend.get_heartbeat_stale_trial_callback()
 
 
 _OWNER_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
