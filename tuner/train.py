@@ -41,8 +41,9 @@ DIVERGED_LOSS = 1e4
 
 # The arithmetic a CPU training step needs before bf16 pays: below it, the casts to and from
 # bf16 around every op cost more than the faster dot products save. Measured on a Zen 4 CPU
-# with AVX512-BF16 (2 threads, bench/RESULTS.md): bf16 steps ran 0.80-1.09x the speed of fp32
-# at 1-18 MFLOP per forward batch (8x8 digits models), 1.2-2.7x at 31-11,000 (28x28 and 32x32).
+# with AVX512-BF16 (2 threads, bench/precision_crossover.py, bench/RESULTS.md): bf16 steps ran
+# 0.70-1.19x the speed of fp32 at 0.7-18 MFLOP per forward batch (mostly 8x8 digits models),
+# 1.16-2.22x at 31-8,000 (28x28 and 32x32 models).
 CPU_BF16_MIN_BATCH_FLOPS = 30e6
 
 
