@@ -143,7 +143,14 @@ def main() -> None:
     images = args.epochs * len(data.train_labels)
     totals: dict[tuple[str, str], float] = {}
     for number, config in enumerate(configs):
-        print(f"\nconfig {number}: {describe(config)}, augment={config.augment.enabled}")
+        # The precision fit and the raw loop both resolve for this model ("auto": maybe bf16).
+        precision = options.resolve(
+            fresh_model(config, data), data.input_shape, config.batch_size, device
+        ).precision
+        print(
+            f"\nconfig {number}: {describe(config)}, augment={config.augment.enabled}, "
+            f"precision {precision}"
+        )
         for label, fit_data, validate in (("train", one_image, False), ("epoch", data, True)):
             runs: dict[str, Callable[[], float]] = {
                 name: partial(time_fit, fit, config, fit_data, device)
@@ -158,10 +165,7 @@ def main() -> None:
                 totals[label, name] = totals.get((label, name), 0.0) + seconds
             line = ", ".join(f"{name} {images / s:6.0f} img/s" for name, s in best.items())
             ratios = ", ".join(f"{name}/raw {best['raw'] / best[name]:.1%}" for name in engines)
-            precision = options.resolve(
-                fresh_model(config, data), data.input_shape, config.batch_size, device
-            ).precision
-            print(f"  {label}: {line}; {ratios} ({precision}, load {load_average()})", flush=True)
+            print(f"  {label}: {line}; {ratios} (load {load_average()})", flush=True)
 
     print("\nall configs (sum of best times):")
     for label in ("train", "epoch"):
