@@ -20,7 +20,7 @@ import torch
 
 from tuner.config import TrialConfig
 from tuner.data import Splits, load_dataset, split
-from tuner.space import suggest
+from tuner.search.space import suggest
 from tuner.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Engine overhead: training images/s through `tuner.train.fit` against the model's own limit.
+"""Engine overhead: training images/s through `fit` against the model's own limit.
 
     python bench/engine_overhead.py                      # 3 mnist-study configs, 1 epoch, CPU
     git show HEAD:tuner/train.py > /tmp/train_head.py
@@ -44,11 +44,10 @@ from common import (
 )
 from torch import nn
 
-from tuner import train
 from tuner.config import AugmentSpec, TrialConfig
-from tuner.model import build_cnn
-from tuner.spec import load_spec
-from tuner.train import (
+from tuner.engine import train
+from tuner.engine.model import build_cnn
+from tuner.engine.train import (
     EVAL_BATCH_SIZE,
     MEMORY_FORMAT,
     PRECISIONS,
@@ -56,6 +55,7 @@ from tuner.train import (
     EngineOptions,
     make_optimizer,
 )
+from tuner.spec import load_spec
 
 
 def fresh_model(config: TrialConfig, data: DeviceData) -> nn.Module:

@@ -3,10 +3,10 @@
     python bench/precision_crossover.py
 
 `--precision auto` trains in bf16 on a CPU with native bf16 only when a forward batch needs at
-least `tuner.train.CPU_BF16_MIN_BATCH_FLOPS`; this benchmark is where that number comes from.
+least `tuner.engine.train.CPU_BF16_MIN_BATCH_FLOPS`; this benchmark is where that number comes from.
 For a fixed list of models of the shipped studies' shapes (8x8 digits, 28x28 MNIST, 32x32x3
 CIFAR) it times training steps (forward, loss, backward, fused AdamW step, channels_last, as
-`tuner.train.fit` runs them) on random tensors in fp32 and under bf16 autocast, and prints the
+`fit` runs them) on random tensors in fp32 and under bf16 autocast, and prints the
 forward FLOPs per batch next to the speed ratio and what "auto" picks for that model.
 """
 
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from common import load_average, machine_header
 
 from tuner.config import TrialConfig
-from tuner.model import build_cnn
-from tuner.train import (
+from tuner.engine.model import build_cnn
+from tuner.engine.train import (
     CPU_BF16_MIN_BATCH_FLOPS,
     MEMORY_FORMAT,
     EngineOptions,

@@ -10,9 +10,9 @@ seeded RandomSampler), on the same train/validation split, with the same seeds, 
 optimizer, loss, LR schedule and augmentation (random crop and flip, from the study file), with
 no pruning and no early stopping, so both do the same work:
 
-(a) tuner: suggest -> build_cnn -> tuner.train.fit, as tuner.objective runs a trial (without
+(a) tuner: suggest -> build_cnn -> fit, as the objective runs a trial (without
     its user-attribute bookkeeping), on device-resident uint8 tensors: batched augmentation
-    (tuner.augment), channels_last, fused optimizer, and tuner's default `--precision auto`:
+    (tuner.engine.augment), channels_last, fused optimizer, and tuner's default `--precision auto`:
     bf16 autocast on CUDA and, for models big enough to gain, on CPUs with native bf16.
 (b) the usual script, as in Optuna's PyTorch examples: torchvision.datasets.MNIST or
     FashionMNIST (one PIL image per sample) + transforms.Compose([RandomCrop(28, padding=2),
@@ -55,10 +55,10 @@ from torchvision import datasets, transforms
 
 from tuner.config import AugmentSpec
 from tuner.data import MNIST_FILES, Splits
-from tuner.model import build_cnn
-from tuner.space import suggest
+from tuner.engine.model import build_cnn
+from tuner.engine.train import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
+from tuner.search.space import suggest
 from tuner.spec import PrunerSpec, StudySpec, load_spec
-from tuner.train import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def torchvision_root(dataset_class: type, dataset_dir: Path, into: Path) -> Path
 def tuner_objective(
     spec: StudySpec, data: DeviceData, device: torch.device, options: EngineOptions
 ) -> Callable[[optuna.Trial], float]:
-    """A trial as tuner.objective runs it: the best epoch's validation accuracy."""
+    """A trial as tuner.search.objective runs it: the best epoch's validation accuracy."""
 
     def objective(trial: optuna.Trial) -> float:
         config = suggest(trial, spec)

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from tuner import __version__
-from tuner.artifacts import ModelCard, save_model
 from tuner.config import TrialConfig
-from tuner.model import build_cnn, count_parameters
+from tuner.engine.model import build_cnn, count_parameters
+from tuner.trained.card import ModelCard, save_model
 
 CLASSES = ("cat", "dog", "bird")
 

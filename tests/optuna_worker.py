@@ -62,7 +62,7 @@ def main() -> int:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from tuner.signals import interrupt_on_signals
+    from tuner.runner.signals import interrupt_on_signals
     from tuner.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

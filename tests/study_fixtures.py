@@ -1,6 +1,6 @@
 """Small Optuna studies that look like tuner's, for the report tests.
 
-`fake_objective` samples the same kind of space as `tuner.space.suggest`, reports a made-up
+`fake_objective` samples the same kind of space as `tuner.search.space.suggest`, reports a made-up
 validation accuracy per epoch (so the MedianPruner prunes some trials) and writes every user
 attribute of `tuner.attrs`, like the real objective. No model is trained: a study of 40 trials
 takes well under a second.

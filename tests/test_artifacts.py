@@ -1,4 +1,4 @@
-"""tuner.artifacts: saving and loading a model + card, and refusing files that are not one."""
+"""tuner.trained.card: saving and loading a model + card, and refusing files that are not one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from model_fixtures import save_untrained_model, untrained_card
 from safetensors.torch import save_file
 
-from tuner.artifacts import CARD_FILE, WEIGHTS_FILE, ModelCard, load_card, load_model, save_model
 from tuner.errors import TunerError
+from tuner.trained.card import CARD_FILE, WEIGHTS_FILE, ModelCard, load_card, load_model, save_model
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_card_round_trips_through_json(saved) -> None:
 
 def test_normalise_matches_training_arithmetic() -> None:
     from tuner.data import ImageSet, Splits
-    from tuner.train import to_device
+    from tuner.engine.train import to_device
 
     card = untrained_card(channels=3)
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
@@ -167,7 +167,7 @@ def test_save_is_atomic_when_interrupted(tmp_path: Path, monkeypatch) -> None:
         Path(filename).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tuner.artifacts.save_file", interrupted)
+    monkeypatch.setattr("tuner.trained.card.save_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_model(directory, model, card)
     assert list(directory.iterdir()) == []  # no partial file, no temporary file

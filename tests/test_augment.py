@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from tuner.augment import _affine, _flip, augment_batch
 from tuner.config import AugmentSpec
+from tuner.engine.augment import _affine, _flip, augment_batch
 
 EVERYTHING = AugmentSpec(
     random_crop_padding=4,
@@ -98,7 +98,7 @@ def test_crop_padding_is_black_like_torchvision_on_the_raw_image(
     raw = raw.to(torch.uint8)
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 
-    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.train.DeviceData does
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.train.DeviceData does
         scale, shift = 1.0 / (255.0 * std), mean / std
         return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
 
@@ -208,7 +208,7 @@ def test_rotation_and_translation_fill_black_like_torchvision_on_the_raw_image()
     raw = torch.randint(1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 
-    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.train.DeviceData does
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.train.DeviceData does
         scale, shift = 1.0 / (255.0 * std), mean / std
         return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
 

@@ -1,4 +1,4 @@
-"""tuner.export and `tuner best`: the best configuration as TOML/JSON, read back by retrain."""
+"""tuner.trained.export and `tuner best`: the best configuration as TOML/JSON, read back."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tuner import attrs
 from tuner.cli import app
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
-from tuner.export import BestConfig, best_config, read_best, render, to_json, to_toml
 from tuner.spec import PARAMETERS
+from tuner.trained.export import BestConfig, best_config, read_best, render, to_json, to_toml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

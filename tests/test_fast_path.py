@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
-from tuner.model import build_cnn
+from tuner.engine.model import build_cnn
+from tuner.engine.train import DeviceData, fit, to_device
 from tuner.spec import DatasetSpec
-from tuner.train import DeviceData, fit, to_device
 
 CPU = torch.device("cpu")
 CONFIG = TrialConfig(

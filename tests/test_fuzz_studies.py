@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from tuner import data as data_module
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.space import suggest
+from tuner.search.space import suggest
+from tuner.search.study import open_study
 from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
-from tuner.study import open_study
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 SPEC_MUTANTS = 300

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tuner.config import TrialConfig
-from tuner.model import build_cnn, count_parameters
+from tuner.engine.model import build_cnn, count_parameters
 
 
 @pytest.mark.parametrize(

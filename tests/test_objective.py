@@ -8,10 +8,10 @@ import torch
 
 from tuner import attrs
 from tuner.data import load_dataset, split
-from tuner.objective import make_objective
+from tuner.engine.train import to_device
+from tuner.search.objective import make_objective
+from tuner.search.study import open_study, run_trials
 from tuner.spec import parse_spec
-from tuner.study import open_study, run_trials
-from tuner.train import to_device
 
 TINY_STUDY = {
     "name": "tiny",
@@ -77,9 +77,9 @@ def test_completed_trial_records_config_history_and_costs(spec, data):
 
 
 def test_out_of_memory_prunes_the_trial_and_the_study_goes_on(spec, data, monkeypatch):
-    import tuner.objective
+    import tuner.search.objective
 
-    real_fit = tuner.objective.fit
+    real_fit = tuner.search.objective.fit
     calls = {"count": 0}
 
     def fit_that_runs_out_of_memory_once(*args, **kwargs):
@@ -88,7 +88,7 @@ def test_out_of_memory_prunes_the_trial_and_the_study_goes_on(spec, data, monkey
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         yield from real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(tuner.objective, "fit", fit_that_runs_out_of_memory_once)
+    monkeypatch.setattr(tuner.search.objective, "fit", fit_that_runs_out_of_memory_once)
     study = open_study(spec, optuna.storages.InMemoryStorage())
     run_trials(study, make_objective(spec, data, torch.device("cpu")), 2)
 

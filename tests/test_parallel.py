@@ -9,7 +9,7 @@ from studies import tiny_study_toml
 from tuner import attrs
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.parallel import plan_workers, resolve_devices, worker_env, worker_seed_offset
+from tuner.runner.parallel import plan_workers, resolve_devices, worker_env, worker_seed_offset
 
 TINY_STUDY = tiny_study_toml(
     "tiny-parallel",
@@ -48,7 +48,7 @@ def test_worker_index_offsets_the_sampler_seed(monkeypatch):
 
 
 def test_workers_split_the_cpu_cores_unless_omp_num_threads_is_set(monkeypatch):
-    monkeypatch.setattr("tuner.parallel.available_cpus", lambda: 8)
+    monkeypatch.setattr("tuner.runner.parallel.available_cpus", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert worker_env(1, 3) == {"TUNER_WORKER_INDEX": "1", "OMP_NUM_THREADS": "2"}
     assert worker_env(0, 16)["OMP_NUM_THREADS"] == "1"

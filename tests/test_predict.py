@@ -1,4 +1,4 @@
-"""tuner.predict and `tuner predict`: image files of any size and mode -> class probabilities."""
+"""tuner.trained.predict and `tuner predict`: any image file -> class probabilities."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.predict import predict_files, probabilities, read_image, top_k
+from tuner.trained.predict import predict_files, probabilities, read_image, top_k
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

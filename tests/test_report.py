@@ -11,10 +11,11 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 from study_fixtures import make_study, sqlite_url
 
-from tuner import attrs, report_figures
+from tuner import attrs
 from tuner.errors import TunerError
 from tuner.report import build_report, write_report
-from tuner.report_data import best_table, format_count, format_seconds, summarize
+from tuner.report import figures as report_figures
+from tuner.report.data import best_table, format_count, format_seconds, summarize
 
 PLOT_DIV = 'class="plotly-graph-div"'
 FULL_REPORT_PLOTS = 9  # history, 2 importances, parallel, slice, contour, curves, best, timeline

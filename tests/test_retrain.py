@@ -1,4 +1,4 @@
-"""tuner.retrain and `tuner retrain`: the best configuration on all training data, tested once."""
+"""tuner.trained.retrain and `tuner retrain`: the best configuration on all training data."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from typer.testing import CliRunner
 
 from studies import TWO_EPOCHS, tiny_study_toml
 from tuner import attrs
-from tuner.artifacts import CARD_FILE, WEIGHTS_FILE, load_model
 from tuner.cli import app
 from tuner.config import TrialConfig
 from tuner.data import load_dataset
+from tuner.engine.train import DivergedError, EpochResult
 from tuner.errors import TunerError
-from tuner.export import BestConfig
-from tuner.predict import probabilities
-from tuner.retrain import REPORT_FILE, Retrained, epochs_for, retrain, save
-from tuner.train import DivergedError, EpochResult
+from tuner.trained.card import CARD_FILE, WEIGHTS_FILE, load_model
+from tuner.trained.export import BestConfig
+from tuner.trained.predict import probabilities
+from tuner.trained.retrain import REPORT_FILE, Retrained, epochs_for, retrain, save
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,7 +113,7 @@ def test_interrupted_save_leaves_no_partial_files(retrained, tmp_path: Path, mon
         Path(filename).write_bytes(b"half a model")
         raise KeyboardInterrupt  # Ctrl-C in the middle of writing the weights
 
-    monkeypatch.setattr("tuner.artifacts.save_file", interrupted)
+    monkeypatch.setattr("tuner.trained.card.save_file", interrupted)
     target = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         save(target, Retrained(model, card, ()))
@@ -153,7 +153,7 @@ def test_keeps_the_final_epochs_weights(monkeypatch) -> None:
         finally:
             model.load_state_dict(first)  # like fit: back to the epoch it judged best
 
-    monkeypatch.setattr("tuner.retrain.fit", fake_fit)
+    monkeypatch.setattr("tuner.trained.retrain.fit", fake_fit)
     result = retrain(TINY, load_dataset("digits"), torch.device("cpu"), epochs=3)
     assert all(torch.all(p == 3.0) for p in result.model.parameters())
     assert [r.epoch for r in result.history] == [1, 2, 3]
@@ -164,7 +164,7 @@ def test_divergence_is_a_user_error(monkeypatch) -> None:
         raise DivergedError(1, float("nan"))
         yield  # a generator, like fit
 
-    monkeypatch.setattr("tuner.retrain.fit", diverging_fit)
+    monkeypatch.setattr("tuner.trained.retrain.fit", diverging_fit)
     with pytest.raises(TunerError, match="diverged"):
         retrain(TINY, load_dataset("digits"), torch.device("cpu"), epochs=1)
 

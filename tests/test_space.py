@@ -14,12 +14,12 @@ import torch
 from studies import spec_from
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
+from tuner.engine.train import to_device
 from tuner.errors import TunerError
-from tuner.objective import make_objective
-from tuner.space import grid_search_space, suggest
+from tuner.search.objective import make_objective
+from tuner.search.space import grid_search_space, suggest
+from tuner.search.study import make_sampler, open_study, run_trials
 from tuner.spec import PARAMETERS, StudySpec
-from tuner.study import make_sampler, open_study, run_trials
-from tuner.train import to_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,11 +13,11 @@ from optuna.trial import TrialState
 from studies import spec_from, tiny_study_toml
 from tuner import attrs
 from tuner.data import Dataset, load_dataset, split
+from tuner.engine.train import DeviceData, to_device
 from tuner.errors import TunerError
-from tuner.objective import make_objective
+from tuner.search.objective import make_objective
+from tuner.search.study import count_finished, open_study, run_trials
 from tuner.spec import StudySpec
-from tuner.study import count_finished, open_study, run_trials
-from tuner.train import DeviceData, to_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,12 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tuner import train
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.data import ImageSet, Splits, channel_stats
-from tuner.errors import TunerError
-from tuner.model import build_cnn
-from tuner.train import (
+from tuner.engine import train
+from tuner.engine.model import build_cnn
+from tuner.engine.train import (
     CPU_BF16_MIN_BATCH_FLOPS,
     DeviceData,
     DivergedError,
@@ -26,6 +25,7 @@ from tuner.train import (
     pick_device,
     to_device,
 )
+from tuner.errors import TunerError
 
 CPU = torch.device("cpu")
 SMALL = TrialConfig(

@@ -1,4 +1,4 @@
-"""tuner.visualize and `tuner visualize`: filters and feature maps on one self-contained page."""
+"""tuner.report.visualize and `tuner visualize`: filters and feature maps on one page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.visualize import (
+from tuner.report.visualize import (
     MAX_FEATURE_MAPS,
     MAX_FIRST_LAYER_FILTERS,
     feature_maps,
@@ -51,7 +51,7 @@ def test_page_has_input_feature_maps_and_filters(
 def test_feature_maps_follow_the_blocks() -> None:
     from model_fixtures import untrained_card
 
-    from tuner.model import build_cnn
+    from tuner.engine.model import build_cnn
 
     card = untrained_card(channels=3, size=16, filters=(5, 7, 9))
     model = build_cnn(card.config, card.input_shape, card.num_classes)

@@ -17,7 +17,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from optuna_worker import spawn, wait_until
 
-from tuner.signals import interrupt_on_signals
+from tuner.runner.signals import interrupt_on_signals
 from tuner.storage import open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

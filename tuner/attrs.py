@@ -4,7 +4,7 @@ The objective writes them; reports, `best`, `retrain` and `status` read them. Ke
 names in one place is what lets those modules agree without importing each other.
 """
 
-# --- trial user attributes (written by tuner.objective) ---
+# --- trial user attributes (written by tuner.search.objective) ---
 CONFIG = "config"  # TrialConfig.to_dict(): the full concrete configuration of the trial
 EPOCHS_RUN = "epochs_run"  # int: epochs actually trained (early stopping / pruning cut it short)
 BEST_EPOCH = "best_epoch"  # int: 1-based epoch whose weights the trial kept

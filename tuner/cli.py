@@ -168,7 +168,7 @@ def _load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
 
 
 class Precision(enum.StrEnum):
-    """`tuner run --precision`: tuner.train.PRECISIONS, spelled out so `--help` needs no torch."""
+    """`tuner run --precision`: engine PRECISIONS, spelled out so `--help` needs no torch."""
 
     auto = "auto"
     fp32 = "fp32"
@@ -257,13 +257,13 @@ def run(
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists)."""
     from tuner.data import load_dataset, split
-    from tuner.objective import make_objective
-    from tuner.parallel import worker_seed_offset
-    from tuner.progress import TrialProgress
-    from tuner.signals import interrupt_on_signals
+    from tuner.engine.train import EngineOptions, pick_device, to_device
+    from tuner.runner.parallel import worker_seed_offset
+    from tuner.runner.progress import TrialProgress
+    from tuner.runner.signals import interrupt_on_signals
+    from tuner.search.objective import make_objective
+    from tuner.search.study import open_study, run_trials
     from tuner.storage import check_local_workers, mask_url, open_storage, resolve_storage_url
-    from tuner.study import open_study, run_trials
-    from tuner.train import EngineOptions, pick_device, to_device
 
     spec = _load_spec(study, studies)
     total = trials or spec.training.trials
@@ -271,7 +271,7 @@ def run(
     url = resolve_storage_url(storage)
     console = _console()
     if workers > 1 or jobs_per_device:
-        from tuner.parallel import plan_workers, resolve_devices, run_workers
+        from tuner.runner.parallel import plan_workers, resolve_devices, run_workers
 
         device_list = resolve_devices(devices, device)
         for name in device_list:
@@ -478,7 +478,7 @@ class ExportFormat(enum.StrEnum):
 
 def _best_config(study: str | None, config: Path | None, storage: str | None, studies: Path | None):
     """The configuration to retrain: from `--config FILE`, else the best trial of `--study`."""
-    from tuner.export import best_config, read_best
+    from tuner.trained.export import best_config, read_best
 
     if config is not None:
         if study is not None:
@@ -502,8 +502,8 @@ def best(
     studies: StudiesDirOption = None,
 ) -> None:
     """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
-    from tuner.export import render
     from tuner.files import write_text_atomic
+    from tuner.trained.export import render
 
     text = render(_best_config(study, None, storage, studies), fmt.value)
     if out is None:
@@ -548,9 +548,9 @@ def retrain(
     Writes model.safetensors, model.json (the model card) and retrain.html into --out.
     """
     from tuner.data import load_dataset
-    from tuner.retrain import epochs_for, save
-    from tuner.retrain import retrain as retrain_model
-    from tuner.train import pick_device
+    from tuner.engine.train import pick_device
+    from tuner.trained.retrain import epochs_for, save
+    from tuner.trained.retrain import retrain as retrain_model
 
     chosen = _best_config(study, config, storage, studies)
     torch_device = pick_device(device)
@@ -587,9 +587,9 @@ def visualize(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """One HTML page of a model's filters and feature maps for one image."""
-    from tuner.artifacts import load_model
-    from tuner.predict import read_image
-    from tuner.visualize import test_image, write_visualization
+    from tuner.report.visualize import test_image, write_visualization
+    from tuner.trained.card import load_model
+    from tuner.trained.predict import read_image
 
     loaded, card = load_model(model)
     if image is not None:
@@ -617,8 +617,8 @@ def predict(
     """
     import json
 
-    from tuner.artifacts import load_model
-    from tuner.predict import predict_files
+    from tuner.trained.card import load_model
+    from tuner.trained.predict import predict_files
 
     loaded, card = load_model(model)
     results = predict_files(loaded, card, images, top_k)

@@ -13,7 +13,7 @@ the storage returned by `open_storage`:
   a locked SQLite file) for up to `outage_timeout` seconds before giving up with a TunerError.
 
 `journal:PATH` opens Optuna's append-only journal file instead; it has no heartbeats, so a trial
-of a killed worker stays RUNNING there (SIGTERM/SIGINT are fine, see `tuner.signals`).
+of a killed worker stays RUNNING there (SIGTERM/SIGINT are fine, see `tuner.runner.signals`).
 
 Problems a user can fix (bad URL, unreachable server, wrong password, unwritable file) raise a
 one-line `TunerError` that never contains the password.

@@ -14,10 +14,10 @@ import optuna
 import torch
 
 from tuner import attrs
-from tuner.model import build_cnn, count_parameters
-from tuner.space import suggest
+from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.train import DeviceData, DivergedError, EngineOptions, EpochResult, fit
+from tuner.search.space import suggest
 from tuner.spec import StudySpec
-from tuner.train import DeviceData, DivergedError, EngineOptions, EpochResult, fit
 
 log = logging.getLogger(__name__)
 

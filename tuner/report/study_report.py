@@ -14,11 +14,11 @@ from pathlib import Path
 
 import optuna
 
-from tuner import report_figures as figures
 from tuner.errors import TunerError
 from tuner.files import write_text_atomic
-from tuner.report_data import StudySummary, TrialCounts, best_table, summarize
-from tuner.report_html import Section, figures_html, render_page, table_html
+from tuner.report import figures
+from tuner.report.data import StudySummary, TrialCounts, best_table, summarize
+from tuner.report.html import Section, figures_html, render_page, table_html
 
 logger = logging.getLogger(__name__)
 

@@ -22,15 +22,10 @@ import torch
 from torch import nn
 
 from tuner import __version__
-from tuner.artifacts import ModelCard, save_model
 from tuner.config import TrialConfig
 from tuner.data import Dataset, Splits, channel_stats
-from tuner.errors import TunerError
-from tuner.export import BestConfig
-from tuner.files import write_text_atomic
-from tuner.model import build_cnn, count_parameters
-from tuner.page import Page, Section, render
-from tuner.train import (
+from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.train import (
     DeviceData,
     DivergedError,
     EngineOptions,
@@ -39,6 +34,11 @@ from tuner.train import (
     fit,
     to_device,
 )
+from tuner.errors import TunerError
+from tuner.files import write_text_atomic
+from tuner.report.page import Page, Section, render
+from tuner.trained.card import ModelCard, save_model
+from tuner.trained.export import BestConfig
 
 log = logging.getLogger(__name__)
 

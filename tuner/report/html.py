@@ -1,4 +1,4 @@
-"""HTML for the study report: its CSS, the header, tables and sections, on `tuner.page`'s shell.
+"""HTML for the study report: its CSS, the header, tables and sections, on `page`'s shell.
 
 Every piece of text that comes from a study (names, parameter values, attributes, notes) goes
 through `html.escape`; figures are serialised by Plotly, which escapes its JSON for <script>.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from tuner import page
-from tuner.report_data import StudySummary, Table, format_seconds, format_value
+from tuner.report import page
+from tuner.report.data import StudySummary, Table, format_seconds, format_value
 
 MARGIN = {"t": 60, "r": 30, "b": 50, "l": 60}  # px, around every figure
 DEFAULT_HEIGHT = 450  # px, for figures that do not set a height themselves

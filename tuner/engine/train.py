@@ -310,7 +310,9 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     augment = None
     if config.augment.enabled:
-        from tuner.augment import augment_batch  # only studies that augment pay for the import
+        from tuner.engine.augment import (
+            augment_batch,  # only studies that augment pay for the import
+        )
 
         augment = augment_batch
     # Crop padding is black, a 0 pixel normalised, as torchvision's RandomCrop pads raw images.

@@ -456,7 +456,7 @@ def _trial_run(
         if not param.is_fixed and name != "filters"
     }
     if not space["filters"].is_fixed:
-        # As tuner.space.suggest names them; filters_k for k > the fewest blocks is conditional,
+        # As space.suggest names them; filters_k for k > the fewest blocks is conditional,
         # so samplers that model the common search space (CMA-ES's x0) never see it.
         blocks = space["num_blocks"]
         fewest = blocks.value if blocks.is_fixed else min(blocks.choices or (blocks.low,))
@@ -665,7 +665,7 @@ def _validate_grid(check: _Checker, space: dict[str, ParamSpec]) -> None:
             raise check.fail(f"[space].{param.name}", "the grid sampler cannot use log ranges")
         if param.name not in ("num_blocks", "filters"):
             points *= _grid_size(param)
-    # As tuner.space.grid_search_space builds it: each distinct conv stack once, so a depth of
+    # As space.grid_search_space builds it: each distinct conv stack once, so a depth of
     # b blocks adds (filter values)**b points, whatever the other depths would use.
     blocks = space["num_blocks"]
     depths = (

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from tuner import attrs
-from tuner.report_data import UNKNOWN_WORKER, format_seconds, history, worker
+from tuner.report.data import UNKNOWN_WORKER, format_seconds, history, worker
 
 
 class SkipSection(Exception):

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.config import TrialConfig
+from tuner.engine.model import build_cnn
 from tuner.errors import TunerError
 from tuner.files import atomic_path
-from tuner.model import build_cnn
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuner.artifacts import ModelCard
 from tuner.errors import TunerError
+from tuner.trained.card import ModelCard
 
 log = logging.getLogger(__name__)
 

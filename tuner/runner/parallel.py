@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tuner.engine.train import available_cpus
 from tuner.errors import TunerError
-from tuner.train import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def worker_env(index: int, workers: int) -> dict[str, str]:
 def run_workers(launches: list[WorkerLaunch]) -> int:
     """Start the workers, forward SIGINT/SIGTERM to them, wait; return the worst exit code.
 
-    A child that was interrupted marks its running trial FAIL itself (see tuner.signals).
+    A child that was interrupted marks its running trial FAIL itself (see tuner.runner.signals).
     """
     children: list[subprocess.Popen] = []
     for launch in launches:

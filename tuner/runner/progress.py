@@ -12,10 +12,10 @@ from rich.live import Live
 from rich.table import Table
 
 from tuner import attrs
-from tuner.study import count_finished
-from tuner.train import EpochResult
+from tuner.engine.train import EpochResult
+from tuner.search.study import count_finished
 
-log = logging.getLogger("tuner.progress")
+log = logging.getLogger("tuner.runner.progress")
 
 
 class TrialProgress:

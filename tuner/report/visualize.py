@@ -16,11 +16,11 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from tuner.artifacts import ModelCard
 from tuner.errors import TunerError
 from tuner.files import write_text_atomic
-from tuner.page import Page, Section, render
-from tuner.predict import probabilities, top_k
+from tuner.report.page import Page, Section, render
+from tuner.trained.card import ModelCard
+from tuner.trained.predict import probabilities, top_k
 
 MAX_FIRST_LAYER_FILTERS = 32
 MAX_KERNEL_CHANNELS = 16  # output and input channels shown per deeper layer

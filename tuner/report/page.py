@@ -1,5 +1,5 @@
 """Self-contained HTML pages of Plotly figures: `retrain` and `visualize` pages (`Page`), and
-the pieces the study report (`tuner.report_html`) builds its page from.
+the pieces the study report (`tuner.report.html`) builds its page from.
 
 plotly.js is embedded once in <head>, so a page opens offline and can be mailed around. Text
 that comes from users (study names, class names, file names) goes through `html.escape`;

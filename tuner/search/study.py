@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.space import grid_search_space
+from tuner.search.space import grid_search_space
 from tuner.spec import PRUNERS, SAMPLERS, StudySpec
 
 log = logging.getLogger(__name__)
