@@ -12,11 +12,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from net import free_port
 
 BINARIES = ("initdb", "pg_ctl", "postgres")
 SERVER_USER = "nobody"  # used only when running as root
@@ -85,7 +86,7 @@ def start_postgres(settings: dict[str, str] | None = None) -> PostgresServer:
                              "-E", "UTF8", "--no-sync"])  # fmt: skip
         server = PostgresServer(root, 0, password, settings=dict(settings or FAST_SETTINGS))
         for _ in range(3):  # a free port can be taken by someone else before the server binds it
-            server.port = _free_port()
+            server.port = free_port()
             try:
                 server.start()
                 return server
@@ -111,12 +112,6 @@ def _run_as_server_user(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd="/", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 20) -> str:

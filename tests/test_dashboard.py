@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from net import free_port
 from study_fixtures import make_study, sqlite_url
 from typer.testing import CliRunner
 
 from tuner.cli import app
 
 STARTUP_DEADLINE = 60.0  # seconds; importing torch and optuna on a busy machine is slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serves_the_study_on_loopback(tmp_path: Path) -> None:

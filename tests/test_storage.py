@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pg
 import psycopg
 import pytest
 import sqlalchemy.exc
+from net import free_port
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from optuna_worker import spawn, wait_until
@@ -40,12 +40,6 @@ def open_error(url: str, **options: object) -> str:
     message = str(caught.value)
     assert "\n" not in message
     return message
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- resolving and masking URLs ---
@@ -78,14 +72,14 @@ def test_unknown_scheme_and_non_url_are_rejected() -> None:
 
 
 def test_unreachable_postgres_names_host_and_port() -> None:
-    port = closed_port()
+    port = free_port()
     message = open_error(f"postgresql://tuner:hunter2@127.0.0.1:{port}/tuner")
     assert f"127.0.0.1:{port} is not reachable" in message
     assert "hunter2" not in message
 
 
 def test_postgres_url_spellings_all_use_psycopg3() -> None:
-    port = closed_port()
+    port = free_port()
     for scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         assert "is not reachable" in open_error(f"{scheme}://tuner:pw@127.0.0.1:{port}/tuner")
     if importlib.util.find_spec("psycopg2") is None:

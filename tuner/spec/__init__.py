@@ -22,6 +22,7 @@ import optuna
 
 from tuner.config import AugmentSpec
 from tuner.errors import TunerError
+from tuner.files import read_text_file
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -236,19 +237,7 @@ def _kind_name(kind: type) -> str:
 def load_spec(path: Path) -> StudySpec:
     """Read and validate a study file. Raises TunerError naming the file and the key."""
     path = Path(path)
-    try:
-        # utf-8-sig: editors on Windows like to start UTF-8 files with a byte-order mark.
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise TunerError(f"{path}: no such study file") from None
-    except IsADirectoryError:
-        raise TunerError(f"{path}: is a directory, not a study file") from None
-    except UnicodeDecodeError as exc:
-        raise TunerError(
-            f"{path}: not a UTF-8 text file (byte {exc.start}); save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise TunerError(f"{path}: cannot read study file: {exc.strerror or exc}") from None
+    text = read_text_file(path, "study file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -22,7 +22,7 @@ from torch import nn
 from tuner.config import TrialConfig
 from tuner.engine.model import build_cnn
 from tuner.errors import TunerError
-from tuner.files import atomic_path
+from tuner.files import atomic_path, read_text_file
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
@@ -140,9 +140,10 @@ def load_card(path: Path) -> ModelCard:
         raise TunerError(
             f"{weights_path}: not a tuner model: its model card {card_path.name} is missing"
         )
+    text = read_text_file(card_path, "model card")
     try:
-        return ModelCard.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return ModelCard.from_dict(json.loads(text))
+    except json.JSONDecodeError as exc:
         raise TunerError(f"{card_path}: unreadable model card ({exc})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TunerError(f"{card_path}: not a tuner model card ({_describe(exc)})") from None

@@ -20,6 +20,7 @@ import optuna
 from tuner import __version__, attrs
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
+from tuner.files import read_text_file
 from tuner.spec import PARAMETERS
 
 FORMATS = ("toml", "json")
@@ -158,12 +159,7 @@ def render(best: BestConfig, fmt: str) -> str:
 def read_best(path: Path) -> BestConfig:
     """Read a file written by `tuner best` (TOML or JSON, by suffix). Raises TunerError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TunerError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunerError(f"{path}: cannot read config file: {exc}") from None
+    text = read_text_file(path, "config file")
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
