@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+from net import free_port
 
 yaml = pytest.importorskip("yaml")
 
@@ -43,7 +52,7 @@ def test_compose_services_volume_and_healthcheck() -> None:
     assert set(services) == {"postgres", "worker", "dashboard"}
 
     postgres = services["postgres"]
-    assert postgres["image"] == "postgres:15"
+    assert re.fullmatch(r"postgres:15\.\d+-bookworm", postgres["image"])  # an exact server version
     assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
     assert "pgdata" in compose["volumes"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
@@ -86,7 +95,7 @@ def test_dashboard_reads_the_same_database() -> None:
         dashboard["environment"]["TUNER_STORAGE"]
         == services["worker"]["environment"]["TUNER_STORAGE"]
     )
-    assert "optuna-dashboard" in " ".join(dashboard["command"])
+    assert "optuna_dashboard" in " ".join(dashboard["command"])
 
 
 def test_gpu_override_reserves_gpus_for_the_worker() -> None:
@@ -98,8 +107,12 @@ def test_gpu_override_reserves_gpus_for_the_worker() -> None:
 
 def test_dockerfile_and_env_example() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
-    assert "TORCH_INDEX" in dockerfile and 'pip install ".[dashboard]"' in dockerfile
+    # The base image by its exact tag: images built on different days run one Python.
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.MULTILINE)
+    assert "TORCH_INDEX" in dockerfile
+    assert 'pip install -c constraints.txt ".[dashboard]"' in dockerfile
+    # The study files are package data: they must be in the build context before the install.
+    assert dockerfile.index("COPY studies") < dockerfile.index('".[dashboard]"')
     env = dict(
         line.split("=", 1)
         for line in (ROOT / ".env.example").read_text().splitlines()
@@ -109,6 +122,103 @@ def test_dockerfile_and_env_example() -> None:
     assert {"POSTGRES_USER", "POSTGRES_DB", "TUNER_STUDY", "TUNER_TRIALS"} <= set(env)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ".env" in ignored and ".git" in ignored
+    assert "!deploy/constraints.txt" in ignored  # deploy/ is ignored but for the pins
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    """Every distribution tuner[dashboard] needs is pinned to one version for the image."""
+    lock = _lock_module()
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    needed = set(lock.runtime_closure())
+    assert needed, "tuner is installed, so it has dependencies"
+    assert not needed - set(pins), f"unpinned in deploy/constraints.txt: {needed - set(pins)}"
+    assert {"optuna", "sqlalchemy", "torch", "torchvision"} <= set(pins)
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version) for version in pins.values())
+
+
+def _lock_module() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_lock", ROOT / "deploy" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_study_files(tmp_path: Path) -> None:
+    """`tuner run --study NAME` works from any directory: the studies are package data."""
+    source = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("studies", "tuner"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True)
+    build = ["pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    subprocess.run(
+        [sys.executable, "-m", *build, str(source)], check=True, capture_output=True, cwd=tmp_path
+    )
+    (wheel,) = tmp_path.glob("tuner-*.whl")
+    shipped = {
+        Path(name).name
+        for name in zipfile.ZipFile(wheel).namelist()
+        if name.startswith("tuner/studies/")
+    }
+    assert shipped == {path.name for path in (ROOT / "studies").glob("*.toml")}
+
+
+def test_compose_workers_share_a_data_volume_and_limit_threads() -> None:
+    compose = load("docker-compose.yml")
+    worker = compose["services"]["worker"]
+    assert "tuner-data:/data" in worker["volumes"]
+    assert "tuner-data" in compose["volumes"]
+    # OpenMP threads follow the CPUs a replica may use, so replicas don't oversubscribe a host.
+    assert worker["environment"]["OMP_NUM_THREADS"] == worker["cpus"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "TUNER_DATA_DIR=/data/datasets" in dockerfile
+    assert "TUNER_CACHE_DIR=/data/cache" in dockerfile
+
+
+def test_dashboard_url_is_not_on_its_command_line() -> None:
+    dashboard = load("docker-compose.yml")["services"]["dashboard"]
+    command = " ".join(dashboard["command"])
+    assert "TUNER_STORAGE" in command and "os.environ" in command
+    assert "$" not in command and "://" not in command  # nothing `ps` could show
+    assert "healthcheck" in dashboard
+
+
+def test_compose_dashboard_command_serves_and_passes_its_healthcheck(tmp_path: Path) -> None:
+    """The dashboard service's own command and healthcheck, run as real processes."""
+    pytest.importorskip("optuna_dashboard")
+    dashboard = load("docker-compose.yml")["services"]["dashboard"]
+    port = str(free_port())
+    command = [part.replace("8080", port) for part in dashboard["command"]]
+    health = [part.replace("8080", port) for part in dashboard["healthcheck"]["test"][1:]]
+    assert command[0] == health[0] == "python"
+    storage = f"sqlite:///{tmp_path / 'dash.db'}"
+    optuna.create_study(study_name="compose-check", storage=storage)
+    env = {**os.environ, "TUNER_STORAGE": storage}
+    server = subprocess.Popen(
+        [sys.executable, *command[1:]],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            check = subprocess.run([sys.executable, *health[1:]], capture_output=True, check=False)
+            if check.returncode == 0:
+                break
+            assert server.poll() is None, "the dashboard command exited"
+            assert time.monotonic() < deadline, check.stderr.decode()[-500:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_k8s_indexed_job_reads_the_url_from_a_secret() -> None:
@@ -122,3 +232,17 @@ def test_k8s_indexed_job_reads_the_url_from_a_secret() -> None:
     (storage,) = [env for env in container["env"] if env["name"] == "TUNER_STORAGE"]
     assert storage["valueFrom"]["secretKeyRef"] == {"name": "tuner-db", "key": "url"}
     assert_no_password_literal(job)
+
+
+def test_k8s_job_limits_threads_time_and_shares_data() -> None:
+    job = load("deploy/k8s-job.yaml")
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["cpu"]
+    (threads,) = [env for env in container["env"] if env["name"] == "OMP_NUM_THREADS"]
+    assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["mountPath"] == "/data" and volume["persistentVolumeClaim"]["claimName"]
