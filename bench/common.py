@@ -33,7 +33,12 @@ DEFAULT_STUDY = ROOT / "studies" / "mnist.toml"
 def load_splits(spec: StudySpec, dataset_dir: Path, cache_dir: Path | None = None) -> Splits:
     """The study's train/validation split, decoded through tuner's cache (no download)."""
     dataset = load_dataset(spec.dataset.name, dataset_dir, cache_dir, download=False)
-    return split(dataset, spec.dataset)
+    return split(
+        dataset,
+        val_fraction=spec.dataset.val_fraction,
+        split_seed=spec.dataset.split_seed,
+        train_subset=spec.dataset.train_subset,
+    )
 
 
 def sample_configs(

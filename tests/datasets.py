@@ -6,6 +6,7 @@ from their index, so every image is different and a test can tell which ones end
 pixel [0, 0, 0] of image i is `i % 256` and its label is `i % num_classes`.
 
     write_idx_dataset(tmp_path)                         # MNIST / Fashion-MNIST IDX files
+    write_idx_lookalike(tmp_path, "mnist")              # IDX files with MNIST's pixel statistics
     write_cifar_binary(tmp_path, "cifar10")             # cifar-10-batches-bin/*.bin
     write_cifar_python(tmp_path, "cifar100")            # cifar-100-python/{train,test,meta}
     write_imagefolder(tmp_path / "photos", mode="RGB")  # photos/CLASS/*.png
@@ -56,6 +57,40 @@ def write_idx_dataset(
                 (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
             else:
                 (folder / stem).write_bytes(data)
+    return folder
+
+
+# What a look-alike's pixels are: (fraction of non-zero pixels, their value range, border).
+LOOKALIKES = {
+    # MNIST: ~19% non-zero (mean ~0.13) strokes, all inside the centre 20x20 box.
+    "mnist": (0.37, (100, 256), 4),
+    # Fashion-MNIST: ~50% non-zero (mean ~0.29) pixels over most of the image.
+    "fashion-mnist": (0.5, (30, 256), 0),
+}
+
+
+def write_idx_lookalike(
+    folder: Path, like: str, train: int = 400, test: int = 100, seed: int = 0
+) -> Path:
+    """The four IDX files (gzip-compressed) of synthetic images with `like`'s pixel statistics.
+
+    `like` is "mnist" (mean ~0.13, ~81% zero pixels, an empty border) or "fashion-mnist" (mean
+    ~0.29, ~50% zero pixels): what tuner's content check tells the two datasets apart by.
+    Labels cycle through 0..9.
+    """
+    fraction, (low, high), border = LOOKALIKES[like]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("test", test)):
+        images = np.zeros((count, 28, 28), np.uint8)
+        inner = (count, 28 - 2 * border, 28 - 2 * border)
+        on = rng.random(inner) < fraction
+        images[:, border : 28 - border, border : 28 - border] = np.where(
+            on, rng.integers(low, high, size=inner), 0
+        )
+        labels = np.arange(count, dtype=np.uint8) % 10
+        for stem, array in zip(MNIST_STEMS[split], (images, labels), strict=True):
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(array)))
     return folder
 
 

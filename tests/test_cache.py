@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -13,26 +14,27 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import idx_bytes, write_idx_dataset, write_imagefolder
+from safetensors.torch import save_file
 
-from tuner import data
-from tuner.data import load_dataset
+from tuner.data import Dataset, idx, load_dataset
+from tuner.data.imagefolder import find_images
 
 
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the IDX decodes: one entry per call of the real decoder."""
     calls: list[int] = []
-    real: Callable = data._decode_idx
+    real: Callable = idx.decode_idx
 
-    def counting(sources):
+    def counting(*args):
         calls.append(1)
-        return real(sources)
+        return real(*args)
 
-    monkeypatch.setattr(data, "_decode_idx", counting)
+    monkeypatch.setattr(idx, "decode_idx", counting)
     return calls
 
 
-def load(source: Path, cache: Path) -> data.Dataset:
+def load(source: Path, cache: Path) -> Dataset:
     return load_dataset("mnist", source, cache, download=False)
 
 
@@ -55,7 +57,7 @@ def test_unchanged_sources_reuse_the_cache(tmp_path: Path, decodes: list[int]) -
 def change_train_labels(source: Path) -> torch.Tensor:
     """Rewrite the train labels of the IDX dataset in `source`; returns the new labels."""
     labels_file = source / "train-labels-idx1-ubyte.gz"
-    old_labels = data._read_idx(labels_file)
+    old_labels = idx.read_idx(labels_file)
     new_labels = (old_labels + 1) % 10  # same size, different content
     labels_file.write_bytes(gzip.compress(idx_bytes(new_labels)))
     stat = labels_file.stat()  # a different mtime even where the clock is coarse
@@ -136,7 +138,7 @@ def format_1_file(cache: Path, folder: Path, image_size: int) -> Path:
     """Where cache format 1 kept imagefolder:FOLDER: NAME-FINGERPRINT.safetensors."""
     name = f"imagefolder:{folder}"
     digest = hashlib.sha256(f"1|{name}|size={image_size}".encode())
-    for path in data._imagefolder_sources(folder):
+    for path in find_images(folder):
         stat = path.stat()
         digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
@@ -190,3 +192,94 @@ def test_a_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path, decodes: li
 
     load(source, cache)
     assert len(decodes) == 2, "the rewritten cache file should be valid again"
+
+
+def good_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
+    return {
+        "train_images": dataset.train.images,
+        "train_labels": dataset.train.labels,
+        "test_images": dataset.test.images,
+        "test_labels": dataset.test.labels,
+    }
+
+
+def without(tensors: dict, key: str) -> dict:
+    return {k: v for k, v in tensors.items() if k != key}
+
+
+def replaced(tensors: dict, key: str, value: torch.Tensor) -> dict:
+    return {**tensors, key: value}
+
+
+# Cache files that are valid safetensors but wrong inside: (tensors, class names) from the good
+# ones. 40 train and 10 test images of 10 classes (write_idx_dataset's defaults).
+WRONG_INSIDE = {
+    "missing key": (lambda t: without(t, "test_labels"), None),
+    "extra key": (lambda t: replaced(t, "weights", torch.zeros(3)), None),
+    "labels not int64": (lambda t: replaced(t, "train_labels", t["train_labels"].int()), None),
+    "images not uint8": (lambda t: replaced(t, "test_images", t["test_images"].float()), None),
+    "images not 4-d": (lambda t: replaced(t, "train_images", t["train_images"][:, 0]), None),
+    "labels not 1-d": (lambda t: replaced(t, "test_labels", t["test_labels"][:, None]), None),
+    "train and test shapes differ": (
+        lambda t: replaced(t, "test_images", t["test_images"][:, :, :14]),
+        None,
+    ),
+    "10 labels for 40 images": (
+        lambda t: replaced(t, "train_labels", t["train_labels"][:10]),
+        None,
+    ),
+    "label 99 of 10 classes": (
+        lambda t: replaced(t, "train_labels", torch.full((40,), 99, dtype=torch.int64)),
+        None,
+    ),
+    "negative label": (
+        lambda t: replaced(t, "test_labels", torch.full((10,), -1, dtype=torch.int64)),
+        None,
+    ),
+    "3 class names for 10 classes": (lambda t: t, json.dumps(["a", "b", "c"])),
+    "class names not a list": (lambda t: t, json.dumps({"a": 1})),
+    "class names not json": (lambda t: t, "[not json"),
+    "no class names": (lambda t: t, ""),
+}
+
+
+@pytest.mark.parametrize(("change", "class_names"), WRONG_INSIDE.values(), ids=WRONG_INSIDE)
+def test_a_cache_file_wrong_inside_is_rebuilt_with_a_warning(
+    tmp_path: Path,
+    decodes: list[int],
+    caplog: pytest.LogCaptureFixture,
+    change: Callable,
+    class_names: str | None,
+) -> None:
+    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
+    good = load(source, cache)
+    (cache_file,) = cache_files(cache)
+    names = json.dumps(list(good.class_names)) if class_names is None else class_names
+    metadata = {"class_names": names} if names else None
+    tensors = {key: tensor.contiguous() for key, tensor in change(good_tensors(good)).items()}
+    save_file(tensors, str(cache_file), metadata=metadata)
+
+    with caplog.at_level(logging.WARNING, logger="tuner.data"):
+        rebuilt = load(source, cache)
+    assert len(decodes) == 2, "the wrong cache file should have been rebuilt from the sources"
+    assert "ignoring" in caplog.text and f"cache {cache_file}" in caplog.text
+    for key, tensor in good_tensors(rebuilt).items():
+        assert torch.equal(tensor, good_tensors(good)[key]), key
+    assert rebuilt.class_names == good.class_names
+
+    load(source, cache)
+    assert len(decodes) == 2, "the rewritten cache file should be valid again"
+
+
+def test_a_cached_imagefolder_checks_labels_against_its_own_class_names(tmp_path: Path) -> None:
+    photos = write_imagefolder(tmp_path / "photos", classes=("a", "b", "c"), size=4)
+    name, cache = f"imagefolder:{photos}", tmp_path / "cache"
+    good = load_dataset(name, cache_dir=cache, image_size=4)
+    (cache_file,) = cache_files(cache)
+    labels = good.train.labels.clone()
+    labels[0] = 3  # a fourth class that the three class names do not have
+    tensors = replaced(good_tensors(good), "train_labels", labels)
+    save_file(tensors, str(cache_file), metadata={"class_names": json.dumps(["a", "b", "c"])})
+
+    rebuilt = load_dataset(name, cache_dir=cache, image_size=4)
+    assert torch.equal(rebuilt.train.labels, good.train.labels)

@@ -19,8 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from studies import SMALL_SPACE, tiny_study_toml
-from tuner import data as data_module
 from tuner.cli import app
+from tuner.data import load as data_load
 
 TINY = tiny_study_toml(
     description="one-epoch digits study for the CLI tests",
@@ -72,7 +72,7 @@ def isolated(tmp_path: Path, monkeypatch, cli_state) -> Path:
     monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TUNER_STORAGE", raising=False)
-    monkeypatch.setattr(data_module, "_download", lambda *args: None)
+    monkeypatch.setattr(data_load, "_download", lambda *args: None)
     return tmp_path
 
 

@@ -26,10 +26,10 @@ from datasets import (
     write_png,
 )
 
-from tuner import data as data_module
-from tuner.data import Dataset, load_dataset, split
+from tuner.data import Dataset, channel_stats, load_dataset, split
+from tuner.data import stats as stats_module
+from tuner.data.load import DOWNLOAD_TIMEOUT
 from tuner.errors import TunerError
-from tuner.spec import DatasetSpec
 
 
 def load(name: str, data_dir: Path | None = None, **kwargs) -> Dataset:
@@ -296,6 +296,32 @@ def test_idx_label_files_must_match_their_images(tmp_path: Path) -> None:
     assert load_error("mnist", tmp_path) == f"{labels}: labels must be 0..9, found 200"
 
 
+def test_8000_images_with_10_labels_or_a_label_of_99_name_the_file(tmp_path: Path) -> None:
+    write_idx_dataset(tmp_path, train=8000, test=10, gz=False)
+    images, labels = tmp_path / "train-images-idx3-ubyte", tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.zeros(10, np.uint8)))
+    assert load_error("mnist", tmp_path) == (
+        f"{images}: image and label files disagree: (8000, 28, 28) images, (10,) labels"
+    )
+    write_idx_dataset(tmp_path, train=20, test=10, gz=False)
+    test_labels = tmp_path / "t10k-labels-idx1-ubyte"
+    test_labels.write_bytes(idx_bytes(np.full(10, 99, np.uint8)))
+    assert load_error("mnist", tmp_path) == f"{test_labels}: labels must be 0..9, found 99"
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [([0] * 3, "counts differ: 6 images, 3 labels"), ([99] * 6, "must be 0..9, found 99")],
+    ids=["counts", "range"],
+)
+def test_cifar_batch_labels_must_fit_its_images(tmp_path: Path, labels, fragment: str) -> None:
+    write_cifar_python(tmp_path, per_file=6)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(cifar_pickle({"data": np.zeros((6, 3072), np.uint8), "labels": labels}))
+    message = load_error("cifar10", tmp_path)
+    assert message.startswith(f"{path}: corrupt CIFAR data") and fragment in message
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_truncated_cifar_binary(tmp_path: Path, name: str) -> None:
     write_cifar_binary(tmp_path, name, per_file=2)
@@ -446,7 +472,7 @@ def test_download_attempts_are_bounded_by_a_socket_timeout(tmp_path: Path, monke
     before = socket.getdefaulttimeout()
     with pytest.raises(TunerError, match="not found"):
         load_dataset("mnist", tmp_path, cache_dir=tmp_path / "cache")
-    assert timeouts == [data_module.DOWNLOAD_TIMEOUT]
+    assert timeouts == [DOWNLOAD_TIMEOUT]
     assert socket.getdefaulttimeout() == before  # restored for everything else
 
 
@@ -466,16 +492,16 @@ def rows(images: torch.Tensor) -> set[bytes]:
 
 
 def test_same_seed_same_split_and_another_seed_another(unique_images: Dataset) -> None:
-    first = split(unique_images, DatasetSpec(val_fraction=0.25, split_seed=3))
-    again = split(unique_images, DatasetSpec(val_fraction=0.25, split_seed=3))
-    other = split(unique_images, DatasetSpec(val_fraction=0.25, split_seed=4))
+    first = split(unique_images, val_fraction=0.25, split_seed=3)
+    again = split(unique_images, val_fraction=0.25, split_seed=3)
+    other = split(unique_images, val_fraction=0.25, split_seed=4)
     assert torch.equal(first.train.images, again.train.images)
     assert torch.equal(first.val.labels, again.val.labels)
     assert rows(first.val.images) != rows(other.val.images)
 
 
 def test_splits_never_overlap(unique_images: Dataset) -> None:
-    splits = split(unique_images, DatasetSpec(val_fraction=0.25, split_seed=0))
+    splits = split(unique_images, val_fraction=0.25, split_seed=0)
     train, val, test = (rows(s.images) for s in (splits.train, splits.val, unique_images.test))
     assert len(train) == len(splits.train) and len(val) == len(splits.val)  # all distinct
     assert not train & val and not train & test and not val & test
@@ -484,15 +510,17 @@ def test_splits_never_overlap(unique_images: Dataset) -> None:
 
 
 def test_train_subset_limits_training_images_only(unique_images: Dataset) -> None:
-    full = split(unique_images, DatasetSpec(val_fraction=0.25))
-    subset = split(unique_images, DatasetSpec(val_fraction=0.25, train_subset=10))
+    full = split(unique_images, val_fraction=0.25, split_seed=0)
+    subset = split(unique_images, val_fraction=0.25, split_seed=0, train_subset=10)
     assert len(subset.train) == 10 and torch.equal(subset.val.images, full.val.images)
     assert rows(subset.train.images) <= rows(full.train.images)
-    assert len(split(unique_images, DatasetSpec(train_subset=10_000)).train) == 38
+    assert (
+        len(split(unique_images, val_fraction=0.2, split_seed=0, train_subset=10_000).train) == 38
+    )
 
 
 def test_channel_statistics_come_from_the_training_split(unique_images: Dataset) -> None:
-    splits = split(unique_images, DatasetSpec(val_fraction=0.25))
+    splits = split(unique_images, val_fraction=0.25, split_seed=0)
     expected = splits.train.images.float().div(255).mean(dim=(0, 2, 3))
     assert torch.allclose(torch.tensor(splits.mean), expected, atol=1e-5)
 
@@ -516,25 +544,25 @@ def random_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("images_per_chunk", [None, 1, 3, 10, 100])
 def test_channel_stats_equal_the_plain_float_computation(images_per_chunk: int | None) -> None:
     images = random_images(10, 5)
-    assert_plain_stats(images, *data_module.channel_stats(images, images_per_chunk))
+    assert_plain_stats(images, *channel_stats(images, images_per_chunk))
 
 
 def test_channel_stats_read_the_images_in_chunks(monkeypatch) -> None:
-    monkeypatch.setattr(data_module, "STATS_CHUNK_VALUES", 2 * 3 * 8 * 8)  # 2 images a chunk
+    monkeypatch.setattr(stats_module, "STATS_CHUNK_VALUES", 2 * 3 * 8 * 8)  # 2 images a chunk
     counted: list[int] = []
     bincount = torch.bincount
     monkeypatch.setattr(
         torch, "bincount", lambda x, **kw: counted.append(x.numel()) or bincount(x, **kw)
     )
     images = random_images(7, 8)  # 4 chunks, the last one short
-    assert_plain_stats(images, *data_module.channel_stats(images))
+    assert_plain_stats(images, *channel_stats(images))
     assert sorted(set(counted)) == [8 * 8, 2 * 8 * 8]  # never more than a chunk at once
 
 
 def test_a_constant_channel_gets_a_small_nonzero_std() -> None:
     images = torch.full((4, 2, 3, 3), 51, dtype=torch.uint8)
     images[:, 1] = torch.arange(9, dtype=torch.uint8).view(3, 3)
-    mean, std = data_module.channel_stats(images)
+    mean, std = channel_stats(images)
     assert mean[0] == pytest.approx(0.2) and std[0] == 1e-3
     assert std[1] == pytest.approx(images[:, 1].double().div(255).std().item(), rel=1e-12)
 
@@ -542,4 +570,4 @@ def test_a_constant_channel_gets_a_small_nonzero_std() -> None:
 def test_too_few_images_for_a_split(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path, train=1, test=1)
     with pytest.raises(TunerError, match="too few images"):
-        split(load("mnist", tmp_path), DatasetSpec(val_fraction=0.5))
+        split(load("mnist", tmp_path), val_fraction=0.5, split_seed=0)

@@ -14,7 +14,6 @@ from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine.model import build_cnn
 from tuner.engine.train import DeviceData, fit, to_device
-from tuner.spec import DatasetSpec
 
 CPU = torch.device("cpu")
 CONFIG = TrialConfig(
@@ -32,7 +31,7 @@ CONFIG = TrialConfig(
 @pytest.fixture(scope="module")
 def digits() -> DeviceData:
     """scikit-learn's 8x8 digits: real images, 10 classes, decoded in milliseconds."""
-    return to_device(split(load_dataset("digits"), DatasetSpec(name="digits")), CPU)
+    return to_device(split(load_dataset("digits"), val_fraction=0.2, split_seed=0), CPU)
 
 
 def fast_path_accuracy(data: DeviceData) -> float:

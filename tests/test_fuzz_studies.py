@@ -26,10 +26,12 @@ from typer.testing import CliRunner
 
 from tuner import data as data_module
 from tuner.cli import app
+from tuner.data import load as data_load
+from tuner.data.registry import DATASETS
 from tuner.errors import TunerError
 from tuner.search.space import suggest
 from tuner.search.study import open_study
-from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
+from tuner.spec import METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 SPEC_MUTANTS = 300
@@ -147,7 +149,7 @@ def known_name(rng: random.Random, data: dict[str, Any]) -> None:
         [
             ("sampler", "name", list(SAMPLERS)),
             ("pruner", "name", list(PRUNERS)),
-            ("dataset", "name", [*BUILTIN_DATASETS, "imagefolder:./photos"]),
+            ("dataset", "name", [*DATASETS, "imagefolder:./photos"]),
             ("", "metric", list(METRICS)),
             ("", "direction", ["maximize", "minimize"]),
         ]
@@ -276,7 +278,7 @@ def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Iterator[Path]:
         return real_load_dataset(name, *args, **kwargs)
 
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
-    monkeypatch.setattr(data_module, "_download", lambda *args: None)
+    monkeypatch.setattr(data_load, "_download", lambda *args: None)
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # relative imagefolder paths resolve (to nothing) here
     root = logging.getLogger()

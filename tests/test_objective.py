@@ -36,7 +36,15 @@ def spec():
 
 @pytest.fixture(scope="module")
 def data(spec):
-    return to_device(split(load_dataset("digits"), spec.dataset), torch.device("cpu"))
+    return to_device(
+        split(
+            load_dataset("digits"),
+            val_fraction=spec.dataset.val_fraction,
+            split_seed=spec.dataset.split_seed,
+            train_subset=spec.dataset.train_subset,
+        ),
+        torch.device("cpu"),
+    )
 
 
 def test_completed_trial_records_config_history_and_costs(spec, data):

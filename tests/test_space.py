@@ -259,7 +259,15 @@ def test_other_samplers_keep_one_filters_param_per_block(tmp_path: Path, sampler
 
 def test_short_grid_study_runs_every_point_once(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, GRID.replace("high = 0.2, step = 0.1", "high = 0.0, step = 0.1"))
-    data = to_device(split(load_dataset("digits"), spec.dataset), torch.device("cpu"))
+    data = to_device(
+        split(
+            load_dataset("digits"),
+            val_fraction=spec.dataset.val_fraction,
+            split_seed=spec.dataset.split_seed,
+            train_subset=spec.dataset.train_subset,
+        ),
+        torch.device("cpu"),
+    )
     study = open_study(spec, optuna.storages.InMemoryStorage())
     assert isinstance(study.sampler, optuna.samplers.GridSampler)
     # Ask for more trials than the grid has: the grid sampler stops the study when it is done.

@@ -42,7 +42,15 @@ def digits() -> Dataset:
 
 
 def device_data(spec: StudySpec, digits: Dataset) -> DeviceData:
-    return to_device(split(digits, spec.dataset), CPU)
+    return to_device(
+        split(
+            digits,
+            val_fraction=spec.dataset.val_fraction,
+            split_seed=spec.dataset.split_seed,
+            train_subset=spec.dataset.train_subset,
+        ),
+        CPU,
+    )
 
 
 def run(spec: StudySpec, storage: str, digits: Dataset, total: int) -> optuna.Study:

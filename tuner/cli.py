@@ -302,7 +302,13 @@ def run(
 
     torch_device = pick_device(device)
     dataset = load_dataset(spec.dataset.name, data_dir, cache_dir)
-    data = to_device(split(dataset, spec.dataset), torch_device)
+    splits = split(
+        dataset,
+        val_fraction=spec.dataset.val_fraction,
+        split_seed=spec.dataset.split_seed,
+        train_subset=spec.dataset.train_subset,
+    )
+    data = to_device(splits, torch_device)
     optuna_study = open_study(
         spec, open_storage(url), seed_offset=worker_seed_offset(), force=force
     )

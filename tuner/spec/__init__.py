@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from tuner.config import AugmentSpec
+from tuner.data.registry import dataset_name_problem
 from tuner.errors import TunerError
 from tuner.files import read_text_file
 
@@ -39,9 +40,6 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
     "none": optuna.pruners.NopPruner,
 }
-
-BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -124,12 +122,6 @@ class DatasetSpec:
     val_fraction: float = 0.2
     split_seed: int = 0
     train_subset: int = 0  # use at most this many training images (0 = all), for quick studies
-
-    @property
-    def imagefolder_path(self) -> Path | None:
-        if self.name.startswith(IMAGEFOLDER_PREFIX):
-            return Path(self.name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
-        return None
 
 
 @dataclass(frozen=True)
@@ -506,14 +498,9 @@ def _try(
 
 
 def _validate_dataset(check: _Checker, dataset: DatasetSpec) -> None:
-    if dataset.name not in BUILTIN_DATASETS and not dataset.name.startswith(IMAGEFOLDER_PREFIX):
-        raise check.fail(
-            "[dataset].name",
-            f"unknown dataset {dataset.name!r}; allowed: {', '.join(BUILTIN_DATASETS)}, "
-            f"or {IMAGEFOLDER_PREFIX}PATH",
-        )
-    if dataset.imagefolder_path is not None and not dataset.name[len(IMAGEFOLDER_PREFIX) :]:
-        raise check.fail("[dataset].name", "imagefolder: needs a path, e.g. imagefolder:./photos")
+    problem = dataset_name_problem(dataset.name)
+    if problem is not None:
+        raise check.fail("[dataset].name", problem)
     if not 0 < dataset.val_fraction < 1:
         raise check.fail("[dataset].val_fraction", f"must be in (0, 1), got {dataset.val_fraction}")
     if dataset.train_subset < 0:
