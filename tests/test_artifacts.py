@@ -289,3 +289,41 @@ def test_model_pages_default_to_the_model_folder(saved, tmp_path: Path, monkeypa
         assert result.exit_code == 0, result.output
         assert (directory / "viz.html").is_file()
         assert sorted(p.name for p in work.iterdir()) == ["a.png"]
+
+
+def test_the_trained_package_names_what_callers_use_and_imports_it_lazily() -> None:
+    import subprocess
+    import sys
+
+    import tuner.trained
+    from tuner.trained import card, export, predict, retrain
+
+    expected = {
+        "ModelCard": card.ModelCard,
+        "load_card": card.load_card,
+        "load_model": card.load_model,
+        "save_model": card.save_model,
+        "model_paths": card.model_paths,
+        "BestConfig": export.BestConfig,
+        "best_config": export.best_config,
+        "read_best": export.read_best,
+        "render": export.render,
+        "Prediction": predict.Prediction,
+        "predict_files": predict.predict_files,
+        "read_image": predict.read_image,
+        "exit_code": predict.exit_code,
+        "retrain_model": retrain.retrain,
+        "save_retrained": retrain.save,
+        "epochs_for": retrain.epochs_for,
+    }
+    assert sorted(tuner.trained.__all__) == sorted(expected)
+    for name, value in expected.items():
+        assert getattr(tuner.trained, name) is value
+    # Importing the package alone loads none of the heavy modules: a verb pays for what it uses.
+    code = (
+        "import sys, tuner.trained; print(sorted({'torch', 'plotly', 'optuna'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
