@@ -150,3 +150,55 @@ def test_cli_best_unknown_study(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["best", "--study", "nope", "--storage", url])
     assert result.exit_code == 2
     assert "no study 'nope'" in result.stderr and "fake" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("kernel_size = 10001", "config.kernel_size: must be an odd int from 1 to 31"),
+        ("learning_rate = nan", "config.learning_rate: must be a float > 0"),
+        ("weight_decay = inf", "config.weight_decay: must be a float >= 0"),
+        ("fc_units = 0", "config.fc_units: must be an int from 1 to 8192"),
+        ('optimizer = "lbfgs"', "config.optimizer: must be 'adamw' or 'sgd'"),
+        ("max_epochs = 0", "config.max_epochs: must be an int >= 1"),
+        ("seed = -1", "config.seed: must be an int from 0"),
+        ("filters = [8, 8, 8, 8, 8, 8, 8]", "config.filters: must be a list of ints"),
+        ("filters = [8, 100000]", "config.filters[1]: must be an int from 1 to 1024"),
+        ("[config.augment]\ncutout = -2", "config.augment.cutout: must be >= 0"),
+    ],
+)
+def test_config_values_outside_their_domains_are_refused(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    filters = "" if line.startswith("filters") else "filters = [8]\n"
+    path.write_text(f'dataset = "digits"\n[config]\n{filters}{line}\n')
+    with pytest.raises(TunerError, match=str(path)) as error:
+        read_best(path)
+    assert key in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_retrain_of_a_study_named_like_a_path_stays_in_runs(tmp_path: Path, monkeypatch) -> None:
+    from tuner.files import study_slug
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    config = TrialConfig(filters=(4,), fc_units=8, batch_size=256, max_epochs=1, patience=0)
+    (work / "best.json").write_text(
+        to_json(BestConfig("digits", config, study="../../etc/x", trial=0, best_epoch=1))
+    )
+    result = CliRunner().invoke(
+        app,
+        ["retrain", "-c", "best.json", "--device", "cpu", "--cache-dir", str(tmp_path / "c")],
+    )
+    assert result.exit_code == 0, result.output
+    model_dir = work / "runs" / study_slug("../../etc/x")
+    assert (model_dir / "model.json").is_file()
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert {p for p in written if p.parts[0] != "c"} == {
+        Path("a", "b", "best.json"),
+        *(Path("a", "b", "runs", model_dir.name, f) for f in ("model.safetensors", "model.json")),
+        Path("a", "b", "runs", model_dir.name, "retrain.html"),
+    }

@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.trained.predict import predict_files, probabilities, read_image, top_k
+from tuner.trained.predict import (
+    MAX_IMAGE_PIXELS,
+    exit_code,
+    predict_files,
+    probabilities,
+    read_image,
+    top_k,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,3 +146,87 @@ def test_cli_bad_model_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "none"), str(image)])
     assert result.exit_code == 2
     assert "no such model" in result.stderr
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """A real, valid greyscale PNG of zeros, built row by row: tiny on disk, huge decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    compressor = zlib.compressobj(1)
+    rows = b"\x00" * (width + 1) * 1000  # each row: filter type 0, then the pixels
+    parts = [
+        compressor.compress(rows[: (width + 1) * min(1000, height - start)])
+        for start in range(0, height, 1000)
+    ]
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts) + compressor.flush())
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path, gray_model
+) -> None:
+    directory, model, card = gray_model
+    bomb = write_blank_png(tmp_path / "bomb.png", 13000, 13000)
+    assert bomb.stat().st_size < 2_000_000  # the issue's file: 531 KB, 169 megapixels
+    assert MAX_IMAGE_PIXELS < 13000 * 13000  # the premise of this test
+    images = write_images(tmp_path / "images")
+    results = predict_files(model, card, [bomb, images["rgb.png"]])
+    assert results[0].error == (
+        f"{bomb}: 13000x13000 pixels is over the limit of {MAX_IMAGE_PIXELS:,}; "
+        "shrink the image first"
+    )
+    assert results[1].error is None and results[1].top
+    cli = CliRunner().invoke(
+        app, ["predict", "-m", str(directory), str(bomb), str(images["gray.jpg"])]
+    )
+    assert cli.exit_code == 1, cli.output
+    assert cli.stderr.strip() == f"error: {results[0].error}"
+
+
+def test_pillows_own_bomb_check_is_a_per_file_error(
+    tmp_path: Path, gray_model, monkeypatch
+) -> None:
+    from PIL import Image
+
+    _, model, card = gray_model
+    images = write_images(tmp_path / "images")  # rgb.png: 50x30 = 1500 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow raises above twice this
+    results = predict_files(model, card, [images["rgb.png"], images["gray.jpg"]])
+    assert results[0].error.startswith(f"{images['rgb.png']}: image too large to decode safely")
+    assert "\n" not in results[0].error
+    assert results[1].error is None
+
+
+@pytest.mark.parametrize(
+    ("names", "code"),
+    [
+        (["rgb.png", "gray.jpg"], 0),
+        (["rgb.png", "notes.txt"], 1),  # some predicted, one exists but is no image
+        (["notes.txt"], 2),  # nothing could be predicted
+        (["rgb.png", "missing.png"], 2),  # a file that does not exist: a usage error
+        (["missing.png"], 2),
+    ],
+)
+def test_exit_codes(tmp_path: Path, gray_model, names: list[str], code: int) -> None:
+    directory, model, card = gray_model
+    images = write_images(tmp_path / "images")
+    paths = [images.get(name, tmp_path / name) for name in names]
+    assert exit_code(predict_files(model, card, paths)) == code
+    result = CliRunner().invoke(app, ["predict", "-m", str(directory), *map(str, paths)])
+    assert result.exit_code == code, result.output
+    if "rgb.png" in names:
+        assert "rgb.png" in result.stdout  # the readable files are still predicted
+    if "missing.png" in names:
+        assert f"error: {tmp_path / 'missing.png'}: no such file" in result.stderr

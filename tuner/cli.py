@@ -449,10 +449,12 @@ def report(
     studies: StudiesDirOption = None,
 ) -> None:
     """Write one self-contained HTML report of a study (opens offline)."""
+    from tuner.files import study_slug
     from tuner.report import write_report
 
     optuna_study = _load_stored_study(_study_name(study, studies), storage)
-    path = write_report(optuna_study, out or Path(f"report-{optuna_study.study_name}.html"))
+    default = Path(f"report-{study_slug(optuna_study.study_name)}.html")
+    path = write_report(optuna_study, out or default)
     _console().print(f"report written to {path}")
 
 
@@ -555,13 +557,14 @@ def retrain(
     """
     from tuner.data import load_dataset
     from tuner.engine.train import pick_device
+    from tuner.files import study_slug
     from tuner.trained.retrain import epochs_for, save
     from tuner.trained.retrain import retrain as retrain_model
 
     chosen = _best_config(study, config, storage, studies)
     torch_device = pick_device(device)
     dataset = load_dataset(chosen.dataset, data_dir, cache_dir)
-    out_dir = out or Path("runs") / (chosen.study or (config.stem if config else "model"))
+    out_dir = out or Path("runs") / study_slug(chosen.study or (config.stem if config else "model"))
     source = f"trial {chosen.trial} of {chosen.study}" if chosen.study else str(config)
     console = _console()
     console.print(
@@ -586,18 +589,19 @@ def visualize(
     index: Annotated[
         int, typer.Option("--index", min=0, help="Which test image, without --image.")
     ] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
-        "viz.html"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="HTML file to write (default: MODEL_DIR/viz.html)."),
+    ] = None,
     data_dir: DataDirOption = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
     """One HTML page of a model's filters and feature maps for one image."""
     from tuner.report.visualize import test_image, write_visualization
-    from tuner.trained.card import load_model
-    from tuner.trained.predict import read_image
+    from tuner.trained import load_model, model_paths, read_image
 
     loaded, card = load_model(model)
+    out = out or model_paths(model)[1].parent / "viz.html"  # next to the model, not in cwd
     if image is not None:
         pixels, label = read_image(image, card), image.name
     else:
@@ -618,13 +622,13 @@ def predict(
     """Class probabilities for image files.
 
     A file that cannot be read gets an error line on stderr and the others are still
-    predicted. Exit code 0 when every file was predicted, 1 when any could not be read,
-    2 for usage errors (bad options, unusable model).
+    predicted. Exit code 0 when every file was predicted; 1 when some were and others are not
+    readable images; 2 when a named file does not exist, no file could be predicted, or for
+    other usage errors (bad options, unusable model).
     """
     import json
 
-    from tuner.trained.card import load_model
-    from tuner.trained.predict import predict_files
+    from tuner.trained import exit_code, load_model, predict_files
 
     loaded, card = load_model(model)
     results = predict_files(loaded, card, images, top_k)
@@ -655,8 +659,8 @@ def predict(
                 )
         if table.rows:
             _console().print(table)
-    if any(result.error for result in results):
-        raise typer.Exit(1)
+    if code := exit_code(results):
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,12 +1,15 @@
-"""Files a user names: read as text with one-line errors, written atomically.
+"""Files a user names: read as text with one-line errors, written atomically, named safely.
 
 Writes go to a temporary file next to the target, renamed over it only when complete (a rename
-within a folder is atomic), so readers never see half of one.
+within a folder is atomic), so readers never see half of one. A study's name becomes part of a
+file name only through `study_slug`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,3 +63,26 @@ def read_text_file(path: Path, kind: str) -> str:
         ) from None
     except OSError as exc:
         raise TunerError(f"{path}: cannot read {kind}: {exc.strerror or exc}") from None
+
+
+SLUG_MAX_CHARS = 64  # of the readable part; the whole slug stays far below NAME_MAX (255 bytes)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def study_slug(name: str) -> str:
+    """A study name as one safe file-name component: the only way a name becomes a path.
+
+    A name of letters, digits, `.`, `_` and `-` that starts with a letter, digit or `_` and has
+    at most SLUG_MAX_CHARS characters is its own slug (`digits-quick`). Any other name keeps
+    its safe characters (each other run, such as `/`, spaces, control or non-ASCII characters,
+    becomes `-`; leading dots and dashes go, so never `..`, hidden or option-like), shortened
+    to SLUG_MAX_CHARS, then `~` and 8 hex digits of the name's SHA-256. `~` never occurs in a
+    name that is its own slug, so distinct names get distinct slugs. Stored studies can have
+    any name (Optuna takes any string), so this never fails.
+    """
+    if len(name) <= SLUG_MAX_CHARS and _SAFE_NAME.fullmatch(name):
+        return name
+    cleaned = _UNSAFE_RUN.sub("-", name).lstrip(".-")[:SLUG_MAX_CHARS].rstrip(".-")
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned or 'study'}~{digest}"

@@ -2,31 +2,39 @@
 
 The card says everything needed to rebuild and feed the network (config, input shape, class
 names, normalisation) and how well it did on the test split. Loading never unpickles: weights
-are read with safetensors only, and the model is rebuilt with `build_cnn` from the card. Files
-are written to a temporary name and renamed, so an interrupted save never leaves a partial file.
+are read with safetensors only, and the model is rebuilt with `build_cnn` from the card, after
+every card field has been checked and the weights' shapes compared with the network the card
+describes (built on the meta device, which allocates nothing). Files are written to a
+temporary name and renamed, so an interrupted save never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+import math
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn
+from tuner.engine.model import build_cnn, count_parameters
 from tuner.errors import TunerError
 from tuner.files import atomic_path, read_text_file
+from tuner.trained.export import parse_config
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 CARD_FORMAT = "tuner-model/1"
+INPUT_CHANNELS = (1, 3)  # grey or RGB: all the data loaders produce
+MAX_INPUT_SIDE = 1024  # pixels; trained inputs are far smaller (digits 8, CIFAR 32)
 
 
 @dataclass(frozen=True)
@@ -71,25 +79,15 @@ class ModelCard:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelCard:
-        """Inverse of `to_dict`; raises KeyError, TypeError or ValueError on a malformed card."""
-        if values.get("format") != CARD_FORMAT:
-            raise ValueError(f"format is {values.get('format')!r}, expected {CARD_FORMAT!r}")
-        values = dict(values)
-        values["config"] = TrialConfig.from_dict(values["config"])
-        shape = tuple(int(v) for v in values["input_shape"])
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be [C, H, W], got {values['input_shape']}")
-        values["input_shape"] = shape
-        values["class_names"] = tuple(str(name) for name in values["class_names"])
-        values["mean"] = tuple(float(v) for v in values["mean"])
-        values["std"] = tuple(float(v) for v in values["std"])
-        if not len(values["mean"]) == len(values["std"]) == shape[0]:
-            raise ValueError("mean and std need one value per input channel")
-        values["confusion_matrix"] = tuple(tuple(row) for row in values["confusion_matrix"])
-        for key in ("train_loss", "train_accuracy"):
-            values[key] = tuple(float(v) for v in values.get(key, ()))
-        return cls(**values)
+    def from_dict(cls, values: Any, source: Path | str = CARD_FILE) -> ModelCard:
+        """Inverse of `to_dict`, every field checked; raises TunerError naming `source` and key.
+
+        Checked before anything is built from the card: the input shape (1 or 3 channels, at
+        most MAX_INPUT_SIDE pixels a side), one finite mean and one std > 0 per channel, at
+        least two distinct class names that also key the per-class accuracies and size the
+        confusion matrix, and the config's values in their study-file domains.
+        """
+        return _parse_card(values, Path(source))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float32, standardised exactly as during training."""
@@ -142,11 +140,12 @@ def load_card(path: Path) -> ModelCard:
         )
     text = read_text_file(card_path, "model card")
     try:
-        return ModelCard.from_dict(json.loads(text))
+        values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TunerError(f"{card_path}: unreadable model card ({exc})") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TunerError(f"{card_path}: not a tuner model card ({_describe(exc)})") from None
+    except RecursionError:
+        raise TunerError(f"{card_path}: unreadable model card (nested too deeply)") from None
+    return ModelCard.from_dict(values, card_path)
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
@@ -154,29 +153,205 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
 
     `path` is the model directory, its .safetensors file or its card. Raises TunerError naming
     the file when it is not a tuner model (no card, not safetensors, wrong keys or shapes).
+    Nothing is allocated before the card's fields and the weights' shapes have been checked
+    against each other, so a tampered card cannot ask for terabytes.
     """
     card = load_card(path)
     weights_path, card_path = model_paths(path)
     if not weights_path.is_file():
         raise TunerError(f"{weights_path}: model weights missing (the card {card_path} exists)")
-    try:
-        # safetensors stores raw tensors and a JSON header; nothing in the file can run code.
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise TunerError(f"{weights_path}: not a safetensors weights file ({exc})") from None
+    shapes = _weight_shapes(weights_path)
     if card.weights_sha256 and card.weights_sha256 != _sha256(weights_path):
         raise TunerError(
             f"{weights_path}: weights do not match the model card {card_path.name} "
             "(checksum differs; the files come from different runs)"
         )
-    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    _check_fit(card, shapes, weights_path, card_path)
+    # safetensors stores raw tensors and a JSON header; nothing in the file can run code.
     try:
-        model.load_state_dict(state, strict=True)
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise TunerError(f"{weights_path}: not a safetensors weights file ({exc})") from None
+    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    model.load_state_dict(state, strict=True)  # _check_fit compared every key and shape
+    return model.to(device).eval(), card
+
+
+def _weight_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as weights:
+            names = weights.keys()  # a safe_open handle is not a mapping: no `in weights`
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in names}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise TunerError(f"{weights_path}: not a safetensors weights file ({exc})") from None
+
+
+def _check_fit(
+    card: ModelCard, shapes: dict[str, tuple[int, ...]], weights_path: Path, card_path: Path
+) -> None:
+    """The card's network on PyTorch's meta device (shapes only, no memory) against the weights.
+
+    Checks the classifier head against the class names, then every key and shape, then the
+    card's parameter count.
+    """
+    with torch.device("meta"):
+        skeleton = build_cnn(card.config, card.input_shape, card.num_classes)
+    expected_params = count_parameters(skeleton)
+    linear = [name for name, module in skeleton.named_modules() if isinstance(module, nn.Linear)]
+    head_shape = shapes.get(f"{linear[-1]}.weight")
+    if head_shape and head_shape[0] != card.num_classes:
+        raise TunerError(
+            f"{card_path}: class_names: {card.num_classes} names, but the weights' "
+            f"classifier head in {weights_path.name} has {head_shape[0]} classes"
+        )
+    try:
+        # assign: the meta tensors replace the skeleton's (copying into meta ones warns).
+        skeleton.load_state_dict(
+            {key: torch.empty(shape, device="meta") for key, shape in shapes.items()},
+            strict=True,
+            assign=True,
+        )
     except RuntimeError as exc:
         raise TunerError(
             f"{weights_path}: weights do not fit the model its card describes: {_describe(exc)}"
         ) from None
-    return model.to(device).eval(), card
+    if card.param_count != expected_params:
+        raise TunerError(
+            f"{card_path}: param_count: {card.param_count}, but the model it describes has "
+            f"{expected_params} parameters"
+        )
+
+
+# ---------------------------------------------------------------- checking a card's fields
+
+
+def _parse_card(values: Any, path: Path) -> ModelCard:
+    """Every field of a card read from JSON, checked; a TunerError names `path` and the key."""
+
+    def fail(key: str, problem: str) -> TunerError:
+        return TunerError(f"{path}: {key}: {problem}")
+
+    if not isinstance(values, dict) or values.get("format") != CARD_FORMAT:
+        found = values.get("format") if isinstance(values, dict) else type(values).__name__
+        raise TunerError(
+            f"{path}: not a tuner model card (format: {found!r}, expected {CARD_FORMAT!r})"
+        )
+    known = {f.name: f for f in fields(ModelCard)}
+    for key in values:
+        if key not in known:
+            raise fail(key, f"unknown key; allowed: {', '.join(sorted(known))}")
+    for key, field in known.items():
+        if key not in values and field.default is MISSING:
+            raise fail(key, "missing")
+
+    shape = values["input_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
+        raise fail("input_shape", f"must be [channels, height, width], got {_short(shape)}")
+    channels, height, width = shape
+    if channels not in INPUT_CHANNELS:
+        raise fail("input_shape", f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+        raise fail(
+            "input_shape",
+            f"height and width must be 1 to {MAX_INPUT_SIDE} pixels, got {height}x{width}",
+        )
+    names = values["class_names"]
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
+        raise fail("class_names", "must be a list of non-empty strings")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise fail("class_names", f"must name at least 2 distinct classes, got {_short(names)}")
+    classes = len(names)
+    stats = {key: _numbers(values[key], key, channels, fail, 1.0) for key in ("mean", "std")}
+    if min(stats["std"]) <= 0:
+        raise fail("std", f"every channel's std must be > 0, got {list(stats['std'])}")
+    per_class = values["per_class_accuracy"]
+    if not (isinstance(per_class, dict) and set(per_class) == set(names)):
+        raise fail("per_class_accuracy", "must have one entry per class name")
+    for name, accuracy in per_class.items():
+        if accuracy is not None and not _is_fraction(accuracy):
+            raise fail(f"per_class_accuracy.{name}", f"must be 0 to 1 or null, got {accuracy!r}")
+    matrix = values["confusion_matrix"]
+    rows_ok = isinstance(matrix, list) and len(matrix) == classes
+    if not rows_ok or not all(
+        isinstance(row, list) and len(row) == classes and all(_is_int(v) and v >= 0 for v in row)
+        for row in matrix
+    ):
+        raise fail("confusion_matrix", f"must be {classes}x{classes} counts (one row per class)")
+    for key in ("study", "tuner_version", "created", "dataset"):
+        value = values.get(key)
+        if not (isinstance(value, str) or (key == "study" and value is None)):
+            raise fail(key, f"must be a string, got {_short(value)}")
+    if not values["dataset"]:
+        raise fail("dataset", "must name the dataset the model was trained on")
+    for key, low in (("trial", 0), ("epochs", 1), ("train_count", 0), ("test_count", 0)):
+        value = values[key]
+        if not ((_is_int(value) and value >= low) or (key == "trial" and value is None)):
+            raise fail(key, f"must be an int >= {low}, got {_short(value)}")
+    if not _is_int(values["param_count"]) or values["param_count"] < 1:
+        raise fail("param_count", f"must be an int >= 1, got {_short(values['param_count'])}")
+    if not _is_fraction(values["test_accuracy"]):
+        raise fail("test_accuracy", f"must be 0 to 1, got {_short(values['test_accuracy'])}")
+    if not (_is_number(values["test_loss"]) and values["test_loss"] >= 0):
+        raise fail("test_loss", f"must be a number >= 0, got {_short(values['test_loss'])}")
+    curves = {
+        key: _numbers(values.get(key, []), key, None, fail, high)
+        for key, high in (("train_loss", math.inf), ("train_accuracy", 1.0))
+    }
+    digest = values.get("weights_sha256", "")
+    if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
+        raise fail("weights_sha256", "must be empty or 64 lowercase hex digits")
+    return ModelCard(
+        **{key: values[key] for key in ("study", "trial", "dataset", "tuner_version", "created")},
+        **{key: values[key] for key in ("epochs", "train_count", "test_count", "param_count")},
+        input_shape=(channels, height, width),
+        class_names=tuple(names),
+        mean=stats["mean"],
+        std=stats["std"],
+        config=parse_config(values["config"], path, "config"),
+        test_accuracy=float(values["test_accuracy"]),
+        test_loss=float(values["test_loss"]),
+        per_class_accuracy={name: per_class[name] for name in names},
+        confusion_matrix=tuple(tuple(row) for row in matrix),
+        train_loss=curves["train_loss"],
+        train_accuracy=curves["train_accuracy"],
+        weights_sha256=digest,
+    )
+
+
+def _numbers(
+    values: Any,
+    key: str,
+    count: int | None,
+    fail: Callable[[str, str], TunerError],
+    high: float,
+) -> tuple[float, ...]:
+    """A list of finite numbers from 0 to `high`, `count` long when given."""
+    if not isinstance(values, list) or (count is not None and len(values) != count):
+        length = "a list" if count is None else f"a list of {count} (one per input channel)"
+        raise fail(key, f"must be {length} of numbers, got {_short(values)}")
+    allowed = ">= 0" if high == math.inf else f"from 0 to {high:g}"
+    for index, value in enumerate(values):
+        if not (_is_number(value) and 0 <= value <= high):
+            raise fail(f"{key}[{index}]", f"must be a finite number {allowed}, got {value!r}")
+    return tuple(float(value) for value in values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_fraction(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= 1
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ import datetime
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tuner import __version__, attrs
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
 from tuner.files import read_text_file
-from tuner.spec import PARAMETERS
+from tuner.spec import MAX_SEED, PARAMETERS
 
 FORMATS = ("toml", "json")
 
@@ -180,21 +181,7 @@ def _parse(data: dict[str, Any], path: Path) -> BestConfig:
             raise TunerError(f"{path}: {key}: missing (see `tuner best` for the format)")
     if not isinstance(data["dataset"], str):
         raise TunerError(f"{path}: dataset: must be a string")
-    config = data["config"]
-    if not isinstance(config, dict):
-        raise TunerError(f"{path}: config: must be a table")
-    _check_fields(config, TrialConfig, path, "config")
-    if "augment" in config:
-        if not isinstance(config["augment"], dict):
-            raise TunerError(f"{path}: config.augment: must be a table")
-        _check_fields(config["augment"], AugmentSpec, path, "config.augment")
-    filters = config.get("filters", [])
-    if not (
-        isinstance(filters, list)
-        and filters
-        and all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in filters)
-    ):
-        raise TunerError(f"{path}: config.filters: must be a non-empty array of ints >= 1")
+    config = parse_config(data["config"], path, "config")
     checked = {
         "study": (str, data.get("study")),
         "trial": (int, data.get("trial")),
@@ -207,13 +194,63 @@ def _parse(data: dict[str, Any], path: Path) -> BestConfig:
             raise TunerError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")
     return BestConfig(
         dataset=data["dataset"],
-        config=TrialConfig.from_dict(config),
+        config=config,
         study=data.get("study"),
         trial=data.get("trial"),
         value=None if data.get("value") is None else float(data["value"]),
         metric=data.get("metric"),
         best_epoch=data.get("best_epoch"),
     )
+
+
+# What a config value may be beyond the [space] parameters' domains (spec.PARAMETERS).
+_TRAINING_DOMAINS: dict[str, tuple[Callable[[int], bool], str]] = {
+    "max_epochs": (lambda v: v >= 1, "an int >= 1"),
+    "patience": (lambda v: v >= 0, "an int >= 0 (0 = no early stopping)"),
+    "seed": (lambda v: 0 <= v <= MAX_SEED, f"an int from 0 to {MAX_SEED}"),
+}
+
+
+def parse_config(values: Any, path: Path, where: str) -> TrialConfig:
+    """A `TrialConfig` from its `to_dict()` form read from a file, every value checked.
+
+    Keys and types follow TrialConfig and AugmentSpec; values must lie in the domains a study
+    file's [space] allows (spec.PARAMETERS), so a hand-edited file cannot ask for a
+    10001-pixel kernel. Raises TunerError naming `path` and the key (`where.name`).
+    """
+    if not isinstance(values, dict):
+        raise TunerError(f"{path}: {where}: must be a table")
+    _check_fields(values, TrialConfig, path, where)
+    augment = values.get("augment", {})
+    if not isinstance(augment, dict):
+        raise TunerError(f"{path}: {where}.augment: must be a table")
+    _check_fields(augment, AugmentSpec, path, f"{where}.augment")
+    filters = values.get("filters")
+    blocks = PARAMETERS["num_blocks"]
+    if not (isinstance(filters, list) and filters and blocks.check(len(filters))):
+        raise TunerError(
+            f"{path}: {where}.filters: must be a list of ints, one per conv block "
+            f"(the number of blocks is {blocks.allowed})"
+        )
+    for index, value in enumerate(filters):
+        _check_domain(value, "filters", path, f"{where}.filters[{index}]")
+    for name in PARAMETERS.keys() - {"num_blocks", "filters"}:
+        if name in values:
+            _check_domain(values[name], name, path, f"{where}.{name}")
+    for name, (check, allowed) in _TRAINING_DOMAINS.items():
+        if name in values and not check(values[name]):
+            raise TunerError(f"{path}: {where}.{name}: must be {allowed}, got {values[name]!r}")
+    for name, value in augment.items():
+        if _is_kind(value, float) and not (math.isfinite(value) and value >= 0):
+            raise TunerError(f"{path}: {where}.augment.{name}: must be >= 0, got {value!r}")
+    return TrialConfig.from_dict(values)
+
+
+def _check_domain(value: Any, name: str, path: Path, key: str) -> None:
+    domain = PARAMETERS[name]
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not (_is_kind(value, domain.kind) and finite and domain.check(value)):
+        raise TunerError(f"{path}: {key}: must be {domain.allowed}, got {value!r}")
 
 
 def _check_fields(values: dict[str, Any], cls: type, path: Path, where: str) -> None:

@@ -2,15 +2,23 @@
 
 Each file is decoded with Pillow, converted to the model's channel count (L or RGB), resized
 to its input size and normalised with the card's statistics, the way training images were. A
-file that cannot be read is reported and skipped; the others are still predicted.
+file that cannot be read is reported and skipped; the others are still predicted. An image
+whose header declares more than MAX_IMAGE_PIXELS is refused before its pixels are decoded: a
+531 KB PNG can declare 13000x13000 pixels and take gigabytes once decoded.
+
+`exit_code` is the rule `tuner predict` exits by: 0 when every file was predicted; 2 when a
+named file does not exist or no file could be predicted (a mistake in the command, like every
+usage error); 1 when some files were predicted and others exist but are not readable images.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +27,18 @@ from torch import nn
 from tuner.errors import TunerError
 from tuner.trained.card import ModelCard
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
+# A 48-megapixel phone photo passes; decoding an image at the limit takes about 200 MB (RGB).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class MissingImageError(TunerError):
+    """A file named for prediction does not exist."""
 
 
 @dataclass(frozen=True)
@@ -31,30 +48,65 @@ class Prediction:
     path: Path
     top: tuple[tuple[str, float], ...] = ()  # (class name, probability)
     error: str | None = None
+    missing: bool = False  # the file does not exist (a usage error, see `exit_code`)
+
+
+def exit_code(results: Sequence[Prediction]) -> int:
+    """0: every file predicted; 2: a file missing or none predicted; 1: some unreadable."""
+    if any(result.missing for result in results) or all(result.error for result in results):
+        return 2
+    return 1 if any(result.error for result in results) else 0
 
 
 def read_image(path: Path, card: ModelCard) -> torch.Tensor:
     """Decode an image file into uint8 (C, H, W) for the model. Raises TunerError naming it."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     channels, height, width = card.input_shape
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)  # phone photos store rotation as a tag
-            image = image.convert("L" if channels == 1 else "RGB")
-            # Squashed to the input size without keeping the aspect ratio, like imagefolder
-            # datasets were, so the model sees what it was trained on.
-            if image.size != (width, height):
-                image = image.resize((width, height))
-            array = np.array(image, dtype=np.uint8)  # a writable copy, for torch
+        with warnings.catch_warnings():
+            # Image.open warns above Pillow's own limit (raises above twice it); _decode then
+            # refuses anything above MAX_IMAGE_PIXELS, which is lower. A warning while decoding
+            # (a format whose size grows on load) is an error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            array = _decode(opened, (width, height), "L" if channels == 1 else "RGB")
+    except TunerError as exc:
+        raise TunerError(f"{path}: {exc}") from None
     except FileNotFoundError:
-        raise TunerError(f"{path}: no such file") from None
+        raise MissingImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TunerError(f"{path}: is a directory, not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TunerError(f"{path}: image too large to decode safely ({exc})") from None
     except Exception as exc:  # Pillow raises many types for bad files; all mean "not readable"
         raise TunerError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     array = array[None] if channels == 1 else array.transpose(2, 0, 1)  # -> (C, H, W)
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _decode(image: Image.Image, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Pixels of an opened image as uint8 (H, W[, C]) of `size` and `mode`; closes the image.
+
+    Image.open has read only the header: the size is checked before any pixel is decoded.
+    """
+    from PIL import ImageOps
+
+    with image:
+        pixels = image.width * image.height
+        if pixels > MAX_IMAGE_PIXELS:
+            raise TunerError(
+                f"{image.width}x{image.height} pixels is over the limit of "
+                f"{MAX_IMAGE_PIXELS:,}; shrink the image first"
+            )
+        image = ImageOps.exif_transpose(image)  # phone photos store rotation as a tag
+        image = image.convert(mode)
+        # Squashed to the input size without keeping the aspect ratio, like imagefolder
+        # datasets were, so the model sees what it was trained on.
+        if image.size != size:
+            image = image.resize(size)
+        return np.array(image, dtype=np.uint8)  # a writable copy, for torch
 
 
 def probabilities(model: nn.Module, card: ModelCard, images: torch.Tensor) -> torch.Tensor:
@@ -91,7 +143,8 @@ def predict_files(
             results.append(Prediction(Path(path)))
         except TunerError as exc:
             log.debug("skipping %s: %s", path, exc)
-            results.append(Prediction(Path(path), error=str(exc)))
+            missing = isinstance(exc, MissingImageError)
+            results.append(Prediction(Path(path), error=str(exc), missing=missing))
     if images:
         probs = probabilities(model, card, torch.stack(images))
         for row, index in enumerate(readable):
