@@ -53,6 +53,14 @@ class ModelCard:
     created: str  # ISO 8601, UTC
     train_loss: tuple[float, ...] = ()  # per epoch, on the (augmented) training batches
     train_accuracy: tuple[float, ...] = ()
+    kept_epoch: int = 0  # the epoch whose weights were saved: the last one (0: not recorded)
+    precision: str = ""  # what training ran in, "fp32" or "bf16" ("": not recorded)
+    # Retraining holds nothing out. After each epoch it scores this many of its own training
+    # images in eval mode (no augmentation, no dropout): progress on data the model trains on,
+    # never a validation score, and used for nothing else (no early stopping, no selection).
+    train_sample_count: int = 0
+    train_sample_loss: tuple[float, ...] = ()
+    train_sample_accuracy: tuple[float, ...] = ()
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -68,6 +76,8 @@ class ModelCard:
         values["confusion_matrix"] = [list(row) for row in self.confusion_matrix]
         values["train_loss"] = list(self.train_loss)
         values["train_accuracy"] = list(self.train_accuracy)
+        values["train_sample_loss"] = list(self.train_sample_loss)
+        values["train_sample_accuracy"] = list(self.train_sample_accuracy)
         return values
 
     @classmethod
@@ -87,13 +97,13 @@ class ModelCard:
         if not len(values["mean"]) == len(values["std"]) == shape[0]:
             raise ValueError("mean and std need one value per input channel")
         values["confusion_matrix"] = tuple(tuple(row) for row in values["confusion_matrix"])
-        for key in ("train_loss", "train_accuracy"):
+        for key in ("train_loss", "train_accuracy", "train_sample_loss", "train_sample_accuracy"):
             values[key] = tuple(float(v) for v in values.get(key, ()))
         return cls(**values)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float32, standardised exactly as during training."""
-        # The same arithmetic as train.DeviceData.normalise, so predictions match bit for bit.
+        # The same arithmetic as engine.DeviceData.normalise, so predictions match bit for bit.
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         return images.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
