@@ -1,7 +1,7 @@
 """Engine overhead: training images/s through `fit` against the model's own limit.
 
     python bench/engine_overhead.py                      # 3 mnist-study configs, 1 epoch, CPU
-    git show HEAD:tuner/train.py > /tmp/train_head.py
+    git show HEAD:tuner/engine/train.py > /tmp/train_head.py
     python bench/engine_overhead.py --reference-train /tmp/train_head.py   # before/after
     python bench/engine_overhead.py --precision fp32      # both sides in fp32 (auto: as fit)
 
@@ -46,15 +46,16 @@ from torch import nn
 
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.engine import train
-from tuner.engine.model import build_cnn
-from tuner.engine.train import (
-    EVAL_BATCH_SIZE,
+from tuner.engine.device import (
     MEMORY_FORMAT,
     PRECISIONS,
     DeviceData,
     EngineOptions,
-    make_optimizer,
+    pick_device,
+    to_device,
 )
+from tuner.engine.model import build_cnn
+from tuner.engine.train import EVAL_BATCH_SIZE, make_optimizer
 from tuner.spec import load_spec
 
 
@@ -78,8 +79,6 @@ def time_raw(
     """Seconds for the tight loop: the same steps on pre-normalised, in-order tensors."""
     device = data.train_images.device
     model = fresh_model(config, data).to(device, memory_format=MEMORY_FORMAT)
-    # The precision fit chooses for this model ("auto" may mean bf16 on a CPU that has it).
-    options = options.resolve(model, data.input_shape, config.batch_size, device)
     images, labels = data.normalise(data.train_images), data.train_labels
     val_images = data.normalise(data.val_images)
     eval_batch = EVAL_BATCH_SIZE.get(device.type, 1024)
@@ -105,7 +104,8 @@ def time_raw(
 
 
 def load_module(path: Path) -> ModuleType:
-    """Another version of tuner/train.py (e.g. from git show), to compare fit before/after."""
+    """Another version of tuner/engine/train.py (e.g. from git show), to compare fit
+    before/after."""
     spec = importlib.util.spec_from_file_location("reference_train", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -129,34 +129,36 @@ def main() -> None:
     options = EngineOptions(precision=args.precision)
 
     spec = load_spec(args.study)
-    device = train.pick_device(args.device)
-    data = train.to_device(load_splits(spec, args.dataset_dir), device)
+    device = pick_device(args.device)
+    data = to_device(load_splits(spec, args.dataset_dir), device)
     one_image = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
     configs = [config for _, config in sample_configs(spec, args.configs, args.epochs)]
     if args.no_augment:
         configs = [replace(config, augment=AugmentSpec()) for config in configs]
-    engines: dict[str, Callable] = {"fit": partial(train.fit, options=options)}
-    if args.reference_train:
-        engines["reference fit"] = load_module(args.reference_train).fit
+    reference_fit = load_module(args.reference_train).fit if args.reference_train else None
 
     print("\n".join(machine_header()))
     images = args.epochs * len(data.train_labels)
     totals: dict[tuple[str, str], float] = {}
     for number, config in enumerate(configs):
-        # The precision fit and the raw loop both resolve for this model ("auto": maybe bf16).
-        precision = options.resolve(
+        # Decided once per config, as the objective does ("auto": maybe bf16); the raw loop
+        # trains in the same precision.
+        resolved = options.resolve(
             fresh_model(config, data), data.input_shape, config.batch_size, device
-        ).precision
+        )
+        engines: dict[str, Callable] = {"fit": partial(train.fit, options=resolved)}
+        if reference_fit is not None:
+            engines["reference fit"] = partial(reference_fit, options=resolved)
         print(
             f"\nconfig {number}: {describe(config)}, augment={config.augment.enabled}, "
-            f"precision {precision}"
+            f"precision {resolved.precision}"
         )
         for label, fit_data, validate in (("train", one_image, False), ("epoch", data, True)):
             runs: dict[str, Callable[[], float]] = {
                 name: partial(time_fit, fit, config, fit_data, device)
                 for name, fit in engines.items()
             }
-            runs["raw"] = partial(time_raw, config, data, validate, options)
+            runs["raw"] = partial(time_raw, config, data, validate, resolved)
             best = dict.fromkeys(runs, math.inf)
             for _ in range(args.repeats):
                 for name, run in runs.items():
@@ -168,9 +170,10 @@ def main() -> None:
             print(f"  {label}: {line}; {ratios} (load {load_average()})", flush=True)
 
     print("\nall configs (sum of best times):")
+    names = ["fit", *(["reference fit"] if reference_fit is not None else [])]
     for label in ("train", "epoch"):
         line = ", ".join(
-            f"{name} {totals[label, 'raw'] / totals[label, name]:.1%} of raw" for name in engines
+            f"{name} {totals[label, 'raw'] / totals[label, name]:.1%} of raw" for name in names
         )
         print(f"  {label}: {line}")
 

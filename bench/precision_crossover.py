@@ -3,7 +3,8 @@
     python bench/precision_crossover.py
 
 `--precision auto` trains in bf16 on a CPU with native bf16 only when a forward batch needs at
-least `tuner.engine.train.CPU_BF16_MIN_BATCH_FLOPS`; this benchmark is where that number comes from.
+least `tuner.engine.device.CPU_BF16_MIN_BATCH_FLOPS`; this benchmark is where that number comes
+from.
 For a fixed list of models of the shipped studies' shapes (8x8 digits, 28x28 MNIST, 32x32x3
 CIFAR) it times training steps (forward, loss, backward, fused AdamW step, channels_last, as
 `fit` runs them) on random tensors in fp32 and under bf16 autocast, and prints the
@@ -20,8 +21,7 @@ import torch.nn.functional as F
 from common import load_average, machine_header
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn
-from tuner.engine.train import (
+from tuner.engine.device import (
     CPU_BF16_MIN_BATCH_FLOPS,
     MEMORY_FORMAT,
     EngineOptions,
@@ -29,8 +29,9 @@ from tuner.engine.train import (
     configure_backend,
     cpu_has_native_bf16,
     forward_flops,
-    make_optimizer,
 )
+from tuner.engine.model import build_cnn
+from tuner.engine.train import make_optimizer
 
 CPU = torch.device("cpu")
 # (input shape, filters per block, batch size, kernel size): small to large per dataset shape.

@@ -55,8 +55,8 @@ from torchvision import datasets, transforms
 
 from tuner.config import AugmentSpec
 from tuner.data import MNIST_FILES, Splits
+from tuner.engine import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 from tuner.engine.model import build_cnn
-from tuner.engine.train import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 from tuner.search.space import suggest
 from tuner.spec import PrunerSpec, StudySpec, load_spec
 

@@ -31,7 +31,7 @@ def postgres_url(postgres_server: pg.PostgresServer) -> str:
 def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """One torch thread for the test: tiny models train fastest so, more so on shared cores.
 
-    OMP_NUM_THREADS=1 too, or `tuner.engine.train.configure_backend` would raise the thread count
+    OMP_NUM_THREADS=1 too, or `tuner.engine.device.configure_backend` would raise the thread count
     again. Used with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
     """
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

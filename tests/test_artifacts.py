@@ -48,7 +48,7 @@ def test_card_round_trips_through_json(saved) -> None:
 
 def test_normalise_matches_training_arithmetic() -> None:
     from tuner.data import ImageSet, Splits
-    from tuner.engine.train import to_device
+    from tuner.engine import to_device
 
     card = untrained_card(channels=3)
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

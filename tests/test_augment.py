@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from tuner.config import AugmentSpec
-from tuner.engine.augment import _affine, _flip, augment_batch
+from tuner.engine.augment import _affine, _flip, _Random, augment_batch
 
 EVERYTHING = AugmentSpec(
     random_crop_padding=4,
@@ -69,6 +69,22 @@ def test_same_seed_same_result_different_seed_different_result() -> None:
     assert not torch.allclose(first, other)
 
 
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_mixing_weights_are_beta_draws_from_the_given_generator_only(alpha: float) -> None:
+    # torch.distributions.Beta samples from the global RNG; MixUp/CutMix must still draw from
+    # the trial's generator, reproducibly, and leave the global RNG where it was.
+    torch.manual_seed(0)
+    global_state = torch.get_rng_state()
+    draws = _Random(torch.Generator().manual_seed(3), torch.device("cpu")).beta(20_000, alpha)
+    again = _Random(torch.Generator().manual_seed(3), torch.device("cpu")).beta(20_000, alpha)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(draws, again) and draws.dtype == torch.float32
+    assert ((draws >= 0) & (draws <= 1)).all()
+    # Beta(a, a) has mean 1/2 and variance 1 / (4 (2a + 1)); 20,000 draws pin both closely.
+    assert draws.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert draws.var().item() == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.05)
+
+
 def test_crop_with_padding_translates_each_sample_differently() -> None:
     n, size, pad = 64, 8, 2
     # Distinct positive values, so that the zero fill and every pixel's origin are recognisable.
@@ -98,7 +114,7 @@ def test_crop_padding_is_black_like_torchvision_on_the_raw_image(
     raw = raw.to(torch.uint8)
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 
-    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.train.DeviceData does
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.DeviceData does
         scale, shift = 1.0 / (255.0 * std), mean / std
         return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
 
@@ -208,7 +224,7 @@ def test_rotation_and_translation_fill_black_like_torchvision_on_the_raw_image()
     raw = torch.randint(1, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
 
-    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.train.DeviceData does
+    def normalise(images: torch.Tensor) -> torch.Tensor:  # as tuner.engine.DeviceData does
         scale, shift = 1.0 / (255.0 * std), mean / std
         return images.float() * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
 

@@ -271,7 +271,7 @@ def test_bad_command_line_is_one_plain_line_and_a_help_hint(
 
 def test_precision_choices_are_the_engines() -> None:
     from tuner.cli import Precision
-    from tuner.engine.train import PRECISIONS
+    from tuner.engine import PRECISIONS
 
     assert tuple(Precision) == PRECISIONS
 

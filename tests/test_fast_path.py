@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
+from tuner.engine import DeviceData, fit, to_device
 from tuner.engine.model import build_cnn
-from tuner.engine.train import DeviceData, fit, to_device
 
 CPU = torch.device("cpu")
 CONFIG = TrialConfig(

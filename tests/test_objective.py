@@ -8,7 +8,7 @@ import torch
 
 from tuner import attrs
 from tuner.data import load_dataset, split
-from tuner.engine.train import to_device
+from tuner.engine import to_device
 from tuner.search.objective import make_objective
 from tuner.search.study import open_study, run_trials
 from tuner.spec import parse_spec
@@ -49,9 +49,13 @@ def data(spec):
 
 def test_completed_trial_records_config_history_and_costs(spec, data):
     study = open_study(spec, optuna.storages.InMemoryStorage())
-    seen_epochs = []
+    seen_epochs, seen_batches = [], []
     objective = make_objective(
-        spec, data, torch.device("cpu"), on_epoch=lambda n, r: seen_epochs.append((n, r.epoch))
+        spec,
+        data,
+        torch.device("cpu"),
+        on_epoch=lambda n, r: seen_epochs.append((n, r.epoch)),
+        on_batch=lambda done, per_epoch: seen_batches.append((done, per_epoch)),
     )
     run_trials(study, objective, 1)
 
@@ -81,6 +85,9 @@ def test_completed_trial_records_config_history_and_costs(spec, data):
     assert trial.value == pytest.approx(user[attrs.HISTORY][best_epoch - 1]["val_accuracy"])
     assert sorted(trial.intermediate_values) == [1, 2]
     assert seen_epochs == [(0, 1), (0, 2)]
+    per_epoch = -(-len(data.train_labels) // 64)  # batch_size 64
+    assert seen_batches.count((per_epoch, per_epoch)) == 2  # each epoch's end, at least
+    assert all(1 <= done <= total == per_epoch for done, total in seen_batches)
     assert study.user_attrs[attrs.STUDY_DATASET] == "digits"
 
 

@@ -16,7 +16,7 @@ from tuner import attrs
 from tuner.cli import app
 from tuner.config import TrialConfig
 from tuner.data import load_dataset
-from tuner.engine.train import DivergedError, EpochResult
+from tuner.engine import DivergedError, EpochResult
 from tuner.errors import TunerError
 from tuner.trained.card import CARD_FILE, WEIGHTS_FILE, load_model
 from tuner.trained.export import BestConfig
@@ -86,6 +86,20 @@ def test_card_describes_the_best_trial(retrained) -> None:
     assert card["param_count"] > 0 and len(card["mean"]) == len(card["std"]) == 1
 
 
+def test_card_says_what_retraining_evaluated_and_kept(retrained) -> None:
+    """No held-out data in retraining: the card says the per-epoch numbers came from training
+    images and that the saved weights are the last epoch's."""
+    out, _, _ = retrained
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["kept_epoch"] == card["epochs"]
+    assert card["precision"] == "fp32"  # "auto" on CPU: an 8x8 model too small for bf16
+    assert card["train_sample_count"] == 1438  # digits' 1438 training images < PROGRESS_SAMPLE
+    assert len(card["train_sample_loss"]) == len(card["train_sample_accuracy"]) == card["epochs"]
+    assert all(0 <= accuracy <= 1 for accuracy in card["train_sample_accuracy"])
+    _, loaded = load_model(out)
+    assert loaded.train_sample_accuracy == tuple(card["train_sample_accuracy"])
+
+
 def test_test_accuracy_matches_a_recomputation(retrained) -> None:
     out, _, _ = retrained
     model, card = load_model(out)
@@ -142,7 +156,7 @@ TINY = BestConfig("digits", TrialConfig(filters=(2,), fc_units=4, batch_size=512
 def test_keeps_the_final_epochs_weights(monkeypatch) -> None:
     """fit restores its 'best' epoch when it ends; retrain must keep the last one instead."""
 
-    def fake_fit(model, data, config, device) -> Iterator[EpochResult]:
+    def fake_fit(model, data, config, device, options, keep="best") -> Iterator[EpochResult]:
         first = {k: v.clone() for k, v in model.state_dict().items()}
         try:
             for epoch in range(1, config.max_epochs + 1):
@@ -151,7 +165,8 @@ def test_keeps_the_final_epochs_weights(monkeypatch) -> None:
                         parameter.fill_(float(epoch))
                 yield EpochResult(epoch, 1.0, 0.5, 1.0, 0.5, 0.0, improved=epoch == 1)
         finally:
-            model.load_state_dict(first)  # like fit: back to the epoch it judged best
+            if keep == "best":
+                model.load_state_dict(first)  # like fit: back to the epoch it judged best
 
     monkeypatch.setattr("tuner.trained.retrain.fit", fake_fit)
     result = retrain(TINY, load_dataset("digits"), torch.device("cpu"), epochs=3)
@@ -160,7 +175,7 @@ def test_keeps_the_final_epochs_weights(monkeypatch) -> None:
 
 
 def test_divergence_is_a_user_error(monkeypatch) -> None:
-    def diverging_fit(model, data, config, device) -> Iterator[EpochResult]:
+    def diverging_fit(model, data, config, device, options, keep="best") -> Iterator[EpochResult]:
         raise DivergedError(1, float("nan"))
         yield  # a generator, like fit
 

@@ -14,7 +14,7 @@ import torch
 from studies import spec_from
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
-from tuner.engine.train import to_device
+from tuner.engine import to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
 from tuner.search.space import grid_search_space, suggest

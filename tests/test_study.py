@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from studies import spec_from, tiny_study_toml
 from tuner import attrs
 from tuner.data import Dataset, load_dataset, split
-from tuner.engine.train import DeviceData, to_device
+from tuner.engine import DeviceData, to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
 from tuner.search.study import count_finished, open_study, run_trials

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 
@@ -10,21 +11,20 @@ import torch
 
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.data import ImageSet, Splits, channel_stats
-from tuner.engine import train
-from tuner.engine.model import build_cnn
-from tuner.engine.train import (
+from tuner.engine import device, train
+from tuner.engine.device import (
     CPU_BF16_MIN_BATCH_FLOPS,
     DeviceData,
-    DivergedError,
     EngineOptions,
     auto_precision,
     available_cpus,
     configure_backend,
-    fit,
     forward_flops,
     pick_device,
     to_device,
 )
+from tuner.engine.model import build_cnn
+from tuner.engine.train import DivergedError, fit
 from tuner.errors import TunerError
 
 CPU = torch.device("cpu")
@@ -108,6 +108,48 @@ def test_closing_early_restores_the_best_epochs_weights() -> None:
         assert torch.equal(value, best_weights[name]), name
 
 
+def test_keep_last_leaves_the_last_epochs_weights() -> None:
+    data = quadrant_data()
+    config = replace(SMALL, max_epochs=5)
+    model = new_model(config, data)
+    epochs = fit(model, data, config, CPU, keep="last")
+    first = next(epochs)
+    with torch.no_grad():  # ruin the weights: epoch 2 ends at a worse model than epoch 1
+        for value in model.parameters():
+            value.mul_(50)
+    second = next(epochs)
+    last_weights = params(model)
+    epochs.close()
+
+    assert first.improved and not second.improved
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, last_weights[name]), name
+    with pytest.raises(ValueError, match="keep"):
+        next(fit(model, data, config, CPU, keep="worst"))
+
+
+def test_fit_trains_only_in_a_decided_precision() -> None:
+    # "auto" is decided once per trial, before fit (EngineOptions.resolve), not inside it.
+    data = quadrant_data()
+    with pytest.raises(ValueError, match="decided precision"):
+        next(fit(new_model(SMALL, data), data, SMALL, CPU, EngineOptions()))
+
+
+@pytest.mark.parametrize("every", [0.0, math.inf])
+def test_on_batch_reports_batches_within_each_epoch_and_at_its_end(
+    monkeypatch: pytest.MonkeyPatch, every: float
+) -> None:
+    data = quadrant_data()  # 192 training images in batches of 16: 12 per epoch
+    monkeypatch.setattr(train, "PROGRESS_SECONDS", every)
+    calls: list[tuple[int, int]] = []
+    results = list(
+        fit(new_model(SMALL, data), data, SMALL, CPU, on_batch=lambda *c: calls.append(c))
+    )
+
+    per_epoch = [(done, 12) for done in range(1, 13)] if every == 0 else [(12, 12)]
+    assert calls == per_epoch * len(results)
+
+
 def test_a_huge_learning_rate_raises_diverged_error() -> None:
     data = quadrant_data()
     config = replace(SMALL, learning_rate=1e30)
@@ -164,20 +206,20 @@ def test_auto_precision_uses_bf16_only_where_it_pays(monkeypatch: pytest.MonkeyP
     assert forward_flops(tiny, (1, 8, 8)) * 64 < CPU_BF16_MIN_BATCH_FLOPS
     assert forward_flops(big, (1, 28, 28)) * 64 >= CPU_BF16_MIN_BATCH_FLOPS
 
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert auto_precision(tiny, (1, 8, 8), 64, CPU) == "fp32"
     assert auto_precision(big, (1, 28, 28), 64, CPU) == "bf16"
     assert auto_precision(tiny, (1, 8, 8), 64, torch.device("cuda")) == "bf16"
 
     # Without hardware bf16 the CPU would emulate it: slower at every size.
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert auto_precision(big, (1, 28, 28), 64, CPU) == "fp32"
 
 
 def test_resolve_decides_auto_and_keeps_a_forced_precision(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     big = build_cnn(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)
     resolved = EngineOptions(compile=True).resolve(big, (1, 28, 28), 64, CPU)
     assert resolved == EngineOptions(precision="bf16", compile=True)

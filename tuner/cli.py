@@ -257,7 +257,7 @@ def run(
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists)."""
     from tuner.data import load_dataset, split
-    from tuner.engine.train import EngineOptions, pick_device, to_device
+    from tuner.engine import EngineOptions, pick_device, to_device
     from tuner.runner.parallel import worker_seed_offset
     from tuner.runner.progress import TrialProgress
     from tuner.runner.signals import interrupt_on_signals
@@ -556,7 +556,7 @@ def retrain(
     Writes model.safetensors, model.json (the model card) and retrain.html into --out.
     """
     from tuner.data import load_dataset
-    from tuner.engine.train import pick_device
+    from tuner.engine import pick_device
     from tuner.files import study_slug
     from tuner.trained.retrain import epochs_for, save
     from tuner.trained.retrain import retrain as retrain_model

@@ -19,7 +19,10 @@ across the batch; hence the few tensor ops below instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -113,11 +116,37 @@ class _Random:
 
     def beta(self, n: int, alpha: float) -> Tensor:
         """n float32 values from Beta(alpha, alpha)."""
-        # torch.distributions.Beta takes no generator; it samples through this same private op,
-        # which does. float64 keeps small-alpha gamma draws from underflowing to 0/0.
-        concentration = torch.full((n, 2), alpha, dtype=torch.float64, device=self._draw_device)
-        pairs = torch._sample_dirichlet(concentration, generator=self.generator)
-        return pairs[:, 0].float().to(self.device)
+        # float64 keeps small-alpha gamma draws (inside Beta) from underflowing to 0/0.
+        concentration = torch.full((n,), alpha, dtype=torch.float64, device=self._draw_device)
+        beta = torch.distributions.Beta(concentration, concentration)
+        if self.generator is None:
+            return beta.sample().float().to(self.device)
+        with _global_rng_drawing_from(self.generator):
+            return beta.sample().float().to(self.device)
+
+
+@contextmanager
+def _global_rng_drawing_from(generator: torch.Generator) -> Iterator[None]:
+    """Let code that samples from the global RNG (torch.distributions takes no generator) draw
+    from `generator` instead: the global RNG of its device runs on a copy of `generator`'s
+    state, `generator` then takes the advanced state, and the global RNG gets its own back.
+
+    Draws are those `generator` itself would make, no host sync is needed (a CUDA generator's
+    state lives on the host), and the caller's global RNG stream is left untouched.
+    """
+    device = generator.device
+    if device.type == "cuda":
+        get_state = partial(torch.cuda.get_rng_state, device)
+        set_state = partial(torch.cuda.set_rng_state, device=device)
+    else:
+        get_state, set_state = torch.get_rng_state, torch.set_rng_state
+    saved = get_state()
+    set_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(get_state())
+        set_state(saved)
 
 
 def _pad(images: Tensor, pad: int, fill: Tensor | None) -> Tensor:

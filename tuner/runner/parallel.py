@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tuner.engine.train import available_cpus
+from tuner.engine import available_cpus
 from tuner.errors import TunerError
 
 log = logging.getLogger(__name__)

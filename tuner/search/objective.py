@@ -14,8 +14,16 @@ import optuna
 import torch
 
 from tuner import attrs
-from tuner.engine.model import build_cnn, count_parameters
-from tuner.engine.train import DeviceData, DivergedError, EngineOptions, EpochResult, fit
+from tuner.engine import (
+    BatchCallback,
+    DeviceData,
+    DivergedError,
+    EngineOptions,
+    EpochResult,
+    build_cnn,
+    count_parameters,
+    fit,
+)
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
 
@@ -39,8 +47,13 @@ def make_objective(
     device: torch.device,
     on_epoch: EpochCallback | None = None,
     options: EngineOptions | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
+
+    `options` may leave the precision "auto": each trial decides it once, for its own model,
+    records it, and trains in it. `on_epoch(trial number, result)` follows every epoch and
+    `on_batch(done, per_epoch)` the batches within one (see `fit`).
 
     The trial's value is the study metric of the weights the trial keeps (its best epoch by
     validation loss). A diverging loss or CUDA out-of-memory ends the trial as pruned with the
@@ -57,6 +70,7 @@ def make_objective(
         torch.manual_seed(config.seed)
         model = build_cnn(config, data.input_shape, data.num_classes)
         trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
+        # Decided here, once: the precision recorded is the one `fit` trains in.
         engine = (options or EngineOptions()).resolve(
             model, data.input_shape, config.batch_size, device
         )
@@ -76,7 +90,9 @@ def make_objective(
                 trial.set_user_attr(attrs.STOP_REASON, stop_reason)
 
         out_of_memory = None
-        with contextlib.closing(fit(model, data, config, device, engine)) as epochs:
+        with contextlib.closing(
+            fit(model, data, config, device, engine, on_batch=on_batch)
+        ) as epochs:
             try:
                 for result in epochs:
                     history.append({k: v for k, v in asdict(result).items() if k != "improved"})

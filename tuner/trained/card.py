@@ -61,6 +61,14 @@ class ModelCard:
     created: str  # ISO 8601, UTC
     train_loss: tuple[float, ...] = ()  # per epoch, on the (augmented) training batches
     train_accuracy: tuple[float, ...] = ()
+    kept_epoch: int = 0  # the epoch whose weights were saved: the last one (0: not recorded)
+    precision: str = ""  # what training ran in, "fp32" or "bf16" ("": not recorded)
+    # Retraining holds nothing out. After each epoch it scores this many of its own training
+    # images in eval mode (no augmentation, no dropout): progress on data the model trains on,
+    # never a validation score, and used for nothing else (no early stopping, no selection).
+    train_sample_count: int = 0
+    train_sample_loss: tuple[float, ...] = ()
+    train_sample_accuracy: tuple[float, ...] = ()
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -76,6 +84,8 @@ class ModelCard:
         values["confusion_matrix"] = [list(row) for row in self.confusion_matrix]
         values["train_loss"] = list(self.train_loss)
         values["train_accuracy"] = list(self.train_accuracy)
+        values["train_sample_loss"] = list(self.train_sample_loss)
+        values["train_sample_accuracy"] = list(self.train_sample_accuracy)
         return values
 
     @classmethod
@@ -91,7 +101,7 @@ class ModelCard:
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float32, standardised exactly as during training."""
-        # The same arithmetic as train.DeviceData.normalise, so predictions match bit for bit.
+        # The same arithmetic as engine.DeviceData.normalise, so predictions match bit for bit.
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         return images.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
@@ -296,8 +306,20 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
         raise fail("test_loss", f"must be a number >= 0, got {_short(values['test_loss'])}")
     curves = {
         key: _numbers(values.get(key, []), key, None, fail, high)
-        for key, high in (("train_loss", math.inf), ("train_accuracy", 1.0))
+        for key, high in (
+            ("train_loss", math.inf),
+            ("train_accuracy", 1.0),
+            ("train_sample_loss", math.inf),
+            ("train_sample_accuracy", 1.0),
+        )
     }
+    for key in ("kept_epoch", "train_sample_count"):
+        value = values.get(key, 0)
+        if not (_is_int(value) and value >= 0):
+            raise fail(key, f"must be an int >= 0, got {_short(value)}")
+    precision = values.get("precision", "")
+    if precision not in ("", "fp32", "bf16"):
+        raise fail("precision", f"must be fp32 or bf16, got {_short(precision)}")
     digest = values.get("weights_sha256", "")
     if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
         raise fail("weights_sha256", "must be empty or 64 lowercase hex digits")
@@ -316,6 +338,11 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
         train_loss=curves["train_loss"],
         train_accuracy=curves["train_accuracy"],
         weights_sha256=digest,
+        kept_epoch=values.get("kept_epoch", 0),
+        precision=precision,
+        train_sample_count=values.get("train_sample_count", 0),
+        train_sample_loss=curves["train_sample_loss"],
+        train_sample_accuracy=curves["train_sample_accuracy"],
     )
 
 

@@ -3,8 +3,11 @@
 Tuning holds out part of the official training split for validation; once a configuration is
 chosen, that data is better spent on training. There is nothing left to early-stop on, so the
 model trains for a fixed number of epochs (by default the epoch at which the tuned trial did
-best) and keeps its final weights. The test split is used exactly once, after training, for the
-numbers on the model card; it never influences training or weight selection.
+best) and keeps its final weights (`fit(..., keep="last")`). What `fit` evaluates after each
+epoch is a fixed sample of the training images, in eval mode: a progress measure, recorded on
+the model card as such (`train_sample_*`), never a validation score. The test split is used
+exactly once, after training, for the numbers on the model card; it never influences training
+or weight selection.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from torch import nn
 from tuner import __version__
 from tuner.config import TrialConfig
 from tuner.data import Dataset, Splits, channel_stats
-from tuner.engine.model import build_cnn, count_parameters
-from tuner.engine.train import (
+from tuner.engine import (
     DeviceData,
     DivergedError,
     EngineOptions,
     EpochResult,
+    build_cnn,
     classify,
+    count_parameters,
     fit,
     to_device,
 )
@@ -43,8 +47,9 @@ from tuner.trained.export import BestConfig
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "retrain.html"
-# Images of the training split on which `fit` computes its per-epoch "val" numbers. They only
-# show progress (the final weights are kept regardless), so a sample keeps epochs cheap.
+# Training images that `fit` scores in eval mode after each epoch, in place of the validation
+# set retraining does not have. They only show progress (the final weights are kept regardless,
+# and nothing stops early), so a sample keeps epochs cheap. The card records them as such.
 PROGRESS_SAMPLE = 2048
 
 
@@ -76,6 +81,7 @@ def retrain(
     device: torch.device,
     epochs: int | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    options: EngineOptions = EngineOptions(),
 ) -> Retrained:
     """Train `best.config` on all of `dataset.train` for a fixed number of epochs, test once."""
     epochs = epochs_for(best, epochs)
@@ -86,23 +92,27 @@ def retrain(
 
     torch.manual_seed(config.seed)
     model = build_cnn(config, dataset.input_shape, dataset.num_classes)
+    options = options.resolve(model, dataset.input_shape, config.batch_size, device)
     history: list[EpochResult] = []
 
     def progress(result: EpochResult) -> None:
         history.append(result)
         log.info(
-            "epoch %d/%d: train_loss %.4f train_accuracy %.4f (%.1fs)",
+            "epoch %d/%d: train_loss %.4f train_accuracy %.4f, on %d training images in eval "
+            "mode %.4f (%.1fs)",
             result.epoch,
             epochs,
             result.train_loss,
             result.train_accuracy,
+            len(splits.val),
+            result.val_accuracy,
             result.seconds,
         )
         if on_epoch is not None:
             on_epoch(result)
 
     try:
-        _train_final(model, data, config, device, progress)
+        _train_final(model, data, config, device, options, progress)
     except DivergedError as exc:
         raise TunerError(
             f"retraining the configuration of {_source(best)} failed: {exc}; "
@@ -131,6 +141,11 @@ def retrain(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         train_loss=tuple(result.train_loss for result in history),
         train_accuracy=tuple(result.train_accuracy for result in history),
+        kept_epoch=history[-1].epoch if history else 0,
+        precision=options.precision,
+        train_sample_count=len(splits.val),
+        train_sample_loss=tuple(result.val_loss for result in history),
+        train_sample_accuracy=tuple(result.val_accuracy for result in history),
     )
     log.info("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
     return Retrained(model.cpu(), card, tuple(history))
@@ -141,19 +156,17 @@ def _train_final(
     data: DeviceData,
     config: TrialConfig,
     device: torch.device,
+    options: EngineOptions,
     progress: Callable[[EpochResult], None],
 ) -> None:
-    """Run `fit` for all of `config.max_epochs` and leave the model with the final weights."""
-    final_state: dict[str, torch.Tensor] = {}
-    with contextlib.closing(fit(model, data, config, device)) as results:
+    """Run `fit` for all of `config.max_epochs`; the model keeps the last epoch's weights.
+
+    `data`'s validation images are a sample of its training images: `fit` must not pick
+    weights by them (keep="last"), and with patience 0 they stop nothing.
+    """
+    with contextlib.closing(fit(model, data, config, device, options, keep="last")) as results:
         for result in results:
             progress(result)
-            if result.epoch == config.max_epochs:
-                # While fit is paused at this yield the model holds the last epoch's weights;
-                # when fit ends it restores its "best" epoch by the progress sample, a
-                # selection on training data that we don't want. Keep the final weights.
-                final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(final_state)
 
 
 def _source(best: BestConfig) -> str:
@@ -161,6 +174,8 @@ def _source(best: BestConfig) -> str:
 
 
 def _full_train_splits(dataset: Dataset, seed: int) -> Splits:
+    """All training images to train on, and PROGRESS_SAMPLE of them again in the `val` slot,
+    which `fit` scores after each epoch: a progress measure, not held-out data."""
     mean, std = channel_stats(dataset.train.images)
     order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(seed))
     sample = dataset.train.subset(order[:PROGRESS_SAMPLE])
