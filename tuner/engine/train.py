@@ -12,7 +12,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -299,6 +299,7 @@ def fit(
     config: TrialConfig,
     device: torch.device,
     options: EngineOptions = EngineOptions(),
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Iterator[EpochResult]:
     """Train `model` on `data`, yielding an `EpochResult` after every epoch.
 
@@ -306,6 +307,7 @@ def fit(
     generator ends (finished, early-stopped, or closed by the caller) the model holds the
     weights of its best epoch by validation loss. Raises DivergedError on a NaN/inf loss.
     `options` choose precision and compilation (see EngineOptions), never the results' meaning.
+    `on_batch(done, per_epoch)` is called after each training batch, for progress displays.
     """
     generator = torch.Generator(device=device).manual_seed(config.seed)
     augment = None
@@ -324,6 +326,7 @@ def fit(
     # Cosine decay over the epoch budget: a robust default that rarely needs its own tuning.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_epochs)
     train_count = len(data.train_labels)
+    batches_per_epoch = math.ceil(train_count / config.batch_size)
 
     best_loss = math.inf
     best_state = copy.deepcopy(model.state_dict())
@@ -335,7 +338,7 @@ def fit(
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             order = torch.randperm(train_count, device=device, generator=generator)
-            for start in range(0, train_count, config.batch_size):
+            for batch, start in enumerate(range(0, train_count, config.batch_size), 1):
                 indices = order[start : start + config.batch_size]
                 if len(indices) < 2 and config.batch_norm:
                     continue  # BatchNorm cannot train on a batch of one
@@ -362,6 +365,8 @@ def fit(
                 total_loss += loss.detach() * len(indices)
                 hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
                 correct += (logits.detach().argmax(dim=1) == hard_targets).sum()
+                if on_batch is not None:
+                    on_batch(batch, batches_per_epoch)
             scheduler.step()
 
             train_loss = total_loss.item() / train_count

@@ -39,12 +39,14 @@ def make_objective(
     device: torch.device,
     on_epoch: EpochCallback | None = None,
     options: EngineOptions | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
     The trial's value is the study metric of the weights the trial keeps (its best epoch by
     validation loss). A diverging loss or CUDA out-of-memory ends the trial as pruned with the
-    reason in the `stop_reason` user attribute, so the study goes on.
+    reason in the `stop_reason` user attribute, so the study goes on. `on_epoch` and
+    `on_batch` (batches done in this epoch, batches per epoch) feed progress displays.
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -76,7 +78,9 @@ def make_objective(
                 trial.set_user_attr(attrs.STOP_REASON, stop_reason)
 
         out_of_memory = None
-        with contextlib.closing(fit(model, data, config, device, engine)) as epochs:
+        with contextlib.closing(
+            fit(model, data, config, device, engine, on_batch=on_batch)
+        ) as epochs:
             try:
                 for result in epochs:
                     history.append({k: v for k, v in asdict(result).items() if k != "improved"})

@@ -132,7 +132,7 @@ def retrain(
         train_loss=tuple(result.train_loss for result in history),
         train_accuracy=tuple(result.train_accuracy for result in history),
     )
-    log.info("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
+    log.debug("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
     return Retrained(model.cpu(), card, tuple(history))
 
 

@@ -1,0 +1,12 @@
+"""The `tuner` command line: verbs that parse their flags and call one function each.
+
+common (the app, shared options, study lookup), errors (one line per user error), study_verbs
+(run, studies, status, report), model_verbs (best, retrain, visualize, predict, dashboard),
+views (the tables they print). The work itself is in the subpackages of `tuner`.
+"""
+
+from tuner.cli import model_verbs, study_verbs  # noqa: F401  (registers the verbs, in order)
+from tuner.cli.common import app
+from tuner.cli.study_verbs import Precision
+
+__all__ = ["Precision", "app"]
