@@ -196,6 +196,39 @@ def test_progress_on_a_terminal_is_a_live_view(isolated: Path) -> None:
     assert " epoch 1/2: val_accuracy" not in result.stderr  # no log lines under a live view
 
 
+def test_the_summary_of_several_workers_names_the_most_serious_stop() -> None:
+    from tuner.runner.summary import (
+        RunSummary,
+        StopReason,
+        TrialCounts,
+        most_serious,
+        summary_lines,
+    )
+
+    reasons = [StopReason.TRIALS, StopReason.INTERRUPTED, StopReason.TIMEOUT]
+    assert most_serious(reasons) == StopReason.INTERRUPTED
+    assert most_serious([*reasons, StopReason.ERROR]) == StopReason.ERROR
+    summary = RunSummary(
+        study="s",
+        reason=StopReason.INTERRUPTED,
+        ran=TrialCounts(complete=1) + TrialCounts(failed=2),
+        finished=1,
+        target=5,
+        seconds=75,
+        report_command="tuner report --study s",
+        retried=(3, 4),
+    )
+    assert summary_lines(summary) == [
+        "interrupted: the running trials 3, 4 were marked failed and run again first; "
+        "run the same command to resume study s",
+        "this run: 3 trials in 1m 15s (1 complete, 0 pruned, 2 failed)",
+        "study s: 1/5 finished trials, no complete trial yet",
+        "left: 4 trials; run the same command to continue",
+        "report: tuner report --study s",
+    ]
+    assert summary.exit_code == 130
+
+
 def test_report_says_where_it_wrote_once(workspace: Workspace, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     args = ["--studies-dir", workspace.studies, "--storage", workspace.storage, "--out", out]

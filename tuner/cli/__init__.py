@@ -5,7 +5,11 @@ common (the app, shared options, study lookup), errors (one line per user error)
 views (the tables they print). The work itself is in the subpackages of `tuner`.
 """
 
-from tuner.cli import model_verbs, study_verbs  # noqa: F401  (registers the verbs, in order)
+# isort: off
+# Verbs register when imported, in the order `tuner --help` lists them.
+from tuner.cli import study_verbs, model_verbs  # noqa: F401
+# isort: on
+
 from tuner.cli.common import app
 from tuner.cli.study_verbs import Precision
 

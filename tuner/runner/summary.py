@@ -136,7 +136,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         else f"best {s.metric} {s.best_value:.4f} (trial {s.best_trial})"
     )
     lines.append(f"study {s.study}: {s.finished}/{plural(s.target, 'finished trial')}, {best}")
-    if s.left or s.retried:
+    if s.left:
         lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
     lines.append(f"report: {s.report_command}")
     return lines
