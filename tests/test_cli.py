@@ -7,6 +7,7 @@ that fails before training must leave storage untouched.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -119,6 +120,122 @@ def test_run_again_resumes_without_new_trials(workspace: Workspace) -> None:
     assert result.exit_code == 0, result.output
     assert "already has 2 finished trials" in result.stdout
     assert len(optuna.load_study(study_name="tiny", storage=workspace.storage).trials) == 2
+
+
+def test_run_ends_with_a_summary(workspace: Workspace) -> None:
+    lines = workspace.run_output.splitlines()
+    summary = lines[lines.index("done: study tiny reached 2 finished trials") :]
+    assert summary[1].startswith("this run: 2 trials in ")
+    assert summary[1].endswith(" (2 complete, 0 pruned, 0 failed)")
+    assert summary[2].startswith("study tiny: 2/2 finished trials, best val_accuracy ")
+    assert summary[3] == f"report: tuner report --study tiny --storage {workspace.storage}"
+    assert len(summary) == 4  # nothing left: no "run the same command"
+
+
+def test_output_to_a_file_is_not_wrapped(workspace: Workspace) -> None:
+    # The tmp path makes the line far longer than the 80 columns rich assumes off a terminal.
+    header = next(line for line in workspace.run_output.splitlines() if line.startswith("study"))
+    assert header.endswith(f"2 trials in total, storage {workspace.storage}")
+
+
+def test_a_run_stopped_by_its_timeout_says_so_and_the_same_command_continues(
+    isolated: Path,
+) -> None:
+    (isolated / "tiny.toml").write_text(TINY)
+    db = isolated / "tuner.db"
+    # Optuna checks the timeout before each trial: the first one always runs.
+    args = ["run", "--study", isolated / "tiny.toml", "--trials", "5", "--timeout", "0.01"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "stopped: the --timeout of 0.01s ran out, so no new trial was started" in first.stdout
+    assert "this run: 1 trial in " in first.stdout and " (1 complete, 0 pruned, 0 failed)" in (
+        first.stdout
+    )
+    assert "study tiny: 1/5 finished trials, best val_accuracy " in first.stdout
+    assert "left: 4 trials; run the same command to continue" in first.stdout
+    assert "report: tuner report --study tiny\n" in first.stdout
+    assert "1 trials" not in first.output
+
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "study tiny: 2/5 finished trials" in again.stdout
+    assert "left: 3 trials; run the same command to continue" in again.stdout
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials) == 2
+
+
+PROGRESS_STUDY = TINY.replace("max_epochs = 1", "max_epochs = 2")
+
+
+def test_progress_off_a_terminal_is_one_log_line_per_epoch(isolated: Path) -> None:
+    (isolated / "tiny.toml").write_text(PROGRESS_STUDY)
+    result = invoke("run", "--study", isolated / "tiny.toml", "--trials", "1")
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stderr.splitlines() if " epoch " in line]
+    assert len(epochs) == 2, result.stderr
+    first, second = epochs
+    assert "trial 0 epoch 1/2: val_accuracy " in first
+    assert "trial 0 epoch 2/2: val_accuracy " in second
+    for fact in ("epoch ~", "trial ~", "study ~", "elapsed ", "finished 0/1", "best -"):
+        assert fact in first, fact
+    assert "\x1b[" not in result.output  # no terminal codes in a log
+
+
+def test_progress_on_a_terminal_is_a_live_view(isolated: Path) -> None:
+    (isolated / "tiny.toml").write_text(PROGRESS_STUDY)
+    result = CliRunner().invoke(
+        app,
+        ["run", "--study", str(isolated / "tiny.toml"), "--trials", "1"],
+        env={"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"},  # rich: this is a terminal
+    )
+    assert result.exit_code == 0, result.output
+    # Every epoch is drawn at its first batch: the second one knows how long an epoch takes.
+    assert re.search(r"trial 0  epoch 2/2  batch 1/\d+  epoch ~\S+  trial ~\S+ left", result.stdout)
+    assert re.search(r"tiny\S*  elapsed \S+  study ~\S+ left  finished 0/1  best -", result.stdout)
+    assert "finished 1/1" in result.stdout  # the last view, once the trial ended
+    assert "this run: 1 trial in " in result.stdout
+    assert " epoch 1/2: val_accuracy" not in result.stderr  # no log lines under a live view
+
+
+def test_the_summary_of_several_workers_names_the_most_serious_stop() -> None:
+    from tuner.runner.summary import (
+        RunSummary,
+        StopReason,
+        TrialCounts,
+        most_serious,
+        summary_lines,
+    )
+
+    reasons = [StopReason.TRIALS, StopReason.INTERRUPTED, StopReason.TIMEOUT]
+    assert most_serious(reasons) == StopReason.INTERRUPTED
+    assert most_serious([*reasons, StopReason.ERROR]) == StopReason.ERROR
+    summary = RunSummary(
+        study="s",
+        reason=StopReason.INTERRUPTED,
+        ran=TrialCounts(complete=1) + TrialCounts(failed=2),
+        finished=1,
+        target=5,
+        seconds=75,
+        report_command="tuner report --study s",
+        retried=(3, 4),
+    )
+    assert summary_lines(summary) == [
+        "interrupted: the running trials 3, 4 were marked failed and run again first; "
+        "run the same command to resume study s",
+        "this run: 3 trials in 1m 15s (1 complete, 0 pruned, 2 failed)",
+        "study s: 1/5 finished trials, no complete trial yet",
+        "left: 4 trials; run the same command to continue",
+        "report: tuner report --study s",
+    ]
+    assert summary.exit_code == 130
+
+
+def test_report_says_where_it_wrote_once(workspace: Workspace, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    args = ["--studies-dir", workspace.studies, "--storage", workspace.storage, "--out", out]
+    result = invoke("report", "--study", "tiny", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"report written to {out}\n"
+    assert result.stderr == ""  # no log line saying the same
 
 
 def table_rows(output: str) -> list[list[str]]:

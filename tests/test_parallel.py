@@ -1,5 +1,9 @@
 """`tuner run --workers K`: K real worker processes share one study and stop at the total."""
 
+import os
+import re
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -9,7 +13,13 @@ from studies import tiny_study_toml
 from tuner import attrs
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.runner.parallel import plan_workers, resolve_devices, worker_env, worker_seed_offset
+from tuner.runner.parallel import (
+    WORKER_SEED_STRIDE,
+    plan_workers,
+    resolve_devices,
+    worker_threads,
+)
+from tuner.runner.settings import RunSettings, worker_seed_offset
 
 TINY_STUDY = tiny_study_toml(
     "tiny-parallel",
@@ -24,11 +34,22 @@ fc_units = 16
 )
 
 
-def test_workers_are_spread_round_robin_over_devices():
-    launches = plan_workers(["--study", "s.toml"], 5, ["cuda:0", "cuda:1"])
-    assert [launch.device for launch in launches] == ["cuda:0", "cuda:1"] * 2 + ["cuda:0"]
+SETTINGS = RunSettings(study_file=Path("s.toml"), storage="sqlite:///t.db")
+
+
+def test_workers_are_spread_round_robin_over_devices(monkeypatch):
+    monkeypatch.delenv("TUNER_WORKER_INDEX", raising=False)
+    launches = plan_workers(SETTINGS, 5, ["cuda:0", "cuda:1"])
+    assert [launch.settings.device for launch in launches] == ["cuda:0", "cuda:1"] * 2 + ["cuda:0"]
     assert [launch.index for launch in launches] == [0, 1, 2, 3, 4]
-    assert launches[1].argv == ["run", "--study", "s.toml", "--device", "cuda:1"]
+    second = launches[1].settings
+    assert (second.study_file, second.storage, second.device) == (
+        Path("s.toml"),
+        "sqlite:///t.db",
+        "cuda:1",
+    )
+    offsets = [launch.settings.seed_offset for launch in launches]
+    assert offsets == [index * WORKER_SEED_STRIDE for index in range(5)]
 
 
 def test_devices_default_to_the_single_device_without_cuda(monkeypatch):
@@ -50,10 +71,12 @@ def test_worker_index_offsets_the_sampler_seed(monkeypatch):
 def test_workers_split_the_cpu_cores_unless_omp_num_threads_is_set(monkeypatch):
     monkeypatch.setattr("tuner.runner.parallel.available_cpus", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert worker_env(1, 3) == {"TUNER_WORKER_INDEX": "1", "OMP_NUM_THREADS": "2"}
-    assert worker_env(0, 16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.delenv("TUNER_WORKER_INDEX", raising=False)
+    slot = plan_workers(SETTINGS, 3, ["cpu"])[1].settings.slot
+    assert (slot.index, slot.count, slot.threads) == (1, 3, 2)
+    assert worker_threads(16) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert worker_env(0, 2)["OMP_NUM_THREADS"] == "4"
+    assert worker_threads(2) == 4
 
 
 def test_two_worker_processes_share_the_study_and_stop_at_the_total(tmp_path):
@@ -66,6 +89,15 @@ def test_two_worker_processes_share_the_study_and_stop_at_the_total(tmp_path):
          "--storage", url, "--device", "cpu", "--cache-dir", str(tmp_path / "cache")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # The workers got the URL as an argument: not in this process's environment (nor on their
+    # command lines, which multiprocessing's 'spawn' builds without any of tuner's options).
+    assert os.environ.get("TUNER_STORAGE") != url
+    assert f"report: tuner report --study tiny-parallel --storage {url}" in result.stdout
+    assert "done: study tiny-parallel reached 6 finished trials" in result.stdout
+    ran = re.search(
+        r"this run: ([67]) trials in \S+ \((\d+) complete, (\d+) pruned, 0 failed\)", result.stdout
+    )
+    assert ran and int(ran[1]) == int(ran[2]) + int(ran[3]), result.stdout
 
     study = optuna.load_study(study_name="tiny-parallel", storage=url)
     trials = study.get_trials(deepcopy=False)

@@ -63,23 +63,18 @@ def assert_consistent(trials: list[FrozenTrial], n: int, workers_alive: int) -> 
     assert n <= complete <= n + workers_alive - 1, (complete, n, workers_alive)
 
 
-@pytest.mark.postgres
 @pytest.mark.slow
-def test_four_workers_on_postgres_stop_at_n_complete(postgres_url: str, tmp_path: Path) -> None:
-    study, n, workers = create_study(postgres_url), 20, 4
-    procs = [spawn(postgres_url, study, n, tmp_path / f"w{i}.log") for i in range(workers)]
-
-    assert wait_all(procs) == [0] * workers, logs(tmp_path)
-    trials = load_trials(postgres_url, study)
-    assert_consistent(trials, n, workers)
-    assert count(trials, TrialState.FAIL) == 0
-    assert len({t.user_attrs["worker"] for t in trials}) > 1  # the work was really shared
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["sqlite", "journal"])
-def test_four_local_workers_on_a_file_stop_at_n_complete(scheme: str, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/study.db" if scheme == "sqlite" else f"journal:{tmp_path}/j.log"
+@pytest.mark.parametrize(
+    "scheme", [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite", "journal"]
+)
+def test_four_workers_stop_at_n_complete(
+    scheme: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = {
+        "postgres": lambda: request.getfixturevalue("postgres_url"),
+        "sqlite": lambda: f"sqlite:///{tmp_path}/study.db",
+        "journal": lambda: f"journal:{tmp_path}/j.log",
+    }[scheme]()
     study, n, workers = create_study(url), 20, 4
     procs = [spawn(url, study, n, tmp_path / f"w{i}.log") for i in range(workers)]
 
@@ -88,6 +83,8 @@ def test_four_local_workers_on_a_file_stop_at_n_complete(scheme: str, tmp_path: 
     assert_consistent(trials, n, workers)
     assert count(trials, TrialState.FAIL) == 0
     assert "database is locked" not in logs(tmp_path)
+    if scheme == "postgres":  # on a file one early worker may run all 20 before others start
+        assert len({t.user_attrs["worker"] for t in trials}) > 1  # the work was really shared
 
 
 @pytest.mark.postgres

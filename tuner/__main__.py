@@ -1,5 +1,6 @@
-"""`python -m tuner` runs the CLI (worker processes are started this way)."""
+"""`python -m tuner` runs the CLI."""
 
 from tuner.cli import app
 
-app(prog_name="tuner")
+if __name__ == "__main__":  # not when a worker process ('spawn') imports the main module
+    app(prog_name="tuner")

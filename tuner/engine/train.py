@@ -139,7 +139,7 @@ def fit(
     epoch (`keep="last"`). Raises DivergedError on a NaN/inf loss. `options` must be resolved
     (`EngineOptions.resolve`): they choose precision and compilation, never the results'
     meaning. `on_batch(done, per_epoch)` reports progress within an epoch, at most every
-    PROGRESS_SECONDS of wall time and once at each epoch's end.
+    PROGRESS_SECONDS of wall time (from the epoch's first batch) and once at each epoch's end.
     """
     if not options.resolved:
         raise ValueError("fit needs a decided precision: pass EngineOptions.resolve(...)'s result")
@@ -163,7 +163,7 @@ def fit(
     try:
         for epoch in range(1, config.max_epochs + 1):
             started = time.perf_counter()
-            next_report = started + PROGRESS_SECONDS
+            next_report = started  # the first batch shows at once that a new epoch began
             model.train()
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)

@@ -129,7 +129,7 @@ def write_report(study: optuna.Study, out_path: Path) -> Path:
         write_text_atomic(out_path, text)
     except OSError as exc:
         raise TunerError(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
-    logger.info("wrote report of study %r to %s", study.study_name, out_path)
+    logger.debug("wrote report of study %r to %s", study.study_name, out_path)
     return out_path
 
 

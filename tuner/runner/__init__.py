@@ -1,1 +1,1 @@
-"""runner"""
+"""Running a study: settings, one worker or several, live progress, stop signals, the summary."""

@@ -1,43 +1,48 @@
 """Several worker processes on one machine, sharing one study through its storage.
 
-`tuner run --workers K` starts K child processes of `tuner run` (one trial at a time each) and
-waits for them. Each child gets its own device from `--devices` (round robin, so K workers on D
-GPUs run K/D trials per GPU) and its own worker index, which offsets the sampler seed so workers
-don't propose the same configurations in lockstep.
+`tuner run --workers K` starts K worker processes (one trial at a time each) and waits for them.
+Each worker is a fresh Python process ('spawn') whose entry function gets its `RunSettings` as
+an argument: its own device from `--devices` (round robin, so K workers on D GPUs run K/D
+trials per GPU), its share of the CPU cores, and its own index, which offsets the sampler seed
+so workers don't propose the same configurations in lockstep. Nothing travels on a command line
+or in the environment, so the storage URL (maybe with a password) never shows in `ps`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import zlib
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import torch
+from rich.console import Console
 
 from tuner.engine import available_cpus
 from tuner.errors import TunerError
+from tuner.runner.settings import RunSettings, WorkerSlot, worker_seed_offset
+from tuner.runner.signals import STOP_SIGNALS
+from tuner.runner.summary import (
+    RunSummary,
+    StopReason,
+    TrialCounts,
+    most_serious,
+    plural,
+    study_state,
+)
+from tuner.runner.worker import report_command, run_worker
 
 log = logging.getLogger(__name__)
 
-WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
-
-
-def worker_seed_offset() -> int:
-    """This process's sampler seed offset: $TUNER_WORKER_INDEX, 'auto' (from the host), or 0."""
-    value = os.environ.get(WORKER_INDEX_ENV, "0").strip()
-    if value == "auto":
-        # Compose replicas share one command line; their hostnames differ.
-        return zlib.crc32(socket.gethostname().encode()) % 100_000
-    try:
-        return int(value)
-    except ValueError:
-        raise TunerError(f"${WORKER_INDEX_ENV}={value!r}: must be an integer or 'auto'") from None
+# Seed offsets of local workers lie this far apart. A resumed study also offsets the seed by the
+# trials it has (tuner.search.study.open_study): with offsets 0, 1, ... worker 1 opening an empty
+# study and worker 0 opening it one trial later drew the same configurations.
+WORKER_SEED_STRIDE = 1_000_003
 
 
 def resolve_devices(devices: str | None, device: str) -> list[str]:
@@ -49,69 +54,174 @@ def resolve_devices(devices: str | None, device: str) -> list[str]:
     return [device]
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker when `workers` share this machine: $OMP_NUM_THREADS, if set.
+
+    Otherwise the CPU cores are split between the workers: each PyTorch process starts one
+    thread per core, and oversubscribed OpenMP threads spin at every barrier: on 2 cores,
+    2 workers x 2 threads took 2.3-3.2x as long for the same 6 trials as 2 workers x 1 thread
+    (bench/RESULTS.md).
+    """
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, available_cpus() // workers)
+
+
 @dataclass(frozen=True)
 class WorkerLaunch:
-    """One child process to start."""
+    """One worker process to start, and the settings its entry function gets."""
 
     index: int
-    device: str
-    argv: list[str]  # arguments after `tuner`
+    settings: RunSettings
 
 
-def plan_workers(run_args: list[str], workers: int, devices: list[str]) -> list[WorkerLaunch]:
-    """Spread `workers` children over `devices`; each runs `tuner run RUN_ARGS --device D`."""
+def plan_workers(settings: RunSettings, workers: int, devices: list[str]) -> list[WorkerLaunch]:
+    """Spread `workers` workers over `devices`, each with its seed offset and thread count."""
     if workers < 1:
         raise TunerError(f"--workers must be >= 1, got {workers}")
+    threads = worker_threads(workers)
+    base = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
+    level = logging.getLogger().getEffectiveLevel()
     return [
         WorkerLaunch(
-            index=index,
-            device=devices[index % len(devices)],
-            argv=["run", *run_args, "--device", devices[index % len(devices)]],
+            index,
+            dataclasses.replace(
+                settings,
+                device=devices[index % len(devices)],
+                seed_offset=base + index * WORKER_SEED_STRIDE,
+                slot=WorkerSlot(index, workers, threads, level),
+            ),
         )
         for index in range(workers)
     ]
 
 
-def worker_env(index: int, workers: int) -> dict[str, str]:
-    """Environment variables for worker `index` of `workers` on this machine.
+def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
+    """`tuner run --workers K`: prepare once, run the workers, and sum up what they did."""
+    from tuner.data import load_dataset
+    from tuner.engine import pick_device
+    from tuner.search.study import open_study
+    from tuner.spec import load_spec
+    from tuner.storage import check_local_workers, mask_url, open_storage
 
-    The CPU cores are split between the workers (OMP_NUM_THREADS, unless already set): each
-    PyTorch process otherwise starts one thread per core, and oversubscribed OpenMP threads spin
-    at every barrier: on 2 cores, 2 workers x 2 threads took 2.3-3.2x as long for the same 6
-    trials as 2 workers x 1 thread (bench/RESULTS.md).
+    started = time.monotonic()
+    spec = load_spec(settings.study_file)
+    total = settings.trials or spec.training.trials
+    devices = resolve_devices(settings.devices, settings.device)
+    for name in devices:
+        pick_device(name)  # fail here, once, rather than in every worker
+    per_device = settings.jobs_per_device
+    count = per_device * len(devices) if per_device else settings.workers
+    check_local_workers(settings.storage, count)
+    # Decode the dataset into the cache and create the study once, before the workers race.
+    load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
+    study = open_study(spec, open_storage(settings.storage), force=settings.force)
+    console.print(
+        f"study [bold]{spec.name}[/bold]: {count} workers on {', '.join(devices)}, "
+        f"{plural(total, 'trial')} in total, storage {mask_url(settings.storage)}"
+    )
+    launches = plan_workers(settings, count, devices)
+    outcomes, interrupted = run_workers(launches)
+    reasons, details = [StopReason.INTERRUPTED] if interrupted else [], []
+    ran, retried = TrialCounts(), ()
+    for launch, (code, summary) in zip(launches, outcomes, strict=True):
+        if summary is not None:
+            reasons.append(summary.reason)
+            ran, retried = ran + summary.ran, retried + summary.retried
+            if summary.detail:
+                details.append(f"worker {launch.index}: {summary.detail}")
+        elif code in (130, -signal.SIGTERM, -signal.SIGINT):
+            reasons.append(StopReason.INTERRUPTED)
+        elif code:
+            reasons.append(StopReason.ERROR)
+            details.append(f"worker {launch.index} exited with code {code} (see its output)")
+    reason = most_serious(reasons)
+    return RunSummary(
+        study=spec.name,
+        reason=reason,
+        ran=ran,
+        target=total,
+        seconds=time.monotonic() - started,
+        report_command=report_command(spec.name, settings),
+        timeout=settings.timeout,
+        retried=tuple(sorted(retried)),
+        detail="; ".join(details) if reason == StopReason.ERROR else None,
+        **study_state(study),
+    )
+
+
+def run_workers(
+    launches: list[WorkerLaunch],
+) -> tuple[list[tuple[int, RunSummary | None]], bool]:
+    """Start the workers, forward SIGINT/SIGTERM to them, wait for them.
+
+    Returns each worker's exit code and summary (None when it ended before it could send
+    one), and whether this process received a stop signal. An interrupted worker marks its
+    running trial FAIL and queues it again itself (see tuner.runner.signals).
     """
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, available_cpus() // workers))
-    return {WORKER_INDEX_ENV: str(index), "OMP_NUM_THREADS": threads}
+    context = multiprocessing.get_context("spawn")
+    processes: list[multiprocessing.process.BaseProcess] = []
+    receivers: list[Connection] = []
+    stop_received: list[int] = []
 
+    def forward(signum: int, _frame: object) -> None:
+        stop_received.append(signum)
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
 
-def run_workers(launches: list[WorkerLaunch]) -> int:
-    """Start the workers, forward SIGINT/SIGTERM to them, wait; return the worst exit code.
-
-    A child that was interrupted marks its running trial FAIL itself (see tuner.runner.signals).
-    """
-    children: list[subprocess.Popen] = []
-    for launch in launches:
-        env = {**os.environ, **worker_env(launch.index, len(launches))}
-        command = [sys.executable, "-m", "tuner", *launch.argv]
-        log.info("starting worker %d on %s", launch.index, launch.device)
-        # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then
-        # sends each child exactly one SIGTERM (a second signal could cut short the FAIL write).
-        children.append(subprocess.Popen(command, env=env, start_new_session=True))
-
-    def forward(_signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
-        while any(child.poll() is None for child in children):
-            time.sleep(0.2)
+        # Workers start with the stop signals blocked and unblock them once their handlers are
+        # in place (interrupt_on_signals), so a signal during their start-up is not lost.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for launch in launches:
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=worker_main,
+                    args=(launch.settings, sender),
+                    name=f"tuner-worker-{launch.index}",
+                )
+                log.info("starting worker %d on %s", launch.index, launch.settings.device)
+                process.start()
+                sender.close()  # the worker holds its own end
+                processes.append(process)
+                receivers.append(receiver)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for process in processes:
+            process.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    codes = [child.returncode for child in children]
-    failed = [(launch.index, code) for launch, code in zip(launches, codes, strict=True) if code]
-    for index, code in failed:
-        log.warning("worker %d exited with code %d", index, code)
-    return max(codes, key=abs) if failed else 0
+    outcomes = []
+    for launch, process, receiver in zip(launches, processes, receivers, strict=True):
+        summary = receiver.recv() if receiver.poll() else None
+        code = process.exitcode or 0
+        if code and not (stop_received and code in (130, -signal.SIGTERM)):
+            log.warning("worker %d exited with code %d", launch.index, code)
+        outcomes.append((code, summary))
+    return outcomes, bool(stop_received)
+
+
+def worker_main(settings: RunSettings, results: Connection) -> None:
+    """A worker process's entry: run trials with `settings`, send the summary to the parent."""
+    from tuner.runner.console import configure_logging, make_console
+
+    # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then
+    # sends each worker one SIGTERM (a second signal could cut short the FAIL write).
+    os.setsid()
+    assert settings.slot is not None
+    configure_logging(settings.slot.log_level)
+    try:
+        summary = run_worker(settings, make_console())
+    except TunerError as exc:
+        print(f"error: worker {settings.slot.index}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)  # stopped before its first trial: nothing to say
+    results.send(summary)
+    results.close()
+    sys.exit(summary.exit_code)

@@ -1,43 +1,111 @@
-"""Progress of a running study: a live line per running trial, or plain log lines off a TTY."""
+"""Progress of a running study: a live view on a terminal, one log line per epoch elsewhere.
+
+Both say the same: elapsed time, the running trial's epoch and batch, how long an epoch takes,
+estimates of what is left of the trial and of the study, and the best value so far.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
+from optuna.trial import FrozenTrial
+from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from tuner import attrs
-from tuner.engine.train import EpochResult
+from tuner.engine import EpochResult
+from tuner.runner.summary import TrialCounts, duration
 from tuner.search.study import count_finished
 
 log = logging.getLogger("tuner.runner.progress")
 
 
-class TrialProgress:
-    """Shows each running trial's epoch, validation accuracy and the best value so far.
+@dataclass
+class _RunningTrial:
+    """What the display knows of the trial this process is running."""
 
-    State is real here (the live display and the last epoch per trial), hence a class. Use it
-    as a context manager; pass `on_epoch` to the objective and `on_trial_end` to Optuna.
+    number: int
+    started: float
+    epoch_seconds: list[float] = field(default_factory=list)  # of the finished epochs
+    batch: int = 0  # batches done in the running epoch
+    batches: int = 0  # batches per epoch
+    first_batch: tuple[int, float] | None = None  # (batch, when) first seen in this epoch
+    last: EpochResult | None = None
+
+    def epoch_estimate(self, now: float) -> float | None:
+        """Seconds an epoch takes: the mean of the finished ones, else from the batch rate."""
+        if self.epoch_seconds:
+            return sum(self.epoch_seconds) / len(self.epoch_seconds)
+        if self.first_batch is None or self.batch <= self.first_batch[0]:
+            return None
+        first, at = self.first_batch
+        return (now - at) / (self.batch - first) * self.batches
+
+    def seconds_left(self, now: float, max_epochs: int) -> float | None:
+        """Seconds until the trial ends if it runs every epoch (early stopping ends it sooner)."""
+        if len(self.epoch_seconds) >= max_epochs:
+            return 0.0
+        per_epoch = self.epoch_estimate(now)
+        if per_epoch is None:
+            return None
+        done = self.batch / self.batches if self.batches else 0.0
+        epochs_after = max(0, max_epochs - len(self.epoch_seconds) - 1)
+        return per_epoch * (1 - done) + per_epoch * epochs_after
+
+
+class TrialProgress:
+    """Shows the running trial's epoch, batch and estimates and the study's best value so far.
+
+    State is real here (the live display, the running trial's timings, the counts of this run),
+    hence a class. Use it as a context manager; wrap the objective with `watch`, pass `on_epoch`
+    and `on_batch` to it and `on_trial_end` to Optuna. `workers` is how many processes share
+    the trials left, for the study estimate. Off a terminal, or with `live=False`, it logs.
     """
 
-    def __init__(self, console: Console, study: optuna.Study, total_trials: int, max_epochs: int):
+    def __init__(
+        self,
+        console: Console,
+        study: optuna.Study,
+        total_trials: int,
+        max_epochs: int,
+        *,
+        live: bool = True,
+        workers: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.console = console
         self.study = study
         self.total_trials = total_trials
         self.max_epochs = max_epochs
-        self.running: dict[int, EpochResult] = {}
+        self.workers = workers
+        self.clock = clock
+        self.started = clock()
         self.finished = count_finished(study)
         self.best_value: float | None = _best_value(study)
+        self.ran = TrialCounts()
+        self.trial_seconds: list[float] = []  # wall time of each trial this process ended
+        self.current: _RunningTrial | None = None
         self.live: Live | None = None
+        self._live_wanted = live and console.is_terminal
+        self._lock = threading.Lock()  # the live display renders from its own thread
+
+    @property
+    def current_trial(self) -> int | None:
+        """The number of the trial this process is running, if any."""
+        return None if self.current is None else self.current.number
 
     def __enter__(self) -> TrialProgress:
-        if self.console.is_terminal:
-            self.live = Live(self._render(), console=self.console, refresh_per_second=4)
+        if self._live_wanted:
+            self.live = Live(
+                console=self.console, refresh_per_second=4, get_renderable=self._render
+            )
             self.live.__enter__()
         return self
 
@@ -50,25 +118,57 @@ class TrialProgress:
         if self.live is not None:
             self.live.__exit__(exc_type, exc, traceback)
 
+    def watch(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        """`objective`, telling this display when each trial starts."""
+
+        def watched(trial: optuna.Trial) -> float:
+            now = self.clock()
+            with self._lock:
+                self.current = _RunningTrial(trial.number, started=now)
+            return objective(trial)
+
+        return watched
+
+    def on_batch(self, done: int, per_epoch: int) -> None:
+        """Called by the training loop after every batch: keep it cheap."""
+        running = self.current
+        if running is None:
+            return
+        running.batch, running.batches = done, per_epoch
+        if running.first_batch is None:
+            # The rate is measured from here: the epoch's start also holds one-off set-up.
+            running.first_batch = (done, self.clock())
+            if self.live is not None:
+                self.live.refresh()  # each epoch is drawn at least once, however short
+
     def on_epoch(self, trial_number: int, result: EpochResult) -> None:
-        self.running[trial_number] = result
-        if self.live is not None:
-            self.live.update(self._render())
-        else:
+        now = self.clock()
+        with self._lock:
+            running = self.current
+            if running is None or running.number != trial_number:
+                running = self.current = _RunningTrial(trial_number, now)
+            running.epoch_seconds.append(result.seconds)
+            running.batch, running.first_batch, running.last = 0, None, result
+        if self.live is None:
             log.info(
-                "trial %d epoch %d/%d: val_accuracy %.4f val_loss %.4f (%.1fs)",
+                "trial %d epoch %d/%d: val_accuracy %.4f val_loss %.4f (%.1fs); %s",
                 trial_number,
                 result.epoch,
                 self.max_epochs,
                 result.val_accuracy,
                 result.val_loss,
                 result.seconds,
+                "; ".join([*self._trial_facts(now), *self._study_facts(now)]),
             )
 
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.running.pop(trial.number, None)
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            self.finished += 1
+        now = self.clock()
+        with self._lock:
+            if self.current is not None and self.current.number == trial.number:
+                self.trial_seconds.append(now - self.current.started)
+                self.current = None
+            self.ran = self.ran.counted(trial.state)
+        self.finished = count_finished(study)  # other workers' trials too
         self.best_value = _best_value(study)
         value = "" if trial.value is None else f" value {trial.value:.4f}"
         reason = trial.user_attrs.get(attrs.STOP_REASON)
@@ -77,30 +177,78 @@ class TrialProgress:
         )
         if self.live is not None:
             self.live.console.print(message)
-            self.live.update(self._render())
         else:
             log.info("%s; best so far %s", message, _format(self.best_value))
 
-    def _render(self) -> Table:
-        table = Table.grid(padding=(0, 2))
-        table.add_row(
-            f"[bold]{self.study.study_name}[/bold]",
+    def _trial_facts(self, now: float) -> list[str]:
+        """The running trial's epoch timing and estimate, as short phrases."""
+        running = self.current
+        if running is None:
+            return []
+        facts = []
+        per_epoch = running.epoch_estimate(now)
+        if per_epoch is not None:
+            facts.append(f"epoch ~{duration(per_epoch)}")
+        trial_left = running.seconds_left(now, self.max_epochs)
+        if trial_left is not None:
+            facts.append(f"trial ~{duration(trial_left)} left")
+        return facts
+
+    def _study_facts(self, now: float) -> list[str]:
+        """Elapsed time, the study's estimate, finished trials and the best value."""
+        facts = [f"elapsed {duration(now - self.started)}"]
+        study_left = self._study_seconds_left(now)
+        if study_left is not None:
+            facts.append(f"study ~{duration(study_left)} left")
+        return [
+            *facts,
             f"finished {self.finished}/{self.total_trials}",
             f"best {_format(self.best_value)}",
-        )
-        for number, result in sorted(self.running.items()):
-            table.add_row(
-                f"  trial {number}",
-                f"epoch {result.epoch}/{self.max_epochs}",
-                f"val_accuracy {result.val_accuracy:.4f}  val_loss {result.val_loss:.4f}",
-            )
-        return table
+        ]
+
+    def _study_seconds_left(self, now: float) -> float | None:
+        """Until the study has its trials, if every trial takes as long as the ones so far."""
+        running = self.current
+        trial_left = 0.0 if running is None else running.seconds_left(now, self.max_epochs)
+        if trial_left is None:
+            return None
+        if self.trial_seconds:
+            per_trial = sum(self.trial_seconds) / len(self.trial_seconds)
+        elif running is not None and (per_epoch := running.epoch_estimate(now)) is not None:
+            per_trial = per_epoch * self.max_epochs
+        else:
+            return None
+        after = max(0, self.total_trials - self.finished - (running is not None))
+        return trial_left + per_trial * after / self.workers
+
+    def _render(self) -> Group:
+        """The live view: the study's line, and the running trial's."""
+        now = self.clock()
+        with self._lock:
+            lines = [
+                Text.assemble(
+                    (self.study.study_name, "bold"), "  ", "  ".join(self._study_facts(now))
+                )
+            ]
+            running = self.current
+            if running is not None:
+                epoch = min(len(running.epoch_seconds) + 1, self.max_epochs)
+                facts = [f"trial {running.number}", f"epoch {epoch}/{self.max_epochs}"]
+                if running.batch:
+                    facts.append(f"batch {running.batch}/{running.batches}")
+                facts += self._trial_facts(now)
+                if running.last is not None:
+                    facts.append(f"val_accuracy {running.last.val_accuracy:.4f}")
+                lines.append(Text("  " + "  ".join(facts)))
+        for line in lines:
+            line.no_wrap, line.overflow = True, "ellipsis"  # a narrow terminal cuts, never wraps
+        return Group(*lines)
 
 
 def _best_value(study: optuna.Study) -> float | None:
     try:
         return study.best_value
-    except ValueError:  # no complete trial yet
+    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
         return None
 
 

@@ -147,7 +147,7 @@ def retrain(
         train_sample_loss=tuple(result.val_loss for result in history),
         train_sample_accuracy=tuple(result.val_accuracy for result in history),
     )
-    log.info("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
+    log.debug("test accuracy %.4f on %d images", card.test_accuracy, card.test_count)
     return Retrained(model.cpu(), card, tuple(history))
 
 

@@ -1,0 +1,114 @@
+"""The `tuner` app, the options several verbs share (declared once), and study lookup."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import optuna
+import typer
+from rich.console import Console
+
+from tuner.cli.errors import TunerGroup
+from tuner.errors import TunerError
+from tuner.runner.console import configure_logging, make_console
+
+app = typer.Typer(
+    cls=TunerGroup,
+    help="Hyperparameter tuning for CNN image classifiers (Optuna + PyTorch).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent.parent / "studies"
+
+StudyOption = Annotated[
+    str,
+    typer.Option("--study", "-s", help="Study name in the studies folder, or a .toml file path."),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Storage URL (sqlite:///tuner.db, postgresql+psycopg://...). "
+        "Default: $TUNER_STORAGE, else sqlite:///tuner.db in the working directory.",
+    ),
+]
+StudiesDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--studies-dir",
+        help="Folder of study files. Default: $TUNER_STUDIES_DIR, else ./studies, "
+        "else the studies shipped with tuner.",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Dataset files. Default: $TUNER_DATA_DIR or ~/.cache."),
+]
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR."),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Set up logging once for every verb."""
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def console() -> Console:
+    """Where verbs print: stdout, unwrapped off a terminal."""
+    return make_console()
+
+
+def studies_dir(option: Path | None) -> Path:
+    """Where `--study NAME` is looked up."""
+    if option is not None:
+        return option
+    if "TUNER_STUDIES_DIR" in os.environ:
+        return Path(os.environ["TUNER_STUDIES_DIR"])
+    local = Path("studies")
+    return local if local.is_dir() else REPO_STUDIES_DIR
+
+
+def study_file(study: str, studies: Path | None) -> Path:
+    """The study file `--study` names (a name in the studies folder, or a path)."""
+    from tuner.spec import find_study_file
+
+    return find_study_file(study, studies_dir(studies))
+
+
+def study_name(study: str, studies: Path | None) -> str:
+    """`--study` for verbs that read storage: a study file's name, or a stored study's name."""
+    from tuner.spec import load_spec
+
+    try:
+        path = study_file(study, studies)
+    except TunerError:
+        if Path(study).suffix == ".toml":
+            raise
+        return study  # not a file: take it as the name of a study in storage
+    return load_spec(path).name
+
+
+def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
+    """Study `name` from the storage `--storage` names; a one-line error when it isn't there."""
+    from tuner.storage import mask_url, open_storage, resolve_storage_url
+
+    url = resolve_storage_url(storage_option)
+    storage = open_storage(url, must_exist=True)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise TunerError(
+            f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
+        )
+    return optuna.load_study(study_name=name, storage=storage)

@@ -1,0 +1,248 @@
+"""The verbs of trained models and reading aids: best, retrain, visualize, predict, dashboard."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuner.cli import views
+from tuner.cli.common import (
+    CacheDirOption,
+    DataDirOption,
+    DeviceOption,
+    StorageOption,
+    StudiesDirOption,
+    StudyOption,
+    app,
+    console,
+    load_stored_study,
+    study_name,
+)
+from tuner.errors import TunerError
+
+ModelOption = Annotated[
+    Path,
+    typer.Option(
+        "--model", "-m", help="A model directory written by `tuner retrain`, or its .safetensors."
+    ),
+]
+
+
+class ExportFormat(enum.StrEnum):
+    """`tuner best --format`."""
+
+    toml = "toml"
+    json = "json"
+
+
+def _best_config(study: str | None, config: Path | None, storage: str | None, studies: Path | None):
+    """The configuration to retrain: from `--config FILE`, else the best trial of `--study`."""
+    from tuner.trained.export import best_config, read_best
+
+    if config is not None:
+        if study is not None:
+            raise TunerError("give either --study or --config, not both")
+        return read_best(config)
+    if study is None:
+        raise TunerError("--study NAME or --config FILE is required")
+    return best_config(load_stored_study(study_name(study, studies), storage))
+
+
+@app.command()
+def best(
+    study: StudyOption = "digits-quick",
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="toml (with comments) or json.")
+    ] = ExportFormat.toml,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    storage: StorageOption = None,
+    studies: StudiesDirOption = None,
+) -> None:
+    """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
+    from tuner.files import write_text_atomic
+    from tuner.trained.export import render
+
+    text = render(_best_config(study, None, storage, studies), fmt.value)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomic(out, text)
+        typer.echo(f"written to {out}", err=True)
+
+
+@app.command()
+def retrain(
+    study: Annotated[
+        str | None,
+        typer.Option("--study", "-s", help="Retrain the best trial of this study."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Or a file written by `tuner best` (TOML or JSON)."),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            "-e",
+            min=1,
+            help="Epochs on the full training split (default: the tuned trial's best epoch).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: runs/STUDY).")
+    ] = None,
+    storage: StorageOption = None,
+    data_dir: DataDirOption = None,
+    cache_dir: CacheDirOption = None,
+    device: DeviceOption = "auto",
+    studies: StudiesDirOption = None,
+) -> None:
+    """Train a configuration on train+validation, test it once, save model, card and report.
+
+    Writes model.safetensors, model.json (the model card) and retrain.html into --out.
+    """
+    from tuner.data import load_dataset
+    from tuner.engine import pick_device
+    from tuner.files import study_slug
+    from tuner.trained.retrain import epochs_for, save
+    from tuner.trained.retrain import retrain as retrain_model
+
+    chosen = _best_config(study, config, storage, studies)
+    torch_device = pick_device(device)
+    dataset = load_dataset(chosen.dataset, data_dir, cache_dir)
+    out_dir = out or Path("runs") / study_slug(chosen.study or (config.stem if config else "model"))
+    source = f"trial {chosen.trial} of {chosen.study}" if chosen.study else str(config)
+    out_console = console()
+    out_console.print(
+        f"retraining {source}: {dataset.name}, {len(dataset.train)} training images, "
+        f"{epochs_for(chosen, epochs)} epochs on {torch_device}"
+    )
+    result = retrain_model(chosen, dataset, torch_device, epochs)
+    weights, report_path = save(out_dir, result)
+    out_console.print(
+        f"test accuracy {result.card.test_accuracy:.4f} on {result.card.test_count} held-out "
+        f"images\nmodel: {weights}\nreport: {report_path}"
+    )
+
+
+@app.command()
+def visualize(
+    model: ModelOption,
+    image: Annotated[
+        Path | None,
+        typer.Option("--image", "-i", help="Image file to look at (default: a test image)."),
+    ] = None,
+    index: Annotated[
+        int, typer.Option("--index", min=0, help="Which test image, without --image.")
+    ] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="HTML file to write (default: MODEL_DIR/viz.html)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    cache_dir: CacheDirOption = None,
+) -> None:
+    """One HTML page of a model's filters and feature maps for one image."""
+    from tuner.report.visualize import test_image, write_visualization
+    from tuner.trained import load_model, model_paths, read_image
+
+    loaded, card = load_model(model)
+    out = out or model_paths(model)[1].parent / "viz.html"  # next to the model, not in cwd
+    if image is not None:
+        pixels, label = read_image(image, card), image.name
+    else:
+        pixels, label = test_image(card, index, data_dir, cache_dir)
+    path = write_visualization(out, loaded, card, pixels, label)
+    console().print(f"visualization written to {path}")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (any size or mode).")],
+    model: ModelOption,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 3,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON on stdout instead of a table.")
+    ] = False,
+) -> None:
+    """Class probabilities for image files.
+
+    A file that cannot be read gets an error line on stderr and the others are still
+    predicted. Exit code 0 when every file was predicted; 1 when some were and others are not
+    readable images; 2 when a named file does not exist, no file could be predicted, or for
+    other usage errors (bad options, unusable model).
+    """
+    import json
+
+    from tuner.trained import exit_code, load_model, predict_files
+
+    loaded, card = load_model(model)
+    results = predict_files(loaded, card, images, top_k)
+    for result in results:
+        if result.error:
+            typer.echo(f"error: {result.error}", err=True)
+    if as_json:
+        rows = [
+            {"image": str(r.path), "error": r.error}
+            if r.error
+            else {
+                "image": str(r.path),
+                "predictions": [{"class": name, "probability": p} for name, p in r.top],
+            }
+            for r in results
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        views.print_predictions(console(), results)
+    if code := exit_code(results):
+        raise typer.Exit(code)
+
+
+@app.command()
+def dashboard(
+    study: StudyOption = "digits-quick",
+    storage: StorageOption = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; the dashboard has no login.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
+    studies: StudiesDirOption = None,
+) -> None:
+    """Serve optuna-dashboard on the study's storage (needs the optional dashboard extra)."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise TunerError(
+            "optuna-dashboard is not installed; install it with: pip install 'tuner[dashboard]'"
+        ) from None
+    from tuner.storage import open_storage, resolve_storage_url
+
+    name = study_name(study, studies)
+    load_stored_study(name, storage)  # a clear error when the study isn't there
+    opened = open_storage(resolve_storage_url(storage))
+    study_id = opened.get_study_id_from_name(name)
+    shown_host = f"[{host}]" if ":" in host else host
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "the dashboard has no authentication: anyone who can reach %s:%d can read and "
+            "edit the studies in this storage",
+            host,
+            port,
+        )
+    console().print(
+        f"optuna-dashboard for study {name}: http://{shown_host}:{port}/dashboard/studies/"
+        f"{study_id}  (Ctrl-C to stop)"
+    )
+    try:
+        run_server(opened, host=host, port=port)
+    except OSError as exc:
+        raise TunerError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        console().print("dashboard stopped")

@@ -1,0 +1,174 @@
+"""The verbs of a study: run, studies, status, report."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuner.cli import views
+from tuner.cli.common import (
+    CacheDirOption,
+    DataDirOption,
+    DeviceOption,
+    StorageOption,
+    StudiesDirOption,
+    StudyOption,
+    app,
+    console,
+    load_stored_study,
+    studies_dir,
+    study_file,
+    study_name,
+)
+from tuner.errors import TunerError
+
+
+class Precision(enum.StrEnum):
+    """`tuner run --precision`: engine PRECISIONS, spelled out so `--help` needs no torch."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def _positive_seconds(value: float | None) -> float | None:
+    """`--timeout`: zero or less would stop before the first trial."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    return value
+
+
+@app.command()
+def run(
+    study: StudyOption = "digits-quick",
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            "-n",
+            min=1,
+            help="Finished trials the study should have in total, across all workers "
+            "(default: the study file's [training].trials).",
+        ),
+    ] = None,
+    storage: StorageOption = None,
+    device: DeviceOption = "auto",
+    data_dir: DataDirOption = None,
+    cache_dir: CacheDirOption = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            callback=_positive_seconds,
+            help="Stop starting new trials after this many seconds.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Resume even if the search space changed.")
+    ] = False,
+    studies: StudiesDirOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", "-w", min=1, help="Worker processes on this machine sharing the study."
+        ),
+    ] = 1,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="Comma-separated devices the workers are spread over (default: every GPU, "
+            "else --device).",
+        ),
+    ] = None,
+    jobs_per_device: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs-per-device",
+            min=1,
+            help="Trials running at once on each device (sets --workers to this x devices).",
+        ),
+    ] = None,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            "--precision",
+            help="auto: bf16 autocast on CUDA, and on CPUs with native bf16 for models big "
+            "enough to gain from it, else fp32 (each trial records its choice). fp32 or bf16 "
+            "force one.",
+        ),
+    ] = Precision.auto,
+    compile_model: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
+    ] = False,
+) -> None:
+    """Run trials of a study until it has --trials finished trials (resumes if it exists).
+
+    Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
+    """
+    from tuner.runner.run import run_study
+    from tuner.runner.settings import RunSettings
+    from tuner.storage import resolve_storage_url
+
+    settings = RunSettings(
+        study_file=study_file(study, studies),
+        storage=resolve_storage_url(storage),
+        storage_given=storage is not None,
+        trials=trials,
+        device=device,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        timeout=timeout,
+        force=force,
+        precision=precision.value,
+        compile=compile_model,
+        workers=workers,
+        devices=devices,
+        jobs_per_device=jobs_per_device,
+    )
+    out = console()
+    summary = run_study(settings, out)
+    views.print_run_end(out, summary)
+    if summary.detail is not None:
+        raise TunerError(summary.detail)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+@app.command("studies")
+def list_studies(storage: StorageOption = None, studies: StudiesDirOption = None) -> None:
+    """List study files and the studies in storage (trials by state, best value)."""
+    views.print_studies(console(), studies_dir(studies), storage)
+
+
+@app.command()
+def status(
+    study: StudyOption = "digits-quick",
+    storage: StorageOption = None,
+    studies: StudiesDirOption = None,
+) -> None:
+    """Trials by state, the best value and parameters, and the trials running now."""
+    views.print_status(console(), load_stored_study(study_name(study, studies), storage))
+
+
+@app.command()
+def report(
+    study: StudyOption = "digits-quick",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default: report-STUDY.html).")
+    ] = None,
+    storage: StorageOption = None,
+    studies: StudiesDirOption = None,
+) -> None:
+    """Write one self-contained HTML report of a study (opens offline)."""
+    from tuner.files import study_slug
+    from tuner.report import write_report
+
+    optuna_study = load_stored_study(study_name(study, studies), storage)
+    default = Path(f"report-{study_slug(optuna_study.study_name)}.html")
+    path = write_report(optuna_study, out or default)
+    console().print(f"report written to {path}")

@@ -1,0 +1,135 @@
+"""What the verbs print: tables of studies, trials, best configurations and predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.table import Table
+
+from tuner import attrs
+from tuner.errors import TunerError
+from tuner.runner.summary import RunSummary, summary_lines
+
+SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+def print_best_params(
+    console: Console, metric: str, number: int | None, value: float | None, params: Mapping
+) -> None:
+    """The best trial's value and parameters, or that there is none yet."""
+    if number is None or value is None:
+        console.print("no trial has completed yet")
+        return
+    console.print(f"best trial {number}: {metric} = {value:.4f}")
+    table = Table("parameter", "value", box=None)
+    for name, param in params.items():
+        table.add_row(name, f"{param:.4g}" if isinstance(param, float) else str(param))
+    console.print(table)
+
+
+def print_best(console: Console, study: optuna.Study) -> None:
+    """`print_best_params` of a stored study."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        print_best_params(console, "", None, None, {})
+        return
+    metric = study.user_attrs.get(attrs.STUDY_METRIC, "value")
+    print_best_params(console, metric, best.number, best.value, best.params)
+
+
+def print_run_end(console: Console, summary: RunSummary) -> None:
+    """The best configuration so far, then the summary every `tuner run` ends with."""
+    print_best_params(
+        console, summary.metric, summary.best_trial, summary.best_value, summary.best_params
+    )
+    for line in summary_lines(summary):
+        console.print(line)
+
+
+def state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    return counts
+
+
+def print_studies(console: Console, folder: Path, storage: str | None) -> None:
+    """The study files in `folder`, then the studies in storage with trials by state."""
+    from tuner.spec import list_study_files, load_spec
+    from tuner.storage import mask_url, open_storage, resolve_storage_url
+
+    files = Table("study file", "dataset", "sampler", "pruner", "description", title=str(folder))
+    for path in list_study_files(folder):
+        try:
+            spec = load_spec(path)
+        except TunerError as exc:
+            files.add_row(path.stem, "[red]invalid[/red]", "", "", str(exc))
+            continue
+        files.add_row(
+            spec.name, spec.dataset.name, spec.sampler.name, spec.pruner.name, spec.description
+        )
+    console.print(files)
+
+    url = resolve_storage_url(storage)
+    try:
+        opened = open_storage(url, must_exist=True)
+    except TunerError as exc:
+        console.print(f"no studies in storage: {exc}")
+        return
+    summaries = optuna.get_all_study_summaries(opened, include_best_trial=True)
+    stored = Table("study", "complete", "pruned", "failed", "running", "best", title=mask_url(url))
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        counts = state_counts(optuna.load_study(study_name=summary.study_name, storage=opened))
+        best = summary.best_trial.value if summary.best_trial else None
+        stored.add_row(
+            summary.study_name,
+            *(str(counts[state]) for state in SHOWN_STATES),
+            "-" if best is None else f"{best:.4f}",
+        )
+    console.print(stored)
+
+
+def print_status(console: Console, study: optuna.Study) -> None:
+    """Trials by state, the best trial, and the trials running now."""
+    counts = state_counts(study)
+    console.print(
+        f"study [bold]{study.study_name}[/bold] "
+        f"({study.user_attrs.get(attrs.STUDY_DATASET, '?')}): "
+        + ", ".join(f"{counts[s]} {s.name.lower()}" for s in TrialState if counts[s])
+    )
+    print_best(console, study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running:
+        table = Table("running trial", "worker", "started", "last epoch", "last value")
+        for trial in running:
+            last_step = trial.last_step
+            table.add_row(
+                str(trial.number),
+                str(trial.user_attrs.get(attrs.WORKER, "?")),
+                f"{trial.datetime_start:%Y-%m-%d %H:%M:%S}" if trial.datetime_start else "?",
+                "-" if last_step is None else str(last_step),
+                "-" if last_step is None else f"{trial.intermediate_values[last_step]:.4f}",
+            )
+        console.print(table)
+
+
+def print_predictions(console: Console, results: list[Any]) -> None:
+    """A table of each image's top classes and probabilities (`tuner predict`)."""
+    table = Table("image", "class", "probability", box=None)
+    table.columns[0].overflow = "fold"
+    for result in results:
+        for rank, (name, probability) in enumerate(result.top):
+            table.add_row(
+                str(result.path) if rank == 0 else "",
+                name,
+                f"{probability:.2%}",
+                end_section=rank == len(result.top) - 1,
+            )
+    if table.rows:
+        console.print(table)

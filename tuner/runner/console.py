@@ -1,0 +1,38 @@
+"""The terminal a run writes to: its console and log format, the same in every worker process."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from rich.console import Console
+from rich.logging import RichHandler
+
+# Off a terminal (a log file, a pipe, CI) lines are not wrapped: a log reader or grep wants
+# `storage sqlite:///tuner.db` on one line, not cut at rich's default of 80 columns.
+UNWRAPPED_WIDTH = 10_000
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for people on a terminal; on anything else, plain lines that never wrap."""
+    console = Console(highlight=False, stderr=stderr)
+    if not console.is_terminal:
+        console = Console(highlight=False, stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True)
+    return console
+
+
+def configure_logging(level: int) -> None:
+    """Log to stderr: rich lines on a terminal, timestamped plain lines elsewhere.
+
+    Optuna logs every trial itself; tuner's progress already says it, once, so Optuna only
+    speaks for warnings (everything in debug mode).
+    """
+    console = make_console(stderr=True)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
+    optuna.logging.set_verbosity(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)

@@ -1,0 +1,70 @@
+"""What `tuner run` was asked to do, as one frozen value handed to every worker process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import TunerError
+
+WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
+
+
+def worker_seed_offset() -> int:
+    """This process's sampler seed offset: $TUNER_WORKER_INDEX, 'auto' (from the host), or 0.
+
+    Replicas of one command line (Compose, a Kubernetes Indexed Job) differ only in this.
+    """
+    value = os.environ.get(WORKER_INDEX_ENV, "0").strip()
+    if value == "auto":
+        # Compose replicas share one command line; their hostnames differ.
+        return zlib.crc32(socket.gethostname().encode()) % 100_000
+    try:
+        return int(value)
+    except ValueError:
+        raise TunerError(f"${WORKER_INDEX_ENV}={value!r}: must be an integer or 'auto'") from None
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One of several worker processes that one `tuner run --workers K` starts on this machine."""
+
+    index: int  # 0..count-1, added to the sampler seed offset
+    count: int  # workers sharing the machine (and the trials left)
+    threads: int  # torch threads of this worker: the machine's cores split between the workers
+    log_level: int = logging.INFO  # the parent's, so `tuner -v run` is verbose in workers too
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The options of one `tuner run`.
+
+    The storage URL lives here, never on a command line or in the environment: a worker process
+    gets this object as the argument of its entry function.
+    """
+
+    study_file: Path
+    storage: str  # a resolved URL (tuner.storage.resolve_storage_url), maybe with a password
+    storage_given: bool = False  # --storage was on the command line (so hints repeat it)
+    trials: int | None = None  # the study's finished-trial total; None: the study file's
+    device: str = "auto"
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    timeout: float | None = None  # seconds after which no new trial starts
+    force: bool = False  # resume although the search space changed
+    precision: str = "auto"
+    compile: bool = False
+    workers: int = 1  # worker processes to start on this machine
+    devices: str | None = None  # comma-separated devices the workers are spread over
+    jobs_per_device: int | None = None  # trials at once per device (workers = this x devices)
+    seed_offset: int | None = None  # None: from $TUNER_WORKER_INDEX (replicas, cluster jobs)
+    slot: WorkerSlot | None = None  # set for the workers `--workers` starts
+
+    @property
+    def parallel(self) -> bool:
+        """Whether this run starts worker processes instead of training itself."""
+        return self.slot is None and (self.workers > 1 or self.jobs_per_device is not None)

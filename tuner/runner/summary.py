@@ -1,0 +1,169 @@
+"""How a `tuner run` ended, as data (`RunSummary`), and the lines that say it to a person."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner import attrs
+from tuner.search.study import count_finished
+
+
+class StopReason(enum.StrEnum):
+    """Why a run stopped; a new way to stop (a wall-clock budget, say) adds a member here."""
+
+    TRIALS = "trials"  # the study has its --trials finished trials
+    TIMEOUT = "timeout"  # --timeout ran out: no new trial was started after it
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    ERROR = "error"  # a user or environment error (a lost database, a worker that failed)
+
+
+# When several workers stop for different reasons, the run reports the most serious one.
+_SEVERITY = (StopReason.TRIALS, StopReason.TIMEOUT, StopReason.INTERRUPTED, StopReason.ERROR)
+EXIT_CODES = {StopReason.INTERRUPTED: 130, StopReason.ERROR: 2}
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials that ended during one run, by state."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # interrupted trials included: they are retried
+
+    @property
+    def total(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    def __add__(self, other: TrialCounts) -> TrialCounts:
+        return TrialCounts(
+            self.complete + other.complete, self.pruned + other.pruned, self.failed + other.failed
+        )
+
+    def counted(self, state: TrialState) -> TrialCounts:
+        """These counts plus one trial that ended in `state`."""
+        if state == TrialState.COMPLETE:
+            return replace(self, complete=self.complete + 1)
+        if state == TrialState.PRUNED:
+            return replace(self, pruned=self.pruned + 1)
+        if state == TrialState.FAIL:
+            return replace(self, failed=self.failed + 1)
+        return self
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one `tuner run` did and where the study stands after it."""
+
+    study: str
+    reason: StopReason
+    ran: TrialCounts  # trials this run ended (all its workers)
+    finished: int  # the study's finished (complete + pruned) trials now, all runs together
+    target: int  # --trials
+    seconds: float  # wall time of the run
+    report_command: str  # the command that writes the study's report
+    metric: str = "value"
+    best_value: float | None = None
+    best_trial: int | None = None
+    best_params: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    retried: tuple[int, ...] = ()  # interrupted trials queued to run again, first
+    detail: str | None = None  # the error, for StopReason.ERROR
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.reason, 0)
+
+    @property
+    def left(self) -> int:
+        return max(0, self.target - self.finished)
+
+
+def study_state(study: optuna.Study) -> dict[str, Any]:
+    """The study-wide fields of a RunSummary, read from storage now."""
+    state: dict[str, Any] = {
+        "finished": count_finished(study),
+        "metric": study.user_attrs.get(attrs.STUDY_METRIC, "value"),
+    }
+    try:
+        best = study.best_trial
+    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
+        return state
+    best_fields = {"best_value": best.value, "best_trial": best.number, "best_params": best.params}
+    return {**state, **best_fields}
+
+
+def most_serious(reasons: Iterable[StopReason]) -> StopReason:
+    """The reason a run of several workers reports."""
+    return max(reasons, key=_SEVERITY.index, default=StopReason.TRIALS)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 trial', '2 trials'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """'0.25s', '4.2s', '3m 05s', '2h 07m'."""
+    if seconds < 1:
+        return f"{seconds:.2g}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The summary a run ends with: why it stopped, what it did, what is left, what next."""
+    s = summary
+    lines = [_stop_line(s)]
+    ran = s.ran
+    lines.append(
+        f"this run: {plural(ran.total, 'trial')} in {duration(s.seconds)} "
+        f"({ran.complete} complete, {ran.pruned} pruned, {ran.failed} failed)"
+    )
+    best = (
+        "no complete trial yet"
+        if s.best_value is None
+        else f"best {s.metric} {s.best_value:.4f} (trial {s.best_trial})"
+    )
+    lines.append(f"study {s.study}: {s.finished}/{plural(s.target, 'finished trial')}, {best}")
+    if s.left:
+        lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
+    lines.append(f"report: {s.report_command}")
+    return lines
+
+
+def _stop_line(s: RunSummary) -> str:
+    if s.reason == StopReason.INTERRUPTED:
+        if not s.retried:
+            return f"interrupted: no trial was running; run the same command to resume {s.study}"
+        numbers = ", ".join(str(number) for number in s.retried)
+        trials, were, run = (
+            (f"trial {numbers}", "was", "runs")
+            if len(s.retried) == 1
+            else (f"trials {numbers}", "were", "run")
+        )
+        return (
+            f"interrupted: the running {trials} {were} marked failed and {run} again first; "
+            f"run the same command to resume study {s.study}"
+        )
+    if s.reason == StopReason.ERROR:
+        return "stopped by an error (the `error:` line says which)"
+    if s.reason == StopReason.TIMEOUT:
+        limit = "" if s.timeout is None else f" of {duration(s.timeout)}"
+        return (
+            f"stopped: the --timeout{limit} ran out, so no new trial was started "
+            f"({s.finished} of {s.target} finished)"
+        )
+    if s.ran.total == 0:
+        return f"study {s.study} already has {plural(s.finished, 'finished trial')}"
+    return f"done: study {s.study} reached {plural(s.target, 'finished trial')}"

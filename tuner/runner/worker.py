@@ -1,0 +1,122 @@
+"""One process runs trials of a study on one device until the total, the timeout or a signal."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from rich.console import Console
+
+from tuner.errors import TunerError
+from tuner.runner.progress import TrialProgress
+from tuner.runner.settings import RunSettings, worker_seed_offset
+from tuner.runner.signals import interrupt_on_signals, retry_interrupted
+from tuner.runner.summary import RunSummary, StopReason, plural, study_state
+
+
+def report_command(study_name: str, settings: RunSettings) -> str:
+    """The `tuner report` command for this run's study (the URL masked, if it was given)."""
+    from tuner.storage import mask_url
+
+    storage = f" --storage {mask_url(settings.storage)}" if settings.storage_given else ""
+    return f"tuner report --study {study_name}{storage}"
+
+
+def run_worker(settings: RunSettings, console: Console) -> RunSummary:
+    """Run trials in this process, showing progress on `console`; say how it ended.
+
+    Every finished trial is in storage as it finishes. On SIGINT/SIGTERM the running trial is
+    marked failed and queued to run again, and the summary says INTERRUPTED. A TunerError while
+    trials run (the database lost for longer than the retry window) ends the run with ERROR;
+    one before the first trial is raised. KeyboardInterrupt before the study is open is raised.
+    """
+    from tuner.data import load_dataset, split
+    from tuner.engine import EngineOptions, pick_device, to_device
+    from tuner.search.objective import make_objective
+    from tuner.search.study import open_study, run_trials
+    from tuner.spec import load_spec
+    from tuner.storage import mask_url, open_storage
+
+    started = time.monotonic()
+    spec = load_spec(settings.study_file)
+    total = settings.trials or spec.training.trials
+    engine = EngineOptions(precision=settings.precision, compile=settings.compile)
+    slot = settings.slot
+    with interrupt_on_signals():
+        device = pick_device(settings.device)
+        dataset = load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
+        splits = split(
+            dataset,
+            val_fraction=spec.dataset.val_fraction,
+            split_seed=spec.dataset.split_seed,
+            train_subset=spec.dataset.train_subset,
+        )
+        data = to_device(splits, device)
+        if slot is not None:
+            torch.set_num_threads(slot.threads)  # the machine's cores, split between workers
+        seed_offset = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
+        study = open_study(
+            spec, open_storage(settings.storage), seed_offset=seed_offset, force=settings.force
+        )
+        worker = "" if slot is None else f"worker {slot.index}: "
+        console.print(
+            f"{worker}study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} "
+            f"on {device}, {plural(total, 'trial')} in total, storage {mask_url(settings.storage)}"
+        )
+        progress = TrialProgress(
+            console,
+            study,
+            total,
+            spec.training.max_epochs,
+            live=slot is None,  # workers share the terminal: log lines, not live views
+            workers=1 if slot is None else slot.count,
+        )
+        retried: tuple[int, ...] = ()
+        detail = None
+        with progress:
+            objective = make_objective(
+                spec,
+                data,
+                device,
+                on_epoch=progress.on_epoch,
+                on_batch=progress.on_batch,
+                options=engine,
+            )
+            try:
+                outcome = run_trials(
+                    study,
+                    progress.watch(objective),
+                    total,
+                    timeout=settings.timeout,
+                    callbacks=[progress.on_trial_end],
+                    gc_after_trial=device.type == "cuda",
+                )
+                timed_out = settings.timeout is not None and outcome.finished_after < total
+                reason = StopReason.TIMEOUT if timed_out else StopReason.TRIALS
+            except KeyboardInterrupt:
+                # Optuna has marked the running trial FAIL; every finished trial is stored.
+                reason = StopReason.INTERRUPTED
+                number = retry_interrupted(study, progress.current_trial)
+                retried = () if number is None else (number,)
+            except TunerError as exc:
+                reason, detail = StopReason.ERROR, str(exc)
+        ran = progress.ran
+        if retried or (detail and progress.current_trial is not None):
+            ran = dataclasses.replace(ran, failed=ran.failed + 1)  # the trial cut short
+        try:
+            state = study_state(study)
+        except TunerError:  # the storage is gone: what this process saw last
+            state = {"finished": progress.finished}
+        return RunSummary(
+            study=spec.name,
+            reason=reason,
+            ran=ran,
+            target=total,
+            seconds=time.monotonic() - started,
+            report_command=report_command(spec.name, settings),
+            timeout=settings.timeout,
+            retried=retried,
+            detail=detail,
+            **state,
+        )
