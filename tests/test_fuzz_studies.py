@@ -29,7 +29,8 @@ from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.search.space import suggest
 from tuner.search.study import open_study
-from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
+from tuner.search.samplers import PRUNERS, SAMPLERS
+from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, load_spec
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 SPEC_MUTANTS = 300

@@ -18,7 +18,8 @@ from tuner.engine.train import to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
 from tuner.search.space import grid_search_space, suggest
-from tuner.search.study import make_sampler, open_study, run_trials
+from tuner.search.samplers import make_sampler
+from tuner.search.study import open_study, run_trials
 from tuner.spec import PARAMETERS, StudySpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
