@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from tuner import data as data_module
 from tuner.cli import app
 from tuner.errors import TunerError
+from tuner.search.samplers import PRUNERS, SAMPLERS
 from tuner.search.space import suggest
 from tuner.search.study import open_study
-from tuner.search.samplers import PRUNERS, SAMPLERS
 from tuner.spec import BUILTIN_DATASETS, METRICS, PARAMETERS, load_spec
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))

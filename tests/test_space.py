@@ -17,8 +17,8 @@ from tuner.data import load_dataset, split
 from tuner.engine.train import to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
-from tuner.search.space import grid_search_space, suggest
 from tuner.search.samplers import make_sampler
+from tuner.search.space import grid_search_space, suggest
 from tuner.search.study import open_study, run_trials
 from tuner.spec import PARAMETERS, StudySpec
 
