@@ -29,7 +29,7 @@ _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 8
 def shown(value: Any) -> str:
     """repr(value), shortened for a one-line message."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+        return f"<{'minus ' if value < 0 else ''}an integer of {value.bit_length()} bits>"
     try:
         return _SHORT.repr(value)
     except (ValueError, RecursionError):  # an integer too long to print, inside a list

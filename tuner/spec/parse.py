@@ -27,11 +27,18 @@ NAME_RULE = (
     "or control characters (it becomes part of file names)"
 )
 
+MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
+# tomllib takes a second or two per MB, and time quadratic in a dotted key's length (a key of
+# 20,000 parts: 15 s). Study files have a few kB and keys of at most 3 parts.
+MAX_STUDY_CHARS = 1_000_000
+MAX_KEY_DOTS = 100
+
 
 def load_spec(path: Path) -> StudySpec:
     """Read and validate a study file. Raises TunerError naming the file and the key."""
     path = Path(path)
     text = read_text_file(path, "study file")
+    _check_size(path, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -49,9 +56,30 @@ def load_spec(path: Path) -> StudySpec:
     return parse_spec(data, path)
 
 
+def _check_size(path: Path, text: str) -> None:
+    """Refuse what would keep tomllib busy for minutes: huge files, keys of many parts."""
+    if len(text) > MAX_STUDY_CHARS:
+        raise TunerError(
+            f"{path}: {len(text)} characters, more than a study file may have "
+            f"({MAX_STUDY_CHARS}); a study file needs a few thousand"
+        )
+    for number, line in enumerate(text.splitlines(), 1):
+        # The key of `key = value`, or a [table] header; other lines hold no keys.
+        key = line.partition("=")[0] if "=" in line else line
+        if key.count(".") > MAX_KEY_DOTS and ("=" in line or line.lstrip().startswith("[")):
+            raise TunerError(
+                f"{path}: line {number}: a key or table name with more than {MAX_KEY_DOTS} "
+                "dots; study files need at most 3 parts, e.g. [space.learning_rate]"
+            )
+
+
 def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> str:
     """tomllib's message, always with a line number, and saying which key is given twice."""
     message = str(exc)
+    if len(message) > MAX_TOML_MESSAGE:  # it quotes the whole key, however deep the table
+        where = message.rfind(" (at ")
+        head = message[: MAX_TOML_MESSAGE // 2]
+        message = f"{head}...{message[where:] if where > len(head) else ''}"
     lines = text.splitlines()
     message = message.replace("(at end of document)", f"(at line {len(lines)}, end of file)")
     if message.startswith("Cannot overwrite a value"):
