@@ -385,6 +385,7 @@ def load_or_one_line(path: Path, text: str) -> str | None:
         ("[name" + ".a" * DEEP + "]", "line 1: a key or table name with more than 100 dots"),
         ("[space]\nx" + ".a" * DEEP + " = 1", "line 2: a key or table name"),
         ("[space]\n" + "k = 1\n" * 200_000, "more than a study file may have (1000000)"),
+        (("a ." + " " * 300_000 + "b = 1\n") * 2, "(a key is given twice)"),  # was quadratic
     ],
     ids=[
         "arrays",
@@ -398,6 +399,7 @@ def load_or_one_line(path: Path, text: str) -> str | None:
         "deep table header",
         "deep dotted key",
         "huge file",
+        "spaced key given twice",
     ],
 )
 def test_pathological_toml_is_one_short_tuner_error_line(

@@ -1,4 +1,8 @@
-"""Sampling: a trial + the study's search space -> a concrete `TrialConfig`."""
+"""Sampling: a trial + the study's search space -> a concrete `TrialConfig`.
+
+Also the space as Optuna sees it (parameter names, distributions, the grid and its size), so
+the spec can check a study file against exactly what `suggest` will sample.
+"""
 
 from __future__ import annotations
 

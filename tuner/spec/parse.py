@@ -15,7 +15,7 @@ from typing import Any
 from tuner.config import AugmentSpec
 from tuner.errors import TunerError
 from tuner.files import read_text_file
-from tuner.spec.checker import Checker, check_seed, shown
+from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
@@ -86,8 +86,10 @@ def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> str:
         # tomllib doesn't say which key; it is the one assigned on the reported line.
         found = re.search(r"\(at line (\d+)", message)
         line = lines[int(found.group(1)) - 1] if found and lines else ""
-        assigned = re.match(r"\s*([\w.\-\"' ]+?)\s*=", line)
-        message += f" (a key is given twice{': ' + assigned.group(1) if assigned else ''})"
+        # (its first 200 characters: the pattern backtracks through long runs of spaces)
+        assigned = re.match(r"\s*([\w.\-\"' ]+?)\s*=", line[:200])
+        key = f": {shown_key(assigned.group(1))}" if assigned else ""
+        message += f" (a key is given twice{key})"
     elif message.startswith(("Cannot declare", "Duplicate")):
         message += " (a table or key is given twice)"
     return message
