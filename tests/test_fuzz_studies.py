@@ -1,10 +1,12 @@
 """Seeded fuzzing of the shipped study files: a mutant is a StudySpec or one TunerError line.
 
 Mutants drop keys, swap value types, put in random values, delete sections, insert unknown
-keys and break the TOML syntax. `load_spec` must return a StudySpec (which Optuna can then use)
-or raise a one-line TunerError naming the file, never anything else; through `tuner run` the
-CLI must answer with `error: ...` and exit code 2, never a traceback. Each failure prints the
-mutant's text, so it can be reproduced with `tuner run --study FILE`.
+keys and break the TOML syntax; extreme mutants put in what no editor writes but a file can hold
+(200,000 nested arrays, 5,000-digit integers, megabyte strings and keys). `load_spec` must
+return a StudySpec (which Optuna can then use) or raise a one-line TunerError naming the file,
+never anything else; through `tuner run` the CLI must answer with `error: ...` and exit code 2,
+never a traceback. Each failure prints the mutant's text, so it can be reproduced with
+`tuner run --study FILE`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from tuner.cli import app
 from tuner.data import load as data_load
 from tuner.data.registry import DATASETS
 from tuner.errors import TunerError
+from tuner.search.samplers import PRUNERS, SAMPLERS
 from tuner.search.space import suggest
 from tuner.search.study import open_study
-from tuner.spec import METRICS, PARAMETERS, PRUNERS, SAMPLERS, load_spec
+from tuner.spec import METRICS, PARAMETERS, load_spec
 
 STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
 SPEC_MUTANTS = 300
+EXTREME_MUTANTS = 80
+MAX_MESSAGE = 600  # characters: one line a person reads, whatever the file holds
 CLI_MUTANTS = 40
 
 # ---------------------------------------------------------------- writing TOML
@@ -222,6 +227,50 @@ def mutants(count: int, seed: int) -> Iterator[tuple[str, str]]:
         yield f"{number}-{source.stem}", text
 
 
+DEEP = 200_000  # far beyond Python's recursion limit, as in the report that found it
+
+
+def extreme_value(rng: random.Random) -> str:
+    """TOML text of a value that is legal, or nearly, and absurd."""
+    depth = rng.choice([50, 2_000, DEEP])
+    return rng.choice(
+        [
+            "[" * depth,  # never closed
+            "[" * depth + "1" + "]" * depth,
+            "{ a = " * (depth // 10) + "1" + " }" * (depth // 10),
+            "0x" + "f" * rng.choice([17, 5_000]),  # beyond 64 bits; hex is read at any length
+            "9" * rng.choice([20, 5_000]),  # Python refuses to read over 4,300 digits
+            json.dumps("x" * 1_000_000),
+            json.dumps("a/../b\u0000\n\u202e"),
+            rng.choice(["1e999999", "-1e999999", "5e-324", "1.7976931348623157e308"]),
+        ]
+    )
+
+
+def extreme_mutant(rng: random.Random, text: str) -> str:
+    """`text` with one value, key or table header made extreme."""
+    lines = text.splitlines()
+    index = rng.choice([i for i, line in enumerate(lines) if " = " in line])
+    key, _, value = lines[index].partition(" = ")
+    kind = rng.random()
+    if kind < 0.7:
+        lines[index] = f"{key} = {extreme_value(rng)}"
+    elif kind < 0.8:
+        lines[index] = f"{'k' * rng.choice([100, 100_000])} = {value}"
+    elif kind < 0.9:
+        lines[index] = f"[{key}{'.a' * rng.choice([50, DEEP])}]"
+    else:
+        lines[index] = f"[space.learning_rate{'.a' * rng.choice([50, DEEP])}]"  # declared twice
+    return "\n".join(lines) + "\n"
+
+
+def extreme_mutants(count: int, seed: int) -> Iterator[tuple[str, str]]:
+    rng = random.Random(seed)
+    for number in range(count):
+        source = rng.choice(STUDIES)
+        yield f"extreme-{number}-{source.stem}", extreme_mutant(rng, source.read_text())
+
+
 # ---------------------------------------------------------------- the checks
 
 
@@ -306,3 +355,82 @@ def test_cli_never_shows_a_traceback_for_a_mutated_study(cli_stops_before_traini
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, where
     assert not db.exists()  # every run stopped before opening the storage
+
+
+def load_or_one_line(path: Path, text: str) -> str | None:
+    """Load `path`; None if valid, else the TunerError's message, checked to be one short line."""
+    try:
+        load_spec(path)
+    except TunerError as exc:
+        message = str(exc)
+        shown = f"{message[:2000]}\n--- mutant ---\n{text[:2000]}"
+        assert "\n" not in message and message.startswith(f"{path}: "), shown
+        assert len(message) <= MAX_MESSAGE, shown
+        return message
+    except Exception as exc:  # RecursionError, ValueError: the bugs this test exists to find
+        pytest.fail(f"{type(exc).__name__}: {str(exc)[:500]}\n--- mutant ---\n{text[:2000]}")
+    return None
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("x = " + "[" * DEEP, "nested too deeply"),
+        ("x = " + "[" * DEEP + "]" * DEEP, "nested too deeply"),
+        ("x = " + "{ a = " * 20_000 + "1" + " }" * 20_000, "nested too deeply"),
+        ("[" * DEEP, "TOML syntax error"),
+        ("x = " + "9" * 5_000, "a number is too long"),
+        ("[sampler]\nseed = 0x" + "f" * 5_000, "[sampler].seed: must be an integer from -2**63"),
+        ('metric = "' + "m" * 100_000 + '"', "metric: unknown metric 'mmm"),
+        ("[name" + ".a" * 50 + "]", "name: must be a string, got a table {'a': {'a': {"),
+        # tomllib's time grows with the square of a dotted key's length: minutes for these
+        ("[name" + ".a" * DEEP + "]", "line 1: a key or table name with more than 100 dots"),
+        ("[space]\nx" + ".a" * DEEP + " = 1", "line 2: a key or table name"),
+        ("[space]\n" + "k = 1\n" * 200_000, "more than a study file may have (1000000)"),
+        (("a ." + " " * 300_000 + "b = 1\n") * 2, "(a key is given twice)"),  # was quadratic
+    ],
+    ids=[
+        "arrays",
+        "closed arrays",
+        "inline tables",
+        "table header",
+        "long int",
+        "wide int",
+        "long string",
+        "nested table",
+        "deep table header",
+        "deep dotted key",
+        "huge file",
+        "spaced key given twice",
+    ],
+)
+def test_pathological_toml_is_one_short_tuner_error_line(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(text, encoding="utf-8")
+    message = load_or_one_line(path, text)
+    assert message is not None and fragment in message
+
+
+@pytest.mark.usefixtures("quiet_optuna")
+def test_extreme_mutants_load_or_fail_with_one_short_tuner_error_line(tmp_path: Path) -> None:
+    rejected = 0
+    for mutant_id, text in extreme_mutants(EXTREME_MUTANTS, seed=12):
+        path = tmp_path / f"{mutant_id}.toml"
+        path.write_text(text, encoding="utf-8")
+        rejected += load_or_one_line(path, text) is not None
+    assert rejected > EXTREME_MUTANTS // 2
+
+
+def test_cli_answers_200000_nested_arrays_with_one_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * DEEP, encoding="utf-8")
+    db = tmp_path / "tuner.db"
+    result = CliRunner().invoke(app, ["run", "--study", str(path), "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: TOML syntax error: arrays or inline tables nested too deeply "
+        "(a study file needs a few levels)"
+    ]
+    assert not db.exists()

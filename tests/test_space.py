@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from tuner.data import load_dataset, split
 from tuner.engine import to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
-from tuner.search.space import grid_search_space, suggest
-from tuner.search.study import make_sampler, open_study, run_trials
+from tuner.search.samplers import make_sampler
+from tuner.search.space import common_distributions, grid_search_space, grid_size, suggest
+from tuner.search.study import open_study, run_trials
 from tuner.spec import PARAMETERS, StudySpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -244,6 +247,49 @@ def test_grid_size_in_messages_counts_distinct_configs(tmp_path: Path) -> None:
     # 1..5 blocks: 19607 stacks x 2 optimizers, under the limit (the full product is 168070).
     spec = spec_from(tmp_path, text.replace("high = 6", "high = 5"))
     assert len(grid_search_space(spec)["filters_per_block"]) == 19607
+
+
+@pytest.mark.parametrize(
+    ("text", "points"),
+    [
+        (GRID, 2 * 3 * 6),
+        (GRID.replace('filters = { type = "categorical", choices = [4, 8] }', "filters = 4"), 12),
+        (DEEP_GRID, (3 + 3**2 + 3**3) * 2),
+        (DEEP_GRID.replace('{ type = "int", low = 1, high = 3 }', "2"), 3**2 * 2),
+    ],
+    ids=["grid", "fixed filters", "deep grid", "fixed depth"],
+)
+def test_grid_size_counts_the_points_grid_search_space_lists(
+    tmp_path: Path, text: str, points: int
+) -> None:
+    """The spec refuses grids by this count without listing them: both must agree."""
+    spec = spec_from(tmp_path, text)
+    assert grid_size(spec.space) == points
+    assert math.prod(len(values) for values in grid_search_space(spec).values()) == points
+
+
+def test_common_distributions_are_what_every_trial_samples(tmp_path: Path) -> None:
+    """The spec tries samplers on these before a study starts; they must match `suggest`."""
+    spec = spec_from(tmp_path, ALL_RANGES.replace("low = 1, high = 3", "low = 2, high = 3"))
+    trials = [trial for trial, _ in sample(spec, 20)]
+    common = set.intersection(*(set(trial.params) for trial in trials))
+    assert {trial.params["num_blocks"] for trial in trials} == {2, 3}
+    distributions = common_distributions(spec.space)
+    assert set(distributions) == common  # filters_1 and filters_2, never the conditional filters_3
+    for trial in trials:
+        assert all(trial.distributions[name] == distributions[name] for name in common)
+
+
+def test_search_modules_do_not_import_the_spec_package() -> None:
+    """spec calls space and the sampler registry while it validates: no import back."""
+    code = (
+        "import sys, tuner.search.space, tuner.search.samplers; "
+        "print(sorted(name for name in sys.modules if name.startswith('tuner.spec')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "qmc"])

@@ -472,3 +472,50 @@ def test_find_study_file_missing_name_lists_the_available_studies(tmp_path: Path
         find_study_file("gamma", tmp_path / "no-such-folder")
     with pytest.raises(TunerError, match="no such study file"):
         find_study_file(str(tmp_path / "gamma.toml"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("toml_name", "problem"),
+    [
+        ('"../../etc/x"', "path separator"),
+        ('"/tmp/x"', "path separator"),
+        ('"runs\\\\x"', "path separator"),  # TOML "runs\\x": one backslash
+        ('".."', "'..'"),
+        ('"a..b"', "'..'"),
+        ('".hidden"', "starts with '.'"),
+        ('"tab\\there"', "control character"),
+        ('"line\\u2028break"', "control character"),
+        ('"right\\u202eleft"', "control character"),  # shows text reversed in a file list
+        ('"' + "x" * 129 + '"', "has 129 characters"),
+    ],
+    ids=[
+        "relative",
+        "absolute",
+        "backslash",
+        "dotdot",
+        "dotdot inside",
+        "leading dot",
+        "tab",
+        "line separator",
+        "bidi override",
+        "too long",
+    ],
+)
+def test_study_name_that_could_leave_its_folder_is_refused(
+    tmp_path: Path, toml_name: str, problem: str
+) -> None:
+    message = load_error(write(tmp_path, edited('name = "tiny"', f"name = {toml_name}")))
+    assert message.startswith(f"{tmp_path / 'study.toml'}: name: ")
+    assert problem in message
+    assert "without / or \\" in message and "128 characters" in message  # what is allowed
+
+
+def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, edited('name = "tiny"\n', ""), ".tiny.toml"))
+    assert 'name (from the file name; set name = "...")' in message
+    assert "starts with '.'" in message
+
+
+@pytest.mark.parametrize("name", ["fashion mnist v2", "mnist_2024-06.b", "é∂", "x" * 128])
+def test_study_names_that_stay_in_their_folder_are_accepted(tmp_path: Path, name: str) -> None:
+    assert load_spec(write(tmp_path, edited('name = "tiny"', f'name = "{name}"'))).name == name

@@ -6,6 +6,7 @@ messages all read it here. A new dataset is one entry in DATASETS.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,10 @@ def imagefolder_path(name: str) -> Path | None:
     return None
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
+
+
 def dataset_name_problem(name: str) -> str | None:
     """What is wrong with a dataset name, in one line; None when it names a dataset."""
     if name in DATASETS:
@@ -173,4 +178,5 @@ def dataset_name_problem(name: str) -> str | None:
         if not name.removeprefix(IMAGEFOLDER_PREFIX):
             return f"{IMAGEFOLDER_PREFIX} needs a path, e.g. {IMAGEFOLDER_PREFIX}./photos"
         return None
-    return f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}, or {IMAGEFOLDER_PREFIX}PATH"
+    shown = _SHORT.repr(name)  # a long name still fits one line
+    return f"unknown dataset {shown}; allowed: {', '.join(DATASETS)}, or {IMAGEFOLDER_PREFIX}PATH"

@@ -1,19 +1,31 @@
-"""Sampling: a trial + the study's search space -> a concrete `TrialConfig`."""
+"""Sampling: a trial + the study's search space -> a concrete `TrialConfig`.
+
+Also the space as Optuna sees it (parameter names, distributions, the grid and its size), so
+the spec can check a study file against exactly what `suggest` will sample.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from tuner.config import TrialConfig
-from tuner.spec import ParamSpec, StudySpec
+
+if TYPE_CHECKING:  # spec calls this module while it validates a file: no import back at run time
+    from tuner.spec import ParamSpec, StudySpec
 
 # Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
 FILTERS_PER_BLOCK = "filters_per_block"
+
+
+def filter_param_name(block: int) -> str:
+    """The trial parameter holding the filter count of conv block `block` (1-based)."""
+    return f"filters_{block}"
 
 
 def _suggest_one(trial: optuna.Trial, name: str, param: ParamSpec) -> Any:
@@ -44,7 +56,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     else:
         num_blocks = values.pop("num_blocks")
         filters = tuple(
-            _suggest_one(trial, f"filters_{block}", spec.space["filters"])
+            _suggest_one(trial, filter_param_name(block), spec.space["filters"])
             for block in range(1, num_blocks + 1)
         )
     return TrialConfig(
@@ -55,6 +67,40 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
         seed=spec.training.seed + trial.number,
         augment=spec.augment,
     )
+
+
+def distribution(param: ParamSpec) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution `suggest` samples a (not fixed) parameter from."""
+    if param.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(param.choices)
+    if param.type == "int":
+        return optuna.distributions.IntDistribution(
+            param.low, param.high, log=param.log, step=param.step or 1
+        )
+    return optuna.distributions.FloatDistribution(
+        param.low, param.high, log=param.log, step=param.step
+    )
+
+
+def common_distributions(
+    params: Mapping[str, ParamSpec],
+) -> dict[str, optuna.distributions.BaseDistribution]:
+    """What every trial of a (non-grid) study samples, by the names `suggest` gives them.
+
+    `filters_k` for k above the fewest blocks is conditional (only deeper models have it), so
+    it is left out, as samplers that model the common search space (CMA-ES's x0) never see it.
+    """
+    distributions = {
+        name: distribution(param)
+        for name, param in params.items()
+        if not param.is_fixed and name != "filters"
+    }
+    if not params["filters"].is_fixed:
+        blocks = params["num_blocks"]
+        fewest = blocks.value if blocks.is_fixed else min(_values(blocks))
+        for block in range(1, fewest + 1):
+            distributions[filter_param_name(block)] = distribution(params["filters"])
+    return distributions
 
 
 def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
@@ -79,6 +125,21 @@ def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
     return grid
 
 
+def grid_size(params: Mapping[str, ParamSpec]) -> int:
+    """How many points `grid_search_space` gives a grid study of `params`, without listing them.
+
+    A depth of b blocks adds (filter values)**b conv stacks, whatever the other depths use.
+    Every sampled float needs a step (the grid is finite); the caller checks that first.
+    """
+    points = 1
+    for name, param in params.items():
+        if name not in ("num_blocks", "filters"):
+            points *= _count(param)
+    blocks = params["num_blocks"]
+    depths = [blocks.value] if blocks.is_fixed else _values(blocks)
+    return points * sum(_count(params["filters"]) ** depth for depth in depths)
+
+
 def _stack_is_one_param(spec: StudySpec) -> bool:
     """Whether `num_blocks` and `filters` are sampled as one `filters_per_block` parameter."""
     return spec.sampler.name == "grid" and not spec.space["filters"].is_fixed
@@ -99,10 +160,23 @@ def _filter_stacks(spec: StudySpec) -> list[str]:
 
 
 def _values(param: ParamSpec) -> list[Any]:
+    """The grid values of a sampled parameter."""
     if param.type == "categorical":
         return list(param.choices)
     if param.type == "int":
         return list(range(param.low, param.high + 1, param.step or 1))
     # Decimal steps give 0.3, not 0.30000000000000004, and never step past `high`.
+    low, step = Decimal(str(param.low)), Decimal(str(param.step))
+    return [float(low + i * step) for i in range(_count(param))]
+
+
+def _count(param: ParamSpec) -> int:
+    """len(_values(param)) without building the list; 1 for a fixed parameter."""
+    if param.is_fixed:
+        return 1
+    if param.type == "categorical":
+        return len(param.choices)
+    if param.type == "int":
+        return len(range(param.low, param.high + 1, param.step or 1))
     low, high, step = (Decimal(str(value)) for value in (param.low, param.high, param.step))
-    return [float(low + i * step) for i in range(int((high - low) / step) + 1)]
+    return int((high - low) / step) + 1

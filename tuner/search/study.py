@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.search.space import grid_search_space
-from tuner.spec import PRUNERS, SAMPLERS, StudySpec
+from tuner.search.samplers import make_pruner, make_sampler
+from tuner.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +23,6 @@ log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-def make_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study file's sampler. Workers get distinct seeds so they don't sample in lockstep."""
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + seed_offset
-    sampler_class = SAMPLERS[spec.sampler.name]
-    if spec.sampler.name == "grid":
-        return sampler_class(grid_search_space(spec), seed=seed, **spec.sampler.options)
-    return sampler_class(seed=seed, **spec.sampler.options)
-
-
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study file's pruner with its options."""
-    return PRUNERS[spec.pruner.name](**spec.pruner.options)
 
 
 def _normalised(value: Any) -> Any:

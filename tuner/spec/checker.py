@@ -1,0 +1,117 @@
+"""One-line error messages for study files: the file, the key, what is allowed, what was found.
+
+`Checker` builds them; `shown` keeps a value short enough for one line whatever the file holds
+(a 10,000-digit integer, a string of a megabyte, tables nested thousands deep).
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import TunerError
+
+MAX_SEED = 2**31 - 1  # numpy's RandomState takes < 2**32; leave room for per-worker offsets
+
+# TOML integers are 64-bit; Python's parser reads any length, so larger ones are refused here.
+TOML_INT_MIN, TOML_INT_MAX = -(2**63), 2**63 - 1
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 8
+
+
+def shown(value: Any) -> str:
+    """repr(value), shortened for a one-line message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<{'minus ' if value < 0 else ''}an integer of {value.bit_length()} bits>"
+    try:
+        return _SHORT.repr(value)
+    except (ValueError, RecursionError):  # an integer too long to print, inside a list
+        return type_name(value)
+
+
+def shown_key(key: str) -> str:
+    """A key as written in the file, shortened and with control characters escaped."""
+    return shown(key)[1:-1]
+
+
+def type_name(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def kind_name(kind: type) -> str:
+    return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[kind]
+
+
+class Checker:
+    """Builds error messages that name the file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> TunerError:
+        return TunerError(f"{self.path}: {key}: {message}")
+
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table ([{key}]), got {type_name(value)}")
+        return value
+
+    def no_unknown(self, table: dict[str, Any], allowed: set[str] | list[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(
+                    f"{where}{shown_key(key)}",
+                    f"unknown key; allowed: {', '.join(sorted(allowed)) or '(none)'}",
+                )
+
+    def typed(self, value: Any, kind: type, key: str) -> Any:
+        """Check a scalar's type; ints are accepted where floats are expected."""
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            try:
+                value = float(value)
+            except OverflowError:
+                raise self.fail(key, f"must be a finite number, got {shown(value)}") from None
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+            raise self.fail(
+                key, f"must be {kind_name(kind)}, got {type_name(value)} {shown(value)}"
+            )
+        if kind is float and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value!r}")
+        if kind is int:
+            self.toml_int(value, key)
+        return value
+
+    def toml_int(self, value: int, key: str) -> None:
+        """Refuse integers outside TOML's 64-bit range."""
+        if not TOML_INT_MIN <= value <= TOML_INT_MAX:
+            raise self.fail(
+                key,
+                f"must be an integer from -2**63 to 2**63 - 1 (TOML's range), got {shown(value)}",
+            )
+
+    def dataclass_section(self, data: dict[str, Any], key: str, cls: type) -> Any:
+        """Parse a flat table into a dataclass, checking keys and value types."""
+        table = self.table(data, key)
+        names = {f.name: f for f in fields(cls)}
+        self.no_unknown(table, set(names), f"[{key}].")
+        values = {}
+        for name, value in table.items():
+            default = getattr(cls(), name)
+            kind = type(default) if default is not None else int
+            values[name] = self.typed(value, kind, f"[{key}].{name}")
+        return cls(**values)
+
+
+def check_seed(check: Checker, value: int, key: str) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise check.fail(key, f"must be an int from 0 to {MAX_SEED}, got {value}")

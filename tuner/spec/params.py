@@ -1,0 +1,131 @@
+"""The [space] table: each parameter fixed, a range or choices, within its domain.
+
+Grid studies are also checked here for a finite grid of a size the grid sampler can list;
+how big the grid is comes from `tuner.search.space`, which builds it.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+from tuner.search.space import grid_size
+from tuner.spec.checker import Checker, shown
+from tuner.spec.schema import PARAMETERS, ParamDomain, ParamSpec
+
+MAX_GRID_POINTS = 100_000  # GridSampler lists every combination up front
+
+
+def parse_space(check: Checker, table: dict[str, Any]) -> dict[str, ParamSpec]:
+    check.no_unknown(table, set(PARAMETERS), "[space].")
+    space: dict[str, ParamSpec] = {}
+    for name, domain in PARAMETERS.items():
+        key = f"[space].{name}"
+        declaration = table.get(name, domain.default)
+        if isinstance(declaration, dict):
+            space[name] = _parse_param(check, name, domain, declaration, key)
+        else:
+            value = check.typed(declaration, domain.kind, key)
+            if not domain.check(value):
+                raise check.fail(key, f"must be {domain.allowed}, got {shown(value)}")
+            space[name] = ParamSpec(name=name, type="fixed", value=value)
+    if all(param.is_fixed for param in space.values()):
+        raise check.fail(
+            "[space]",
+            "nothing to tune: declare at least one parameter as a range or choices, e.g. "
+            'learning_rate = { type = "float", low = 1e-4, high = 1e-1, log = true }',
+        )
+    return space
+
+
+def _parse_param(
+    check: Checker, name: str, domain: ParamDomain, decl: dict[str, Any], key: str
+) -> ParamSpec:
+    kind = decl.get("type")
+    numeric = {"float": float, "int": int}
+    # A parameter's range type follows its domain; str/bool parameters can only be choices.
+    allowed_types = [*{float: ["float"], int: ["int"]}.get(domain.kind, []), "categorical"]
+    if kind not in allowed_types:
+        raise check.fail(
+            f"{key}.type",
+            f"must be one of {', '.join(map(repr, allowed_types))}, got {shown(kind)}",
+        )
+    if kind == "categorical":
+        check.no_unknown(decl, {"type", "choices"}, f"{key}.")
+        choices = decl.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise check.fail(f"{key}.choices", "must be a non-empty array")
+        checked = []
+        for index, choice in enumerate(choices):
+            value = check.typed(choice, domain.kind, f"{key}.choices[{index}]")
+            if not domain.check(value):
+                raise check.fail(
+                    f"{key}.choices[{index}]", f"must be {domain.allowed}, got {shown(value)}"
+                )
+            checked.append(value)
+        if len(set(checked)) != len(checked):
+            raise check.fail(f"{key}.choices", f"has duplicate values: {shown(checked)}")
+        return ParamSpec(name=name, type="categorical", choices=tuple(checked))
+
+    check.no_unknown(decl, {"type", "low", "high", "log", "step"}, f"{key}.")
+    value_kind = numeric[kind]
+    for bound in ("low", "high"):
+        if bound not in decl:
+            raise check.fail(f"{key}.{bound}", "is required for a range")
+    low = check.typed(decl["low"], value_kind, f"{key}.low")
+    high = check.typed(decl["high"], value_kind, f"{key}.high")
+    log = check.typed(decl.get("log", False), bool, f"{key}.log")
+    step = decl.get("step")
+    if step is not None:
+        step = check.typed(step, value_kind, f"{key}.step")
+        if step <= 0:
+            raise check.fail(f"{key}.step", f"must be > 0, got {step}")
+        if log:
+            raise check.fail(f"{key}.step", "cannot be combined with log = true")
+    if low > high:
+        raise check.fail(f"{key}.low", f"low ({low}) must be <= high ({high})")
+    if log and low <= 0:
+        raise check.fail(f"{key}.low", f"must be > 0 when log = true, got {low}")
+    for bound, value in (("low", low), ("high", high)):
+        if not domain.check(value):
+            raise check.fail(f"{key}.{bound}", f"must be {domain.allowed}, got {shown(value)}")
+    if name == "kernel_size":
+        raise check.fail(
+            f"{key}.type", "kernel_size must be categorical (odd sizes), e.g. choices = [3, 5]"
+        )
+    if step is not None and _last_step(low, high, step) != high:
+        # Optuna would quietly lower `high` to the last step; say so instead.
+        raise check.fail(
+            f"{key}.step",
+            f"high - low must be a multiple of step ({step}); "
+            f"use e.g. high = {_last_step(low, high, step)}",
+        )
+    return ParamSpec(name=name, type=kind, low=low, high=high, log=log, step=step)
+
+
+def _last_step(low: float, high: float, step: float) -> float:
+    """The largest low + k * step <= high, in decimal arithmetic as Optuna computes it."""
+    d_low, d_high, d_step = (Decimal(str(value)) for value in (low, high, step))
+    return type(high)((d_high - d_low) // d_step * d_step + d_low)
+
+
+def validate_grid(check: Checker, space: dict[str, ParamSpec]) -> None:
+    """The grid sampler needs finite values, and a grid small enough to list."""
+    for param in space.values():
+        if param.type == "float" and param.step is None:
+            raise check.fail(
+                f"[space].{param.name}",
+                "the grid sampler needs finite values: use choices or a float range with step",
+            )
+        if param.type == "int" and param.log:
+            raise check.fail(f"[space].{param.name}", "the grid sampler cannot use log ranges")
+    points = grid_size(space)
+    if points > MAX_GRID_POINTS:
+        # Steps of 1e-300 make counts of hundreds of digits; say how many digits instead.
+        count = str(points) if points < 10**18 else f"about 10**{int(math.log10(points))}"
+        raise check.fail(
+            "[space]",
+            f"the grid has {count} points, more than the grid sampler's limit of "
+            f"{MAX_GRID_POINTS}: use fewer choices or larger steps",
+        )

@@ -1,0 +1,190 @@
+"""Study files (TOML) -> a validated `StudySpec`, or one TunerError line naming file and key.
+
+Validation happens once, here (with the tables' own checks in `params`, `options` and
+`datasets`); later modules trust the spec.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from tuner.config import AugmentSpec
+from tuner.errors import TunerError
+from tuner.files import read_text_file
+from tuner.spec.checker import Checker, check_seed, shown, shown_key
+from tuner.spec.datasets import validate_dataset
+from tuner.spec.options import parse_pruner, parse_sampler, trial_run
+from tuner.spec.params import parse_space, validate_grid
+from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
+
+MAX_NAME_LENGTH = 128  # study names end up in file names, which most filesystems cap at 255 bytes
+NAME_RULE = (
+    f"a study name has 1 to {MAX_NAME_LENGTH} characters, without / or \\, '..', a leading '.' "
+    "or control characters (it becomes part of file names)"
+)
+
+MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
+# tomllib takes a second or two per MB, and time quadratic in a dotted key's length (a key of
+# 20,000 parts: 15 s). Study files have a few kB and keys of at most 3 parts.
+MAX_STUDY_CHARS = 1_000_000
+MAX_KEY_DOTS = 100
+
+
+def load_spec(path: Path) -> StudySpec:
+    """Read and validate a study file. Raises TunerError naming the file and the key."""
+    path = Path(path)
+    text = read_text_file(path, "study file")
+    _check_size(path, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TunerError(f"{path}: TOML syntax error: {_toml_error(exc, text)}") from None
+    except RecursionError:
+        raise TunerError(
+            f"{path}: TOML syntax error: arrays or inline tables nested too deeply "
+            "(a study file needs a few levels)"
+        ) from None
+    except ValueError as exc:  # Python refuses to read integers of more than 4300 digits
+        reason = str(exc).split(";")[0]
+        raise TunerError(
+            f"{path}: TOML syntax error: a number is too long ({reason}); TOML integers are 64-bit"
+        ) from None
+    return parse_spec(data, path)
+
+
+def _check_size(path: Path, text: str) -> None:
+    """Refuse what would keep tomllib busy for minutes: huge files, keys of many parts."""
+    if len(text) > MAX_STUDY_CHARS:
+        raise TunerError(
+            f"{path}: {len(text)} characters, more than a study file may have "
+            f"({MAX_STUDY_CHARS}); a study file needs a few thousand"
+        )
+    for number, line in enumerate(text.splitlines(), 1):
+        # The key of `key = value`, or a [table] header; other lines hold no keys.
+        key = line.partition("=")[0] if "=" in line else line
+        if key.count(".") > MAX_KEY_DOTS and ("=" in line or line.lstrip().startswith("[")):
+            raise TunerError(
+                f"{path}: line {number}: a key or table name with more than {MAX_KEY_DOTS} "
+                "dots; study files need at most 3 parts, e.g. [space.learning_rate]"
+            )
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib's message, always with a line number, and saying which key is given twice."""
+    message = str(exc)
+    if len(message) > MAX_TOML_MESSAGE:  # it quotes the whole key, however deep the table
+        where = message.rfind(" (at ")
+        head = message[: MAX_TOML_MESSAGE // 2]
+        message = f"{head}...{message[where:] if where > len(head) else ''}"
+    lines = text.splitlines()
+    message = message.replace("(at end of document)", f"(at line {len(lines)}, end of file)")
+    if message.startswith("Cannot overwrite a value"):
+        # tomllib doesn't say which key; it is the one assigned on the reported line.
+        found = re.search(r"\(at line (\d+)", message)
+        line = lines[int(found.group(1)) - 1] if found and lines else ""
+        # (its first 200 characters: the pattern backtracks through long runs of spaces)
+        assigned = re.match(r"\s*([\w.\-\"' ]+?)\s*=", line[:200])
+        key = f": {shown_key(assigned.group(1))}" if assigned else ""
+        message += f" (a key is given twice{key})"
+    elif message.startswith(("Cannot declare", "Duplicate")):
+        message += " (a table or key is given twice)"
+    return message
+
+
+def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
+    """Validate already-parsed TOML data; `path` is used for messages and the default name."""
+    check = Checker(path)
+    check.no_unknown(data, TOP_LEVEL_KEYS, "")
+
+    name = _study_name(check, data, path)
+    description = check.typed(data.get("description", ""), str, "description")
+
+    metric = check.typed(data.get("metric", "val_accuracy"), str, "metric")
+    if metric not in METRICS:
+        raise check.fail("metric", f"unknown metric {shown(metric)}; allowed: {', '.join(METRICS)}")
+    direction = check.typed(data.get("direction", METRICS[metric]), str, "direction")
+    if direction != METRICS[metric]:
+        raise check.fail("direction", f"{metric} is optimised with direction = {METRICS[metric]!r}")
+
+    sampler = parse_sampler(check, data)
+    pruner = parse_pruner(check, data)
+    dataset = check.dataclass_section(data, "dataset", DatasetSpec)
+    validate_dataset(check, dataset)
+    training = check.dataclass_section(data, "training", TrainingSpec)
+    _validate_training(check, training)
+    augment = check.dataclass_section(data, "augment", AugmentSpec)
+    _validate_augment(check, augment)
+    space = parse_space(check, check.table(data, "space"))
+    if sampler.name == "grid":
+        validate_grid(check, space)
+    trial_run(check, sampler, pruner, space)
+
+    return StudySpec(
+        name=name,
+        path=path,
+        description=description,
+        metric=metric,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        dataset=dataset,
+        training=training,
+        augment=augment,
+        space=space,
+    )
+
+
+def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
+    """The study's name: it names the study in storage and becomes part of file names.
+
+    So it must not be able to point anywhere else: no path separators, no `..`, no leading
+    dot (hidden files, `.` and `..`), no control characters, and a length filesystems take.
+    """
+    name = check.typed(data.get("name", path.stem), str, "name")
+    key = "name" if "name" in data else 'name (from the file name; set name = "...")'
+    if not name.strip():
+        raise check.fail(key, "must not be empty")
+    problem = None
+    if len(name) > MAX_NAME_LENGTH:
+        problem = f"has {len(name)} characters"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif ".." in name:
+        problem = "contains '..'"
+    elif name.startswith("."):
+        problem = "starts with '.'"
+    elif any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
+        problem = "contains a control character"
+    if problem:
+        raise check.fail(key, f"{shown(name)} {problem}; {NAME_RULE}")
+    return name
+
+
+def _validate_training(check: Checker, training: TrainingSpec) -> None:
+    if training.max_epochs < 1:
+        raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
+    if training.patience < 0:
+        raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
+    if training.trials < 1:
+        raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
+    check_seed(check, training.seed, "[training].seed")
+
+
+def _validate_augment(check: Checker, augment: AugmentSpec) -> None:
+    ranges = {
+        "random_crop_padding": (0, 64),
+        "rotation_degrees": (0, 180),
+        "translate": (0, 0.5),
+        "color_jitter": (0, 1),
+        "cutout": (0, 1024),
+        "mixup_alpha": (0, 100),
+        "cutmix_alpha": (0, 100),
+    }
+    for key, (low, high) in ranges.items():
+        value = getattr(augment, key)
+        if not low <= value <= high:
+            raise check.fail(f"[augment].{key}", f"must be in [{low}, {high}], got {value}")
