@@ -223,7 +223,9 @@ def draw_slices(table: ParamTable, target_name: str) -> go.Figure:
     return figure.update_layout(height=height, margin={"t": 40, "r": 20, "b": 40, "l": 60})
 
 
-def axis_layout(axis: ParamAxis, categories: tuple[str, ...] | None = None) -> dict[str, object]:
+def axis_layout(
+    axis: ParamAxis, categories: tuple[str, ...] | None = None, log_ticks_at_most: int = 4
+) -> dict[str, object]:
     """A Plotly axis for a parameter: categories in choice order, log, or whole numbers."""
     if axis.categorical:
         order = list(axis.categories if categories is None else categories)
@@ -231,7 +233,7 @@ def axis_layout(axis: ParamAxis, categories: tuple[str, ...] | None = None) -> d
     numbers = axis.numbers()
     if axis.kind == LOG:
         low, high = math.log10(min(numbers)), math.log10(max(numbers))
-        ticks = [10**t for t in log_ticks(low, high, count=4)]  # 4: slices are narrow
+        ticks = [10**t for t in log_ticks(low, high, count=log_ticks_at_most)]
         return {"type": "log", "tickvals": ticks, "ticktext": [number_label(t) for t in ticks]}
     if axis.integer and max(numbers) - min(numbers) <= 12:
         return {"type": "linear", "dtick": 1, "tick0": 0}
@@ -347,7 +349,8 @@ def draw_contour(data: ContourData, target_name: str) -> go.Figure:
 
 
 def _contour_axis(axis: ParamAxis, grid: tuple[float | str, ...]) -> dict[str, object]:
-    layout = axis_layout(axis, categories=grid if axis.categorical else None)
+    categories = tuple(map(str, grid)) if axis.categorical else None
+    layout = axis_layout(axis, categories, log_ticks_at_most=7)
     if axis.categorical:
         return layout
     ends = (float(grid[0]), float(grid[-1]))
