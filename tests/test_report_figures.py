@@ -90,6 +90,23 @@ def test_slices_and_parallel_coordinates_keep_categories() -> None:
     assert dimensions["batch_size"].ticktext == ("16", "32", "64")
 
 
+def test_a_parameter_made_categorical_on_resume_is_categorical_throughout() -> None:
+    study = optuna.create_study()
+    as_int = optuna.distributions.IntDistribution(3, 7)
+    as_choice = optuna.distributions.CategoricalDistribution([3, 5])
+    for value, distribution in ((7, as_int), (4, as_int), (3, as_choice), (5, as_choice)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=float(value),
+                params={"kernel_size": value},
+                distributions={"kernel_size": distribution},
+            )
+        )
+    axis = param_table(study).axis("kernel_size")
+    assert axis.kind == CATEGORICAL
+    assert axis.categories == ("3", "5", "7", "4")  # the choices first, then other values
+
+
 # ---------------------------------------------------------------- history, slices, parallel
 
 
@@ -180,7 +197,7 @@ def test_importances_come_with_their_spread_and_agree_on_a_clear_winner() -> Non
         for item in result.importances:
             assert 0 <= item.low <= item.value <= item.high <= 1
     assert data.ranking[0] == "x"
-    assert not any("disagree" in note for note in data.notes())
+    assert not any("disagree" in note for note in data.notes)
     figures = importance.draw_importances(data, "loss")
     assert [figure.layout.title.text for figure in figures] == ["fANOVA", "PED-ANOVA"]
     assert all(figure.data[0].error_x.array is not None for figure in figures)
@@ -191,7 +208,7 @@ def test_few_trials_are_called_too_few_to_rank() -> None:
     study = kernel_study(n_trials=4)  # four parameters
     data = importance.importance_data(study)
     assert data.too_few
-    assert any("too few to rank" in note for note in data.notes())
+    assert any("too few to rank" in note for note in data.notes)
     assert "too few to rank" in build_report(study)
 
 
@@ -209,7 +226,7 @@ def test_contour_pair_follows_both_evaluators_not_fanova_alone() -> None:
     data = importance.ImportanceData(12, 3, (fanova, ped_anova), ranking)
     assert importance.contour_pair(data, ["a", "b", "c"]) == (["c", "a"], "")
     assert importance.contour_pair(data, ["a", "b"]) == (["a", "b"], "")  # candidates only
-    notes = data.notes()
+    notes = data.notes
     assert any("disagree" in note and "fANOVA ranks a first" in note for note in notes)
 
 

@@ -82,6 +82,7 @@ class ImportanceData:
     def too_few(self) -> bool:
         return self.trials < self.needed
 
+    @property
     def notes(self) -> tuple[str, ...]:
         """What the page says about how far to trust the importances."""
         notes: list[str] = []

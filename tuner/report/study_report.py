@@ -115,7 +115,7 @@ def plot_sections(study: optuna.Study) -> tuple[PlotSection, ...]:
             "Hyperparameter importance",
             HOW_TO_READ["importance"],
             lambda: returned(importances),
-            lambda data, target: Drawn(importance.draw_importances(data, target), data.notes()),
+            lambda data, target: Drawn(importance.draw_importances(data, target), data.notes),
         ),
         PlotSection(
             "parallel",

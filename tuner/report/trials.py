@@ -113,22 +113,25 @@ def param_table(study: optuna.Study, at_least: int = 2) -> ParamTable:
 
 
 def param_axis(trials: list[FrozenTrial], name: str) -> ParamAxis:
-    """`name` over `trials`, typed by its distribution (the first trial that sampled it)."""
+    """`name` over `trials`, typed by its distributions (categorical if any run made it so)."""
     distributions = [trial.distributions[name] for trial in trials if name in trial.distributions]
-    first = distributions[0]
-    if isinstance(first, CategoricalDistribution):
-        labels: dict[str, None] = {}
-        for distribution in distributions:  # choices may differ across resumed runs: union
-            assert isinstance(distribution, CategoricalDistribution)
-            labels.update((category_label(choice), None) for choice in distribution.choices)
+    choices = [d for d in distributions if isinstance(d, CategoricalDistribution)]
+    if choices:
         values: tuple[Any, ...] = tuple(
             category_label(trial.params[name]) if name in trial.params else None for trial in trials
         )
-        return ParamAxis(name, CATEGORICAL, values, categories=tuple(labels))
-    assert isinstance(first, FloatDistribution | IntDistribution)
+        # Every choice of every run (a resumed study may have changed them), then any value
+        # that a run with another distribution gave.
+        labels = [category_label(choice) for d in choices for choice in d.choices]
+        labels += [value for value in values if value is not None]
+        return ParamAxis(name, CATEGORICAL, values, categories=tuple(dict.fromkeys(labels)))
+    numeric = [d for d in distributions if isinstance(d, FloatDistribution | IntDistribution)]
     values = tuple(float(trial.params[name]) if name in trial.params else None for trial in trials)
     return ParamAxis(
-        name, LOG if first.log else LINEAR, values, integer=isinstance(first, IntDistribution)
+        name,
+        LOG if numeric[0].log else LINEAR,
+        values,
+        integer=all(isinstance(d, IntDistribution) for d in numeric),
     )
 
 
