@@ -13,9 +13,9 @@ from study_fixtures import make_study, sqlite_url
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.report import build_report, write_report
-from tuner.report import figures as report_figures
+from tuner.report import build_report, history, importance, params, timeline, write_report
 from tuner.report.data import best_table, format_count, format_seconds, summarize
+from tuner.report.style import STATE_STYLES
 
 PLOT_DIV = 'class="plotly-graph-div"'
 FULL_REPORT_PLOTS = 9  # history, 2 importances, parallel, slice, contour, curves, best, timeline
@@ -80,26 +80,33 @@ def test_every_plot_is_there_and_plotlyjs_is_embedded_once(page: str) -> None:
 
 
 def test_learning_curves_mark_pruned_trials(study: optuna.Study) -> None:
-    (figure,) = report_figures.learning_curves(study, "val accuracy").figures
+    figure = history.draw_learning_curves(history.curves_data(study), "val accuracy")
     traces = {trace.name: trace for trace in figure.data}
     assert traces["pruned"].line.dash == "dash"
-    assert traces["pruned"].line.color == report_figures.STATE_STYLES[TrialState.PRUNED].color
+    assert traces["pruned"].line.color == STATE_STYLES[TrialState.PRUNED].color
     assert traces["complete"].line.dash == "solid"
     assert len(traces["pruned here"].x) == count_states(study, TrialState.PRUNED)
     assert f"best (trial {study.best_trial.number})" in traces
 
 
 def test_contour_shows_the_two_most_important_parameters(study: optuna.Study) -> None:
-    (figure,) = report_figures.contour(study, "val accuracy").figures
-    importances = optuna.importance.get_param_importances(
-        study, evaluator=report_figures.IMPORTANCE_EVALUATORS["fANOVA"]()
-    )
-    top_two = set(list(importances)[:2])
+    # Most important by both evaluators together (issue 14: not by fANOVA alone).
+    ranked = importance.importance_data(study)
+    candidates = params.contour_candidates(study)
+    (x_name, y_name), note = importance.contour_pair(ranked, candidates)
+    figure = params.draw_contour(params.contour_data(study, x_name, y_name), "val accuracy")
+    mean = {
+        name: sum(r_values) / len(r_values)
+        for name in candidates
+        if (r_values := [i.value for r in ranked.results for i in r.importances if i.param == name])
+    }
+    top_two = set(sorted(mean, key=lambda name: -mean[name])[:2])
     assert {figure.layout.xaxis.title.text, figure.layout.yaxis.title.text} == top_two
+    assert note == ""
 
 
 def test_timeline_has_one_row_per_worker(study: optuna.Study) -> None:
-    (figure,) = report_figures.worker_timeline(study, "val accuracy").figures
+    figure = timeline.draw_timeline(timeline.timeline_data(study))
     rows = {worker for trace in figure.data for worker in trace.y}
     workers = {trial.user_attrs.get(attrs.WORKER) for trial in study.trials}
     assert rows == {worker or "(unknown worker)" for worker in workers}

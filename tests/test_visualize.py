@@ -1,4 +1,5 @@
-"""tuner.report.visualize and `tuner visualize`: filters and feature maps on one page."""
+"""The model pages: tuner.report.visualize and `tuner visualize` (filters and feature maps on
+one page), and the retrain page, both on the study report's page shell."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tuner.cli import app
+from tuner.report import render, retrain_page
+from tuner.report.page import Card
 from tuner.report.visualize import (
     MAX_FEATURE_MAPS,
     MAX_FIRST_LAYER_FILTERS,
@@ -106,3 +109,17 @@ def test_cli_without_image_or_dataset_is_a_clear_error(tmp_path: Path) -> None:
     assert "--image" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "v.html").exists()
+
+
+def test_retrain_page_is_drawn_from_the_model_card() -> None:
+    from model_fixtures import untrained_card
+
+    card = untrained_card(class_names=("cat", "<dog>"))
+    page = retrain_page(card)
+    assert Card("test accuracy", "50.00%") in page.cards
+    assert [section.anchor for section in page.sections] == ["test"]  # no training history yet
+    html = render(page)
+    assert html.count(PLOT_DIV) == 2  # confusion matrix and accuracy per class
+    assert html.count(PLOTLY_JS_MARKER) == 1
+    assert '<section id="test">' in html
+    assert "<dog>" not in html  # class names are escaped, in the page and in the plots' JSON

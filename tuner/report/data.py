@@ -90,7 +90,7 @@ def summarize(study: optuna.Study) -> StudySummary:
     return StudySummary(
         name=study.study_name,
         dataset=str(study.user_attrs.get(attrs.STUDY_DATASET, MISSING)),
-        metric=str(study.user_attrs.get(attrs.STUDY_METRIC, "objective value")),
+        metric=str(study.user_attrs.get(attrs.STUDY_METRIC) or _metric_name(study)),
         direction=study.direction.name.lower(),
         counts=counts,
         best_value=best[0].value if best else None,
@@ -100,6 +100,12 @@ def summarize(study: optuna.Study) -> StudySummary:
         workers=len({worker(trial) for trial in trials if attrs.WORKER in trial.user_attrs}),
         study_file=str(study.user_attrs.get(attrs.STUDY_FILE, "")),
     )
+
+
+def _metric_name(study: optuna.Study) -> str:
+    """The name `set_metric_names` gave the value, for studies without tuner's attribute."""
+    names = study.metric_names
+    return names[0] if names else "objective value"
 
 
 def best_trials(study: optuna.Study, limit: int) -> list[FrozenTrial]:

@@ -1,65 +1,105 @@
-"""Self-contained HTML pages of Plotly figures: `retrain` and `visualize` pages (`Page`), and
-the pieces the study report (`tuner.report.html`) builds its page from.
+"""The page shell of every tuner report: a `Page` of cards and `Section`s rendered to one HTML file.
 
-plotly.js is embedded once in <head>, so a page opens offline and can be mailed around. Text
-that comes from users (study names, class names, file names) goes through `html.escape`;
-Plotly escapes its own JSON.
+The study report, the retrain page and the visualize page are all a `Page`. plotly.js is
+embedded once in <head>, so a page opens offline and can be mailed around. Every piece of text
+on a page is plain text here and goes through `html.escape` when rendered (study names, class
+names, parameter values, notes); Plotly escapes its own JSON for <script>.
 """
 
 from __future__ import annotations
 
+import datetime
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from string import Template
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from tuner.report.data import Table
+
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+MARGIN = {"t": 60, "r": 30, "b": 50, "l": 60}  # px, for figures that set no margin themselves
+DEFAULT_HEIGHT = 450  # px, for figures that set no height themselves
+
+
+@dataclass(frozen=True)
+class Card:
+    """A summary card: a label, a big value, and small detail lines joined by " · "."""
+
+    label: str
+    value: str
+    details: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Section:
-    """A titled part of a page: a line on how to read it, and its figures (one per row)."""
+    """A titled part of a page: how to read it, then a table and/or figures, then notes."""
 
+    anchor: str
     title: str
     how_to_read: str
-    figures: tuple[go.Figure, ...]
-    columns: int = 1  # figures side by side (one per row on narrow screens)
+    figures: tuple[go.Figure, ...] = ()
+    table: Table | None = None
+    highlight: int | None = None  # the table row (key) marked as the best
+    notes: tuple[str, ...] = ()  # shown below, one line each (why a plot is missing, caveats)
+    columns: int | None = None  # figures side by side; None: two when there are two, else one
 
 
 @dataclass(frozen=True)
 class Page:
-    """A page: a title, a subtitle, summary cards (label -> value) and sections."""
+    """A whole page: title, subtitle, summary cards, an optional banner, sections, footer."""
 
     title: str
     subtitle: str
     sections: tuple[Section, ...]
-    cards: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    cards: tuple[Card, ...] = ()
+    banner: str = ""  # a highlighted line under the cards (e.g. "no trial has finished yet")
+    nav: bool = False  # links to the sections under the header
+    footer: str = ""
+    browser_title: str = ""  # the <title>; the page title when empty
 
 
 CSS = """
-:root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; }
+:root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --accent: #4c78a8; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: var(--ink); background: #f5f7fa; }
-main { max-width: 1340px; margin: 0 auto; padding: 24px 24px 48px; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 24px 64px; }
 h1 { margin: 0 0 2px; font-size: 26px; word-break: break-word; }
-.subtitle { color: var(--muted); margin: 0 0 16px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 12px; }
+.subtitle { color: var(--muted); margin: 0 0 18px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase;
                letter-spacing: .04em; }
-.card .value { font-size: 20px; font-weight: 600; overflow-wrap: anywhere; }
+.card .value { font-size: 22px; font-weight: 600; overflow-wrap: anywhere; }
+.card .detail { color: var(--muted); font-size: 13px; }
+.detail span { display: inline-block; max-width: 100%; overflow-wrap: anywhere; }
+.banner { background: #fff8e1; border: 1px solid #f0d58c; border-radius: 8px;
+          padding: 12px 16px; margin: 18px 0 0; font-size: 16px; }
+nav { margin: 18px 0 0; font-size: 14px; }
+nav a { color: var(--accent); margin-right: 14px; text-decoration: none; white-space: nowrap; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
-          padding: 14px 18px; margin-top: 18px; }
+          padding: 16px 20px; margin-top: 20px; }
 section h2 { margin: 0 0 2px; font-size: 19px; }
-.how { color: var(--muted); margin: 0 0 8px; }
+.how { color: var(--muted); margin: 0 0 10px; }
+.note { color: #8a5a00; background: #fff8e1; border-radius: 6px; padding: 6px 10px;
+        margin: 8px 0 0; font-size: 14px; }
 .figures { display: grid; grid-template-columns: minmax(0, 1fr); gap: 12px; }
 .figures.cols-2 { grid-template-columns: repeat(2, minmax(0, 1fr)); }
 @media (max-width: 900px) { .figures.cols-2 { grid-template-columns: minmax(0, 1fr); } }
 .figure { overflow-x: auto; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13.5px; width: 100%;
+        font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: right;
+         white-space: nowrap; }
+th { background: #f0f4f8; font-weight: 600; position: sticky; top: 0; }
+th:first-child, td:first-child { text-align: left; }
+tbody tr:hover { background: #f5f9ff; }
+tr.best { background: #eef6ee; font-weight: 600; }
+footer { color: var(--muted); font-size: 13px; margin-top: 28px; }
 """
 
 DOCUMENT = Template("""<!DOCTYPE html>
@@ -81,49 +121,77 @@ $body
 
 
 def render(page: Page) -> str:
-    """The whole page as one HTML string, plotly.js included."""
-    cards = "".join(card_html(label, value) for label, value in page.cards)
-    sections = "\n".join(
-        section_html(
-            section.title,
-            section.how_to_read,
-            figures_html(section.figures, f"figure-{number}", section.columns),
+    """The whole page as one self-contained HTML string, plotly.js included once."""
+    cards = "\n".join(card_html(card) for card in page.cards)
+    banner = f'<p class="banner">{html.escape(page.banner)}</p>' if page.banner else ""
+    nav = ""
+    if page.nav:
+        links = " ".join(
+            f'<a href="#{html.escape(s.anchor)}">{html.escape(s.title)}</a>' for s in page.sections
         )
-        for number, section in enumerate(page.sections, start=1)
+        nav = f"<nav>{links}</nav>"
+    header = (
+        f"<header><h1>{html.escape(page.title)}</h1>"
+        f'<p class="subtitle">{html.escape(page.subtitle)}</p>'
+        + (f'<div class="cards">{cards}</div>' if cards else "")
+        + f"{banner}{nav}</header>"
     )
-    cards = f'<div class="cards">{cards}</div>' if cards else ""
-    body = (
-        f"<h1>{html.escape(page.title)}</h1>\n"
-        f'<p class="subtitle">{html.escape(page.subtitle)}</p>\n{cards}\n{sections}'
-    )
-    return document(page.title, body)
-
-
-def document(title: str, body: str, css: str = CSS) -> str:
-    """A self-contained page: `title` is plain text, `body` is HTML for <main>.
-
-    plotly.js is embedded once, in <head>, for every figure that `body` holds.
-    """
+    sections = "\n".join(section_html(section) for section in page.sections)
+    footer = f"\n<footer>{html.escape(page.footer)}</footer>" if page.footer else ""
     return DOCUMENT.substitute(
-        title=html.escape(title), css=css, plotlyjs=get_plotlyjs(), body=body
+        title=html.escape(page.browser_title or page.title),
+        css=CSS,
+        plotlyjs=get_plotlyjs(),
+        body=f"{header}\n{sections}{footer}",
     )
 
 
-def card_html(label: str, value: str, detail: str | None = None) -> str:
-    """A summary card; `label` and `value` are plain text, `detail` is HTML (none if None)."""
-    detail_html = "" if detail is None else f'<div class="detail">{detail}</div>'
+def generated_line() -> str:
+    """The footer of a generated page: when, and how to use its interactive plots."""
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (
-        f'<div class="card"><div class="label">{html.escape(label)}</div>'
-        f'<div class="value">{html.escape(value)}</div>{detail_html}</div>'
+        f"Generated by tuner on {generated}. Plots are interactive: hover for values, "
+        "drag to zoom, double-click to reset."
     )
 
 
-def section_html(title: str, how_to_read: str, body: str, anchor: str | None = None) -> str:
-    """A titled section; `title` and `how_to_read` are plain text, `body` is HTML."""
-    section_id = "" if anchor is None else f' id="{html.escape(anchor)}"'
+def card_html(card: Card) -> str:
+    """A summary card; each detail is its own unbreakable span."""
+    details = " · ".join(f"<span>{html.escape(detail)}</span>" for detail in card.details)
     return (
-        f"<section{section_id}><h2>{html.escape(title)}</h2>"
-        f'<p class="how">{html.escape(how_to_read)}</p>{body}</section>'
+        f'<div class="card"><div class="label">{html.escape(card.label)}</div>'
+        f'<div class="value">{html.escape(card.value)}</div>'
+        + (f'<div class="detail">{details}</div>' if details else "")
+        + "</div>"
+    )
+
+
+def section_html(section: Section) -> str:
+    """A titled section: the how-to-read line, its table, its figures, then its notes."""
+    body = ""
+    if section.table is not None:
+        body += table_html(section.table, section.highlight)
+    if section.figures:
+        columns = section.columns or (2 if len(section.figures) == 2 else 1)
+        body += figures_html(section.figures, section.anchor, columns)
+    body += "".join(f'<p class="note">{html.escape(note)}</p>' for note in section.notes)
+    return (
+        f'<section id="{html.escape(section.anchor)}"><h2>{html.escape(section.title)}</h2>'
+        f'<p class="how">{html.escape(section.how_to_read)}</p>{body}</section>'
+    )
+
+
+def table_html(table: Table, highlight: int | None = None) -> str:
+    """An escaped HTML table; the row whose key is `highlight` is marked as the best."""
+    head = "".join(f"<th>{html.escape(header)}</th>" for header in table.headers)
+    rows = []
+    for key, cells in zip(table.keys, table.rows, strict=True):
+        css = ' class="best"' if key == highlight else ""
+        tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+        rows.append(f'<tr data-trial="{key}"{css}>{tds}</tr>')
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -143,6 +211,10 @@ def figures_html(figures: tuple[go.Figure, ...], id_prefix: str, columns: int = 
 def figure_html(figure: go.Figure, div_id: str) -> str:
     """One figure as a <div> and the <script> that draws it (plotly.js not included)."""
     figure.update_layout(template="plotly_white")
+    if all(getattr(figure.layout.margin, side) is None for side in "trbl"):
+        figure.update_layout(margin=MARGIN)
+    if figure.layout.height is None:
+        figure.update_layout(height=DEFAULT_HEIGHT)
     return pio.to_html(
         figure, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG
     )

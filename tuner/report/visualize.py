@@ -18,7 +18,7 @@ from torch import nn
 
 from tuner.errors import TunerError
 from tuner.files import write_text_atomic
-from tuner.report.page import Page, Section, render
+from tuner.report.page import Page, Section, generated_line, render
 from tuner.trained.card import ModelCard
 from tuner.trained.predict import probabilities, top_k
 
@@ -65,29 +65,33 @@ def visualization_page(
         f"test accuracy {card.test_accuracy:.2%}",
         sections=(
             Section(
+                "input",
                 "Input",
                 "The image exactly as the network receives it (resized to its input size), "
                 "and the model's most likely classes for it.",
-                (input_figure(image, image_label, guesses),),
+                figures=(input_figure(image, image_label, guesses),),
             ),
             Section(
+                "feature-maps",
                 "Feature maps",
                 "What each conv block passes on for this image (after ReLU and pooling): one "
                 f"heatmap per channel, the {MAX_FEATURE_MAPS} most active channels of each "
                 "block. Bright = strong activation; each map has its own colour scale.",
-                tuple(
+                figures=tuple(
                     feature_map_figure(block_maps, number)
                     for number, block_maps in enumerate(maps, start=1)
                 ),
             ),
             Section(
+                "filters",
                 "Filters",
                 "Learned convolution kernels. Block 1: each filter as a small image, stretched "
                 "to its own full range. Deeper blocks: one kernel per output (row) and input "
                 "(column) channel; red is positive, blue negative.",
-                tuple(filter_figures),
+                figures=tuple(filter_figures),
             ),
         ),
+        footer=generated_line(),
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -83,6 +85,11 @@ def open_study(
         )
     if stored_space != current_space:
         study.set_user_attr(attrs.STUDY_SPACE, current_space)
+    if study.metric_names != [spec.metric]:
+        # optuna-dashboard and Optuna's plots label the value by this name, not "Objective 0".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([spec.metric])
     if attrs.STUDY_DATASET not in study.user_attrs:
         study.set_user_attr(attrs.STUDY_DATASET, spec.dataset.name)
         study.set_user_attr(attrs.STUDY_METRIC, spec.metric)
