@@ -254,6 +254,15 @@ def run(
         bool,
         typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
     ] = False,
+    storage_retry_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--storage-retry-seconds",
+            callback=_positive_seconds,
+            help="How long a database outage may last before the workers give up. "
+            "Default: $TUNER_STORAGE_RETRY_SECONDS, else 60.",
+        ),
+    ] = None,
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists)."""
     from tuner.data import load_dataset, split
@@ -280,7 +289,8 @@ def run(
         check_local_workers(url, worker_count)
         # Decode the dataset into the cache and create the study once, before the workers race.
         load_dataset(spec.dataset.name, data_dir, cache_dir)
-        optuna_study = open_study(spec, open_storage(url), force=force)
+        opened = open_storage(url, outage_timeout=storage_retry_seconds)
+        optuna_study = open_study(spec, opened, force=force)
         run_args = ["--study", str(spec.path.resolve()), "--trials", str(total)]
         for flag, value in (("--data-dir", data_dir), ("--cache-dir", cache_dir)):
             if value is not None:
@@ -288,6 +298,8 @@ def run(
         if timeout is not None:
             run_args += ["--timeout", str(timeout)]
         run_args += ["--precision", precision.value, *(["--compile"] if compile_model else [])]
+        if storage_retry_seconds is not None:
+            run_args += ["--storage-retry-seconds", str(storage_retry_seconds)]
         console.print(
             f"study [bold]{spec.name}[/bold]: {worker_count} workers on "
             f"{', '.join(device_list)}, {total} trials in total, storage {mask_url(url)}"
@@ -303,9 +315,8 @@ def run(
     torch_device = pick_device(device)
     dataset = load_dataset(spec.dataset.name, data_dir, cache_dir)
     data = to_device(split(dataset, spec.dataset), torch_device)
-    optuna_study = open_study(
-        spec, open_storage(url), seed_offset=worker_seed_offset(), force=force
-    )
+    opened = open_storage(url, outage_timeout=storage_retry_seconds)
+    optuna_study = open_study(spec, opened, seed_offset=worker_seed_offset(), force=force)
     console.print(
         f"study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} on "
         f"{torch_device}, {total} trials in total, storage {mask_url(url)}"
@@ -409,7 +420,10 @@ def status(
     studies: StudiesDirOption = None,
 ) -> None:
     """Trials by state, the best value and parameters, and the trials running now."""
+    from tuner.storage import settle_stale_trials
+
     optuna_study = _load_stored_study(_study_name(study, studies), storage)
+    settle_stale_trials(optuna_study)  # a dead worker's trial shows as failed, its retry queued
     console = _console()
     counts = _state_counts(optuna_study)
     console.print(
