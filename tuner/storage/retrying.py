@@ -22,16 +22,18 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
-from optuna.storages import BaseStorage, RDBStorage
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from tuner.errors import TunerError
 from tuner.storage import _optuna
 from tuner.storage.opening import damaged_sqlite_error
 
 if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+    from optuna.study import StudyDirection
     from optuna.study._frozen import FrozenStudy
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
