@@ -146,13 +146,16 @@ def run_trials(
     poll_seconds = stale_poll_seconds(study)
     stop_when_done = _stop_when_done(total_trials)
     pause = FIRST_WAIT_SECONDS  # short at first: the other workers' trials often end soon
-    waiting_logged = False
+    waiting_logged = optimized = False
     while True:
         settle_stale_trials(study)
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             break
-        if not _done(study, total_trials):
+        # Optimize once for the count, then again only for queued trials: something else may
+        # have stopped the study (the grid sampler, when its grid is done).
+        if _queued(study) or not (optimized or _done(study, total_trials)):
+            optimized = True
             _optimize(
                 study,
                 objective,
@@ -181,6 +184,11 @@ def _done(study: optuna.Study, total_trials: int) -> bool:
     states = [trial.state for trial in study.get_trials(deepcopy=False)]
     finished = sum(state in FINISHED_STATES for state in states)
     return finished >= total_trials and TrialState.WAITING not in states
+
+
+def _queued(study: optuna.Study) -> bool:
+    """A trial is waiting to be run: a dead worker's trial to retry, or one enqueued."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _stop_when_done(total_trials: int) -> TrialCallback:
