@@ -22,7 +22,8 @@ from tuner import __version__, attrs
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
 from tuner.files import read_text_file
-from tuner.spec import MAX_SEED, PARAMETERS
+from tuner.spec import PARAMETERS
+from tuner.spec.checker import MAX_SEED
 
 FORMATS = ("toml", "json")
 
