@@ -7,7 +7,7 @@ views (the tables they print). The work itself is in the subpackages of `tuner`.
 
 # isort: off
 # Verbs register when imported, in the order `tuner --help` lists them.
-from tuner.cli import study_verbs, model_verbs  # noqa: F401
+from tuner.cli import study_verbs, model_verbs, confirm_verb  # noqa: F401
 # isort: on
 
 from tuner.cli.common import app
