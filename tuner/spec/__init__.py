@@ -4,7 +4,8 @@ Every problem is reported as a `TunerError` whose one line names the file, the k
 allowed, so a typo never reaches storage.
 
 - `schema`: the dataclasses (`StudySpec`, `ParamSpec`, ...) and the tunable `PARAMETERS`
-- `parse`: `load_spec`/`parse_spec`, TOML errors, the study name, [training] and [augment]
+- `parse`: `load_spec`/`parse_spec`, TOML errors, the study name, [training]
+- `augment`: the [augment] table and the augmentations' domains (also sampled in [space])
 - `params`: the [space] table; `options`: [sampler] and [pruner] against the registry in
   `tuner.search.samplers`; `datasets`: the [dataset] table; `checker`: the message wording
 - `find`: `--study NAME_OR_PATH` -> a file
