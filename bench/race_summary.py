@@ -137,6 +137,8 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
             values = [best_at(r["points"], checkpoint) for r in ok]
             reached = [v for v in values if v is not None]
             row[f"val@{checkpoint // 60}"] = _spread(reached, 4) if reached else "-"
+        finals = [v for r in ok if (v := best_at(r["points"], budget_s)) is not None]
+        row["val@end"] = _spread(finals, 4) if finals else "-"
         for threshold in THRESHOLDS:
             times = [t for r in ok if (t := time_to(r["points"], threshold, budget_s)) is not None]
             label = f"to {threshold:.0%}"

@@ -223,7 +223,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     interrupted race has every contender at the same coverage."""
     order = []
     for budget_s in args.budgets:
-        for seed in range(args.seeds):
+        for seed in range(max(args.seeds, args.other_seeds)):
             for contender in args.contenders:
                 if seed < (args.seeds if contender in MULTI_SEED else args.other_seeds):
                     order.append((contender, seed, budget_s))

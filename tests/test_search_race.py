@@ -98,6 +98,7 @@ def test_summary_table_medians_spread_thresholds_and_test_accuracy(race):
     assert short["val@5"] == "0.8850 (0.8800-0.8900)"
     assert short["val@10"] == "0.9000 (0.8950-0.9050)"
     assert short["val@30"] == ""  # a 10-minute budget says nothing about 30 minutes
+    assert short["val@end"] == short["val@10"]
     assert short["to 89%"] == "6.3 min (2/2)"  # median of 200 s and 560 s
     assert short["to 90%"] == "8.3 min (1/2)"
     assert short["to 91%"] == "-"
@@ -112,7 +113,7 @@ def test_summary_table_medians_spread_thresholds_and_test_accuracy(race):
 
     table = race.markdown_table(list(rows.values()))
     lines = table.splitlines()
-    assert lines[0].startswith("| contender | budget | seeds | val@5 | val@10 | val@30 |")
+    assert lines[0].startswith("| contender | budget | seeds | val@5 | val@10 | val@30 | val@end |")
     assert len(lines) == 2 + len(rows)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
