@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # spec calls this module while it validates a file: no import
 
 # Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
 FILTERS_PER_BLOCK = "filters_per_block"
+SEED_CNN = "seed-cnn"
+# Sampled only in trials of the seed CNN (the other families have no such knobs).
+SEED_CNN_ONLY = ("kernel_size", "num_blocks", "filters", "fc_units", "batch_norm")
 
 
 def filter_param_name(block: int) -> str:
@@ -46,12 +49,21 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     filters together as one `filters_per_block` parameter (see `grid_search_space`).
     """
     stacks = _filter_stacks(spec) if _stack_is_one_param(spec) else None
-    values = {
-        name: _suggest_one(trial, name, param)
+    # The family first: the seed CNN's own parameters are sampled only for seed-cnn trials.
+    family = spec.space.get("family")
+    values = {"family": _suggest_one(trial, "family", family)} if family else {}
+    seed_cnn = values.get("family", SEED_CNN) == SEED_CNN
+    values.update(
+        (name, _suggest_one(trial, name, param))
         for name, param in spec.space.items()
-        if name != "filters" and not (stacks and name == "num_blocks")
-    }
-    if stacks:
+        if name not in ("filters", "family")
+        and not (stacks and name == "num_blocks")
+        and (seed_cnn or name not in SEED_CNN_ONLY)
+    )
+    model = {} if seed_cnn else {"pretrained": spec.model.pretrained}
+    if not seed_cnn:
+        filters = TrialConfig().filters
+    elif stacks:
         filters = tuple(json.loads(trial.suggest_categorical(FILTERS_PER_BLOCK, stacks)))
     else:
         num_blocks = values.pop("num_blocks")
@@ -61,6 +73,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
         )
     return TrialConfig(
         **values,
+        **model,
         filters=filters,
         max_epochs=spec.training.max_epochs,
         patience=spec.training.patience,
@@ -90,12 +103,15 @@ def common_distributions(
     `filters_k` for k above the fewest blocks is conditional (only deeper models have it), so
     it is left out, as samplers that model the common search space (CMA-ES's x0) never see it.
     """
+    # With a sampled family, the seed CNN's parameters are conditional too.
+    family = params.get("family")
+    conditional = SEED_CNN_ONLY if family is not None and not family.is_fixed else ()
     distributions = {
         name: distribution(param)
         for name, param in params.items()
-        if not param.is_fixed and name != "filters"
+        if not param.is_fixed and name != "filters" and name not in conditional
     }
-    if not params["filters"].is_fixed:
+    if not params["filters"].is_fixed and not conditional:
         blocks = params["num_blocks"]
         fewest = blocks.value if blocks.is_fixed else min(_values(blocks))
         for block in range(1, fewest + 1):

@@ -17,6 +17,7 @@ from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
+from tuner.spec.model import model_params, parse_model
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
@@ -118,7 +119,9 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     _validate_training(check, training)
     augment = check.dataclass_section(data, "augment", AugmentSpec)
     _validate_augment(check, augment)
-    space = parse_space(check, check.table(data, "space"))
+    model_table = check.table(data, "model")
+    space = parse_space(check, check.table(data, "space"), model_params(check, model_table))
+    model = parse_model(check, model_table, space)
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
@@ -135,6 +138,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         training=training,
         augment=augment,
         space=space,
+        model=model,
     )
 
 

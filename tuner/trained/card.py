@@ -2,7 +2,8 @@
 
 The card says everything needed to rebuild and feed the network (config, input shape, class
 names, normalisation) and how well it did on the test split. Loading never unpickles: weights
-are read with safetensors only, and the model is rebuilt with `build_cnn` from the card, after
+are read with safetensors only, and the model is rebuilt with `build_model` (the card config's
+family; cards without one are the seed CNN) from the card, after
 every card field has been checked and the weights' shapes compared with the network the card
 describes (built on the meta device, which allocates nothing). Files are written to a
 temporary name and renamed, so an interrupted save never leaves a partial file.
@@ -25,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.families import build_model
+from tuner.engine.model import count_parameters
 from tuner.errors import TunerError
 from tuner.files import atomic_path, read_text_file
 from tuner.trained.export import parse_config
@@ -182,7 +184,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise TunerError(f"{weights_path}: not a safetensors weights file ({exc})") from None
-    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    model = build_model(card.config, card.input_shape, card.num_classes)
     model.load_state_dict(state, strict=True)  # _check_fit compared every key and shape
     return model.to(device).eval(), card
 
@@ -206,7 +208,7 @@ def _check_fit(
     card's parameter count.
     """
     with torch.device("meta"):
-        skeleton = build_cnn(card.config, card.input_shape, card.num_classes)
+        skeleton = build_model(card.config, card.input_shape, card.num_classes)
     expected_params = count_parameters(skeleton)
     linear = [name for name, module in skeleton.named_modules() if isinstance(module, nn.Linear)]
     head_shape = shapes.get(f"{linear[-1]}.weight")

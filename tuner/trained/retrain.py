@@ -30,10 +30,10 @@ from tuner.engine import (
     DivergedError,
     EngineOptions,
     EpochResult,
-    build_cnn,
     classify,
     count_parameters,
     fit,
+    prepare_model,
     to_device,
 )
 from tuner.errors import TunerError
@@ -89,7 +89,7 @@ def retrain(
     data = to_device(splits, device)
 
     torch.manual_seed(config.seed)
-    model = build_cnn(config, dataset.input_shape, dataset.num_classes)
+    model, _ = prepare_model(config, dataset.input_shape, dataset.num_classes)
     options = options.resolve(model, dataset.input_shape, config.batch_size, device)
     history: list[EpochResult] = []
 
