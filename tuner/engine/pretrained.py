@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +69,14 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        # The weights_only unpickler names the Python object it refused to create.
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:
             raise WeightsError(
-                "a pickle checkpoint holding Python objects, which a weights_only load refuses "
-                f"(it could run code); {CONVERT_HINT}"
+                f"a pickle checkpoint holding Python objects ({refused.group(1)}), which a "
+                f"weights_only load refuses (unpickling could run code); {CONVERT_HINT}"
             ) from None
-        raise WeightsError(f"not a readable .pth file ({_first_line(exc)})") from None
+        raise WeightsError("not a readable .pth file (neither a state_dict nor a pickle)") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"not a readable .pth file ({_first_line(exc)})") from None
     return _state_dict(state)
