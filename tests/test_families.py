@@ -313,6 +313,7 @@ def test_retrained_torchvision_model_reloads_predicts_and_visualizes(tmp_path: P
     save(tmp_path, result)
     card = json.loads((tmp_path / "model.json").read_text())
     assert card["config"]["family"] == "mobilenet_v3_small"
+    assert "stride 1" in card["adaptation"]
 
     model, loaded = load_model(tmp_path)
     assert loaded.config.family == "mobilenet_v3_small"

@@ -71,6 +71,9 @@ class ModelCard:
     train_sample_count: int = 0
     train_sample_loss: tuple[float, ...] = ()
     train_sample_accuracy: tuple[float, ...] = ()
+    # How config.family was fitted to input_shape (e.g. resnet18's stem on 28x28 images), as
+    # words for people; the network itself is rebuilt from config.family ("": not recorded).
+    adaptation: str = ""
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -322,6 +325,9 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
     precision = values.get("precision", "")
     if precision not in ("", "fp32", "bf16"):
         raise fail("precision", f"must be fp32 or bf16, got {_short(precision)}")
+    adaptation = values.get("adaptation", "")
+    if not isinstance(adaptation, str):
+        raise fail("adaptation", f"must be a string, got {_short(adaptation)}")
     digest = values.get("weights_sha256", "")
     if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
         raise fail("weights_sha256", "must be empty or 64 lowercase hex digits")
@@ -340,6 +346,7 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
         train_loss=curves["train_loss"],
         train_accuracy=curves["train_accuracy"],
         weights_sha256=digest,
+        adaptation=adaptation,
         kept_epoch=values.get("kept_epoch", 0),
         precision=precision,
         train_sample_count=values.get("train_sample_count", 0),
