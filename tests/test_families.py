@@ -26,7 +26,7 @@ from tuner.engine.pretrained import prepare_model
 from tuner.engine.train import make_optimizer
 from tuner.errors import TunerError
 from tuner.report.visualize import feature_maps, visualization_page
-from tuner.search.space import common_distributions
+from tuner.search.space import common_distributions, suggest
 from tuner.spec import load_spec
 from tuner.trained.card import load_model
 from tuner.trained.export import BestConfig
@@ -45,7 +45,12 @@ class NotATensor:
         self.epoch = 3
 
 
-def study_text(model: str = "", space: str = "", sampler: str = "random") -> str:
+LR_RANGE = '{ type = "float", low = 1e-3, high = 1e-2, log = true }'
+
+
+def study_text(
+    model: str = "", space: str = "", sampler: str = "random", learning_rate: str = LR_RANGE
+) -> str:
     return f"""\
 name = "fam"
 [sampler]
@@ -63,7 +68,7 @@ trials = 2
 [model]
 {model}
 [space]
-learning_rate = {{ type = "float", low = 1e-3, high = 1e-2, log = true }}
+learning_rate = {learning_rate}
 batch_size = 64
 {space}
 """
@@ -139,6 +144,17 @@ def test_seed_cnn_parameters_cannot_be_sampled_without_the_seed_cnn(tmp_path: Pa
     assert "[space].filters" in message and "seed-cnn" in message
 
 
+def test_grid_over_families_refuses_sampled_seed_cnn_parameters(tmp_path: Path) -> None:
+    message = study_error(
+        tmp_path,
+        sampler="grid",
+        learning_rate="0.003",
+        space='family = { type = "categorical", choices = ["seed-cnn", "resnet18"] }\n'
+        'fc_units = { type = "categorical", choices = [8, 16] }',
+    )
+    assert "[space].fc_units" in message and "grid sampler" in message
+
+
 def test_family_in_model_and_space_at_once_is_refused(tmp_path: Path) -> None:
     message = study_error(
         tmp_path,
@@ -165,19 +181,37 @@ def test_a_sampled_family_makes_the_seed_cnn_parameters_conditional(tmp_path: Pa
     assert "family" in common and "fc_units" not in common
 
 
+def test_seed_cnn_parameters_are_sampled_in_seed_cnn_trials_only(tmp_path, resnet_weights) -> None:
+    spec = load_spec(
+        write_study(
+            tmp_path,
+            model=f'pretrained = "{resnet_weights["pth"]}"',
+            space='family = { type = "categorical", choices = ["seed-cnn", "resnet18"] }\n'
+            'fc_units = { type = "categorical", choices = [8, 16] }',
+        )
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
+    for _ in range(12):
+        trial = study.ask()
+        configs.append((trial, suggest(trial, spec)))
+    assert {config.family for _, config in configs} == {"seed-cnn", "resnet18"}
+    for trial, config in configs:
+        seed_cnn = config.family == "seed-cnn"
+        assert ("fc_units" in trial.params) == seed_cnn
+        # Only the torchvision family loads the pretrained weights.
+        assert config.pretrained == ("" if seed_cnn else str(resnet_weights["pth"]))
+
+
 def test_a_study_sampling_the_family_trains_each_family(tmp_path: Path) -> None:
     """Two grid points, one per family; each trial records its family and trains it."""
-    study_file = write_study(
+    write_study(
         tmp_path,
         sampler="grid",
-        space="learning_rate = 0.003\n"
-        'family = { type = "categorical", choices = ["seed-cnn", "mobilenet_v3_small"] }\n'
-        'fc_units = { type = "categorical", choices = [8] }\nnum_blocks = 1\nfilters = 4',
-    ).read_text()
-    study_file = study_file.replace(
-        'learning_rate = { type = "float", low = 1e-3, high = 1e-2, log = true }\n', ""
+        learning_rate="0.003",
+        space='family = { type = "categorical", choices = ["seed-cnn", "mobilenet_v3_small"] }\n'
+        "fc_units = 8\nnum_blocks = 1\nfilters = 4",
     )
-    (tmp_path / "fam.toml").write_text(study_file)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     ran = CliRunner().invoke(
         app, ["run", "--study", str(tmp_path / "fam.toml"), "--storage", url, "--device", "cpu"]
@@ -188,8 +222,7 @@ def test_a_study_sampling_the_family_trains_each_family(tmp_path: Path) -> None:
     for trial in trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert trial.user_attrs[attrs.CONFIG]["family"] == trial.params["family"]
-        # fc_units belongs to the seed CNN: sampled in its trial only.
-        assert ("fc_units" in trial.params) == (trial.params["family"] == "seed-cnn")
+        assert set(trial.params) == {"family"}
     sizes = {t.params["family"]: t.user_attrs[attrs.PARAM_COUNT] for t in trials}
     assert sizes["mobilenet_v3_small"] > 10 * sizes["seed-cnn"]
 

@@ -50,11 +50,21 @@ def model_params(check: Checker, model_table: dict[str, Any]) -> dict[str, Param
 
 
 def parse_model(
-    check: Checker, model_table: dict[str, Any], space: dict[str, ParamSpec]
+    check: Checker, model_table: dict[str, Any], space: dict[str, ParamSpec], sampler: str
 ) -> ModelSpec:
     """Check [model] against the parsed space (which holds the model parameters by now)."""
     family = space.get("family")
     families = [SEED_CNN] if family is None else _choices(family)
+    if sampler == "grid" and len(families) > 1:
+        sampled = [name for name in SEED_CNN_PARAMETERS if not space[name].is_fixed]
+        if sampled:
+            # GridSampler lists every combination: each other family would train once per
+            # value of parameters it does not have.
+            raise check.fail(
+                f"[space].{sampled[0]}",
+                "the grid sampler cannot sample seed-cnn parameters together with the family "
+                "(other families would train the same model once per value): fix it",
+            )
     if SEED_CNN not in families:
         for name in SEED_CNN_PARAMETERS:
             if not space[name].is_fixed:

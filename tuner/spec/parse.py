@@ -121,7 +121,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     _validate_augment(check, augment)
     model_table = check.table(data, "model")
     space = parse_space(check, check.table(data, "space"), model_params(check, model_table))
-    model = parse_model(check, model_table, space)
+    model = parse_model(check, model_table, space, sampler.name)
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
