@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from tuner import attrs
 from tuner.cli import app
 from tuner.config import TrialConfig
-from tuner.data import load_dataset
+from tuner.data import load_dataset, split
+from tuner.engine import to_device
 from tuner.engine.device import auto_precision, forward_flops
 from tuner.engine.families import FAMILIES, build_model, conv_layers
 from tuner.engine.model import count_parameters
@@ -26,10 +27,11 @@ from tuner.engine.pretrained import prepare_model
 from tuner.engine.train import make_optimizer
 from tuner.errors import TunerError
 from tuner.report.visualize import feature_maps, visualization_page
+from tuner.search.objective import make_objective
 from tuner.search.space import common_distributions, suggest
 from tuner.spec import load_spec
 from tuner.trained.card import load_model
-from tuner.trained.export import BestConfig
+from tuner.trained.export import BestConfig, read_best, to_toml
 from tuner.trained.predict import probabilities
 from tuner.trained.retrain import retrain, save
 
@@ -203,6 +205,24 @@ def test_seed_cnn_parameters_are_sampled_in_seed_cnn_trials_only(tmp_path, resne
         assert config.pretrained == ("" if seed_cnn else str(resnet_weights["pth"]))
 
 
+def test_a_trial_records_what_pretrained_loading_skipped(tmp_path, resnet_weights) -> None:
+    spec = load_spec(
+        write_study(
+            tmp_path,
+            model='family = "resnet18"\nfreeze = "backbone"\n'
+            f'pretrained = "{resnet_weights["pth"]}"',
+        )
+    )
+    data = to_device(
+        split(load_dataset("digits"), val_fraction=0.5, split_seed=0, train_subset=64),
+        torch.device("cpu"),
+    )
+    study = optuna.create_study(direction="maximize")
+    study.optimize(make_objective(spec, data, torch.device("cpu")), n_trials=1)
+    summary = study.trials[0].user_attrs[attrs.PRETRAINED]
+    assert "skipped" in summary and "conv1.weight" in summary
+
+
 def test_a_study_sampling_the_family_trains_each_family(tmp_path: Path) -> None:
     """Two grid points, one per family; each trial records its family and trains it."""
     write_study(
@@ -356,6 +376,17 @@ def test_retrained_torchvision_model_reloads_predicts_and_visualizes(tmp_path: P
     assert len(maps) == len(conv_layers(model, "mobilenet_v3_small")) == len(model.features)
     page = visualization_page(model, loaded, images[0], "random")
     assert "mobilenet_v3_small" in page.subtitle and "stages shown" in page.subtitle
+
+
+def test_best_config_file_round_trips_the_family(tmp_path: Path) -> None:
+    """`tuner best` writes the family; `tuner retrain --config` reads it back, checked."""
+    config = TrialConfig(family="resnet18", freeze="all-but-last-2", backbone_learning_rate=1e-4)
+    path = tmp_path / "best.toml"
+    path.write_text(to_toml(BestConfig("digits", config)))
+    assert read_best(path).config == config
+    path.write_text(path.read_text().replace('"resnet18"', '"resnet99"'))
+    with pytest.raises(TunerError, match=r"config\.family: must be one of 'seed-cnn'"):
+        read_best(path)
 
 
 def test_an_old_card_without_a_family_is_the_seed_cnn(tmp_path: Path) -> None:
