@@ -52,6 +52,12 @@ class TrialConfig:
     patience: int = 3  # epochs without val-loss improvement before stopping (0 = never)
     seed: int = 0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    # The network (tuner.engine.families); kernel_size, filters, fc_units and batch_norm
+    # describe the seed CNN only. Old configs without these keys are the seed CNN.
+    family: str = "seed-cnn"
+    pretrained: str = ""  # local weights file loaded into the backbone before training ("" = none)
+    freeze: str = "none"  # "none", "backbone" or "all-but-last-K" backbone stages
+    backbone_learning_rate: float = 0.0  # 0: the backbone trains at learning_rate
 
     @property
     def num_blocks(self) -> int:

@@ -12,10 +12,13 @@ from tuner.engine.device import (
     pick_device,
     to_device,
 )
+from tuner.engine.families import FAMILIES, build_model
 from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.pretrained import prepare_model
 from tuner.engine.train import BatchCallback, DivergedError, EpochResult, classify, evaluate, fit
 
 __all__ = [
+    "FAMILIES",
     "PRECISIONS",
     "BatchCallback",
     "DeviceData",
@@ -24,10 +27,12 @@ __all__ = [
     "EpochResult",
     "available_cpus",
     "build_cnn",
+    "build_model",
     "classify",
     "count_parameters",
     "evaluate",
     "fit",
     "pick_device",
+    "prepare_model",
     "to_device",
 ]

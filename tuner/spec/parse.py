@@ -17,6 +17,7 @@ from tuner.files import read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
+from tuner.spec.model import model_params, parse_model
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
@@ -117,7 +118,9 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     training = check.dataclass_section(data, "training", TrainingSpec)
     _validate_training(check, training)
     augment = parse_augment(check, data)
-    space = parse_space(check, check.table(data, "space"))
+    model_table = check.table(data, "model")
+    space = parse_space(check, check.table(data, "space"), model_params(check, model_table))
+    model = parse_model(check, model_table, space, sampler.name)
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
@@ -134,6 +137,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         training=training,
         augment=augment,
         space=space,
+        model=model,
     )
 
 

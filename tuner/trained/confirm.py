@@ -21,7 +21,7 @@ import torch
 
 from tuner import attrs
 from tuner.config import TrialConfig
-from tuner.engine import DeviceData, DivergedError, EngineOptions, EpochResult, build_cnn, fit
+from tuner.engine import DeviceData, DivergedError, EngineOptions, EpochResult, fit, prepare_model
 from tuner.errors import TunerError
 from tuner.search.confirmed import ConfirmRun, run_key, store_run, top_trials
 from tuner.spec.checker import MAX_SEED
@@ -73,7 +73,7 @@ def run_job(
     """Train `job.config` with `job.seed` as its tuned trial was trained; the run's result."""
     config = replace(job.config, seed=job.seed)
     torch.manual_seed(config.seed)
-    model = build_cnn(config, data.input_shape, data.num_classes)
+    model, _ = prepare_model(config, data.input_shape, data.num_classes)  # any family
     engine = options.resolve(model, data.input_shape, config.batch_size, device)
     best: EpochResult | None = None
     epochs_run = 0

@@ -26,8 +26,8 @@ from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.search.confirmed import confirmed_ranking
-from tuner.spec import PARAMETERS
-from tuner.spec.checker import MAX_SEED
+from tuner.spec import MAX_SEED, PARAMETERS
+from tuner.spec.model import MODEL_PARAMETERS
 
 FORMATS = ("toml", "json")
 
@@ -270,6 +270,10 @@ def parse_config(values: Any, path: Path, where: str) -> TrialConfig:
     for name in PARAMETERS.keys() - {"num_blocks", "filters"}:
         if name in values:
             _check_domain(values[name], name, path, f"{where}.{name}")
+    for name, domain in MODEL_PARAMETERS.items():  # family, freeze, backbone_learning_rate
+        value = values.get(name, domain.default)
+        if not (_is_kind(value, domain.kind) and domain.check(value)):
+            raise TunerError(f"{path}: {where}.{name}: must be {domain.allowed}, got {value!r}")
     for name, (check, allowed) in _TRAINING_DOMAINS.items():
         if name in values and not check(values[name]):
             raise TunerError(f"{path}: {where}.{name}: must be {allowed}, got {values[name]!r}")
