@@ -17,6 +17,7 @@ from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
+from tuner.spec.enqueue import parse_enqueue
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
@@ -122,6 +123,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
+    enqueue = parse_enqueue(check, data, space, sampler.name)
 
     return StudySpec(
         name=name,
@@ -135,6 +137,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         training=training,
         augment=augment,
         space=space,
+        enqueue=enqueue,
     )
 
 

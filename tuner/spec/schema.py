@@ -118,6 +118,7 @@ class StudySpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     space: dict[str, ParamSpec] = field(default_factory=dict)
+    enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]]: parameter sets to try first
 
     def space_dict(self) -> dict[str, dict[str, Any]]:
         """The search space as plain data (stored as a study attribute)."""
@@ -135,4 +136,5 @@ TOP_LEVEL_KEYS = {
     "training",
     "augment",
     "space",
+    "enqueue",
 }
