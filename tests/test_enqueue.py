@@ -66,7 +66,7 @@ def test_enqueue_is_refused_with_the_grid_sampler(tmp_path: Path) -> None:
         spec_from(tmp_path, grid.replace(", log = true }", ", step = 0.001 }"))
 
 
-def _value(trial: optuna.Trial, spec) -> float:  # noqa: ANN001
+def _value(trial: optuna.Trial, spec) -> float:
     config = suggest(trial, spec)
     return config.learning_rate * 100 + len(config.filters)
 

@@ -105,6 +105,30 @@ def run(
         bool,
         typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
     ] = False,
+    enqueue_from: Annotated[
+        str | None,
+        typer.Option(
+            "--enqueue-from",
+            help="Queue the --top best configurations of this stored study as the first trials.",
+        ),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", min=1, help="How many configurations --enqueue-from queues.")
+    ] = 5,
+    from_study: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Copy this finished study's trials into the new study (spaces must fit).",
+        ),
+    ] = None,
+    enqueue_storage: Annotated[
+        str | None,
+        typer.Option(
+            "--enqueue-storage",
+            help="Storage URL of the --from / --enqueue-from study (default: --storage).",
+        ),
+    ] = None,
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists).
 
@@ -131,6 +155,19 @@ def run(
         jobs_per_device=jobs_per_device,
     )
     out = console()
+    if enqueue_from and from_study:
+        raise TunerError("--from and --enqueue-from: give one of them")
+    if enqueue_from or from_study:
+        from tuner.runner.warm import WarmStart, apply_warm_start
+        from tuner.storage import resolve_storage_url as resolve
+
+        warm = WarmStart(
+            source=from_study or enqueue_from or "",
+            storage=resolve(enqueue_storage) if enqueue_storage else None,
+            top=top,
+            copy=from_study is not None,
+        )
+        out.print(apply_warm_start(settings, warm))
     summary = run_study(settings, out)
     views.print_run_end(out, summary)
     if summary.detail is not None:
