@@ -41,6 +41,13 @@ def _positive_seconds(value: float | None) -> float | None:
     return value
 
 
+def _workers_value(value: str) -> str:
+    """`--workers`: a count >= 1 or 'auto'."""
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(f"{value!r} is not a number >= 1 or 'auto'")
+    return value
+
+
 @app.command()
 def run(
     study: StudyOption = "digits-quick",
@@ -71,11 +78,15 @@ def run(
     ] = False,
     studies: StudiesDirOption = None,
     workers: Annotated[
-        int,
+        str,
         typer.Option(
-            "--workers", "-w", min=1, help="Worker processes on this machine sharing the study."
+            "--workers",
+            "-w",
+            callback=_workers_value,
+            help="Worker processes on this machine sharing the study, or 'auto': processes x "
+            "threads per process from a quick measurement of the study's model (cached).",
         ),
-    ] = 1,
+    ] = "1",
     devices: Annotated[
         str | None,
         typer.Option(
@@ -150,11 +161,16 @@ def run(
         force=force,
         precision=precision.value,
         compile=compile_model,
-        workers=workers,
+        workers=1 if workers == "auto" else int(workers),
         devices=devices,
         jobs_per_device=jobs_per_device,
     )
     out = console()
+    if workers == "auto":
+        from tuner.runner.plan import resolve_workers_auto
+
+        settings, line = resolve_workers_auto(settings)
+        out.print(line)
     if enqueue_from and from_study:
         raise TunerError("--from and --enqueue-from: give one of them")
     if enqueue_from or from_study:
