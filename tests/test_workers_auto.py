@@ -151,4 +151,7 @@ def test_run_shows_the_chosen_plan_first(
 
 def test_workers_must_be_a_count_or_auto() -> None:
     result = CliRunner().invoke(app, ["run", "--workers", "many"])
-    assert result.exit_code == 2 and "'many' is not a number >= 1 or 'auto'" in result.output
+    assert (
+        result.exit_code == 2
+        and "'many' is neither 'auto' nor a number greater than or equal to 1" in result.output
+    )

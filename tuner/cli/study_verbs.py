@@ -44,7 +44,9 @@ def _positive_seconds(value: float | None) -> float | None:
 def _workers_value(value: str) -> str:
     """`--workers`: a count >= 1 or 'auto'."""
     if value != "auto" and not (value.isdigit() and int(value) >= 1):
-        raise typer.BadParameter(f"{value!r} is not a number >= 1 or 'auto'")
+        raise typer.BadParameter(
+            f"{value!r} is neither 'auto' nor a number greater than or equal to 1"
+        )
     return value
 
 
