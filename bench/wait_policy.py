@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--scenario", choices=["alone", "competing"], action="append")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     cpu = next(
@@ -86,7 +87,7 @@ def main() -> None:
     print(f"# {cpu}, {cores} cores, load {os.getloadavg()[0]:.1f}, {now}")
     print("| scenario | setting | round | wall s | cpu s | images/s |")
     print("|---|---|---:|---:|---:|---:|")
-    for scenario in ("alone", "competing"):
+    for scenario in args.scenario or ("alone", "competing"):
         spinner = None
         if scenario == "competing":
             spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
