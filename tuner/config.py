@@ -1,7 +1,7 @@
 """Plain configuration values shared by the data, model and training modules.
 
-These dataclasses carry concrete values only: no Optuna, no parsing. `spec.py` builds them
-from study files and `space.py` fills a `TrialConfig` from a trial's sampled parameters.
+These dataclasses carry concrete values only: no Optuna, no parsing. `tuner.spec` builds them
+from study files and `tuner.search.space` fills a `TrialConfig` from a trial's sampled values.
 """
 
 from __future__ import annotations

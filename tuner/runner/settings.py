@@ -55,6 +55,7 @@ class RunSettings:
     data_dir: Path | None = None
     cache_dir: Path | None = None
     timeout: float | None = None  # seconds after which no new trial starts
+    storage_retry_seconds: float | None = None  # outage window; None: env or the default
     force: bool = False  # resume although the search space changed
     precision: str = "auto"
     compile: bool = False

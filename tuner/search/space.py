@@ -6,6 +6,7 @@ the spec can check a study file against exactly what `suggest` will sample.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Mapping
@@ -14,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from tuner.config import TrialConfig
+from tuner.config import AugmentSpec, TrialConfig
 
 if TYPE_CHECKING:  # spec calls this module while it validates a file: no import back at run time
     from tuner.spec import ParamSpec, StudySpec
 
 # Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
 FILTERS_PER_BLOCK = "filters_per_block"
+# Space parameters that are augmentations: they land in TrialConfig.augment.
+AUGMENT_NAMES = frozenset(field.name for field in dataclasses.fields(AugmentSpec))
 
 
 def filter_param_name(block: int) -> str:
@@ -44,6 +47,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     `filters` is sampled once per conv block (`filters_1`, `filters_2`, ...), so the number of
     filter parameters follows `num_blocks`. Grid studies instead sample `num_blocks` and the
     filters together as one `filters_per_block` parameter (see `grid_search_space`).
+    Augmentations declared in [space] replace the study's fixed [augment] values.
     """
     stacks = _filter_stacks(spec) if _stack_is_one_param(spec) else None
     values = {
@@ -59,13 +63,14 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
             _suggest_one(trial, filter_param_name(block), spec.space["filters"])
             for block in range(1, num_blocks + 1)
         )
+    augment = {name: values.pop(name) for name in AUGMENT_NAMES & values.keys()}
     return TrialConfig(
         **values,
         filters=filters,
         max_epochs=spec.training.max_epochs,
         patience=spec.training.patience,
         seed=spec.training.seed + trial.number,
-        augment=spec.augment,
+        augment=dataclasses.replace(spec.augment, **augment),
     )
 
 

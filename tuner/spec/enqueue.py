@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.search.space import filter_param_name
+from tuner.spec.augment import AUGMENT_PARAMETERS
 from tuner.spec.checker import Checker, shown
 from tuner.spec.schema import PARAMETERS, ParamSpec
 
@@ -73,7 +74,7 @@ def check_values(
 
 def _checked_value(check: Checker, param: ParamSpec, value: Any, key: str) -> Any:
     """`value` as the parameter's type, if the declaration could produce it."""
-    domain = PARAMETERS[param.name]
+    domain = PARAMETERS.get(param.name) or AUGMENT_PARAMETERS[param.name]
     value = check.typed(value, domain.kind, key)
     if param.is_fixed:
         if value != param.value:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from tuner.search.space import grid_size
+from tuner.spec.augment import AUGMENT_PARAMETERS
 from tuner.spec.checker import Checker, shown
 from tuner.spec.schema import PARAMETERS, ParamDomain, ParamSpec
 
@@ -18,9 +19,12 @@ MAX_GRID_POINTS = 100_000  # GridSampler lists every combination up front
 
 
 def parse_space(check: Checker, table: dict[str, Any]) -> dict[str, ParamSpec]:
-    check.no_unknown(table, set(PARAMETERS), "[space].")
+    """Every model/training parameter (defaults where absent) and the augmentations declared."""
+    check.no_unknown(table, set(PARAMETERS) | set(AUGMENT_PARAMETERS), "[space].")
     space: dict[str, ParamSpec] = {}
-    for name, domain in PARAMETERS.items():
+    # Augmentations are in the space only when declared there; else [augment] fixes them.
+    augment = {name: domain for name, domain in AUGMENT_PARAMETERS.items() if name in table}
+    for name, domain in (PARAMETERS | augment).items():
         key = f"[space].{name}"
         declaration = table.get(name, domain.default)
         if isinstance(declaration, dict):

@@ -12,9 +12,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from tuner.config import AugmentSpec
 from tuner.errors import TunerError
 from tuner.files import read_text_file
+from tuner.spec.augment import parse_augment
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.enqueue import parse_enqueue
@@ -117,8 +117,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     validate_dataset(check, dataset)
     training = check.dataclass_section(data, "training", TrainingSpec)
     _validate_training(check, training)
-    augment = check.dataclass_section(data, "augment", AugmentSpec)
-    _validate_augment(check, augment)
+    augment = parse_augment(check, data)
     space = parse_space(check, check.table(data, "space"))
     if sampler.name == "grid":
         validate_grid(check, space)
@@ -175,19 +174,3 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
     if training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
     check_seed(check, training.seed, "[training].seed")
-
-
-def _validate_augment(check: Checker, augment: AugmentSpec) -> None:
-    ranges = {
-        "random_crop_padding": (0, 64),
-        "rotation_degrees": (0, 180),
-        "translate": (0, 0.5),
-        "color_jitter": (0, 1),
-        "cutout": (0, 1024),
-        "mixup_alpha": (0, 100),
-        "cutmix_alpha": (0, 100),
-    }
-    for key, (low, high) in ranges.items():
-        value = getattr(augment, key)
-        if not low <= value <= high:
-            raise check.fail(f"[augment].{key}", f"must be in [{low}, {high}], got {value}")
