@@ -152,3 +152,13 @@ def test_bad_learning_rate_scaling_gets_one_line(
     assert "\n" not in str(error.value) and "[space].learning_rate" in str(error.value)
     for word in words:
         assert word in str(error.value)
+
+
+def test_sampled_augmentation_can_be_enqueued_and_is_checked(tmp_path: Path) -> None:
+    space = SPACE + 'random_crop_padding = { type = "int", low = 0, high = 4 }\n'
+    spec = spec_from(tmp_path, study_text("\n[[enqueue]]\nrandom_crop_padding = 2\n", space))
+    assert spec.enqueue == ({"random_crop_padding": 2},)
+    with pytest.raises(
+        TunerError, match=r"\[\[enqueue\]\]\[0\]\.random_crop_padding: 9 is outside"
+    ):
+        spec_from(tmp_path, study_text("\n[[enqueue]]\nrandom_crop_padding = 9\n", space))
