@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import os
 import platform
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ CACHE_FILE = "workers-auto.json"
 WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not timed
 TIMED_STEPS = 6
 MEASURE_SECONDS = 4.0  # the timed steps of one plan stop after this, whatever is left
+MEASURE_TIMEOUT = 300.0  # seconds to wait for a measuring process (starting torch included)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,13 @@ def measure_plan(plan: ThreadPlan, workload: Workload) -> float:
     ]
     for process in processes:
         process.start()
-    rates = [results.get() for _ in processes]
+    try:
+        rates = [results.get(timeout=MEASURE_TIMEOUT) for _ in processes]
+    except queue.Empty:  # a process died or hangs: count the plan as the slowest
+        log.warning("--workers auto: measuring %s failed; not choosing it", plan)
+        rates = [0.0]
+        for process in processes:
+            process.terminate()
     for process in processes:
         process.join()
     return sum(rates)
