@@ -25,3 +25,7 @@ STUDY_DATASET = "dataset"  # str: dataset name from the study file
 STUDY_METRIC = "metric"  # str: "val_accuracy" or "val_loss"
 STUDY_SPACE = "space"  # dict: StudySpec.space_dict(), compared on resume
 STUDY_FILE = "study_file"  # str: path of the study file the study was created from
+
+# --- warm starts (tuner.search.warmstart) ---
+WARM_START = "warm_start"  # trial, str: "STUDY trial N" it was copied from (`tuner run --from`)
+STUDY_SEEDED_FROM = "seeded_from"  # study, str: the study whose trials `--from` copied in

@@ -41,6 +41,15 @@ def _positive_seconds(value: float | None) -> float | None:
     return value
 
 
+def _workers_value(value: str) -> str:
+    """`--workers`: a count >= 1 or 'auto'."""
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(
+            f"{value!r} is neither 'auto' nor a number greater than or equal to 1"
+        )
+    return value
+
+
 @app.command()
 def run(
     study: StudyOption = "digits-quick",
@@ -80,11 +89,15 @@ def run(
     ] = False,
     studies: StudiesDirOption = None,
     workers: Annotated[
-        int,
+        str,
         typer.Option(
-            "--workers", "-w", min=1, help="Worker processes on this machine sharing the study."
+            "--workers",
+            "-w",
+            callback=_workers_value,
+            help="Worker processes on this machine sharing the study, or 'auto': processes x "
+            "threads per process from a quick measurement of the study's model (cached).",
         ),
-    ] = 1,
+    ] = "1",
     devices: Annotated[
         str | None,
         typer.Option(
@@ -114,6 +127,30 @@ def run(
         bool,
         typer.Option("--compile", help="torch.compile each model (pays off on CUDA, many epochs)."),
     ] = False,
+    enqueue_from: Annotated[
+        str | None,
+        typer.Option(
+            "--enqueue-from",
+            help="Queue the --top best configurations of this stored study as the first trials.",
+        ),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", min=1, help="How many configurations --enqueue-from queues.")
+    ] = 5,
+    from_study: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Copy this finished study's trials into the new study (spaces must fit).",
+        ),
+    ] = None,
+    enqueue_storage: Annotated[
+        str | None,
+        typer.Option(
+            "--enqueue-storage",
+            help="Storage URL of the --from / --enqueue-from study (default: --storage).",
+        ),
+    ] = None,
 ) -> None:
     """Run trials of a study until it has --trials finished trials (resumes if it exists).
 
@@ -136,11 +173,29 @@ def run(
         force=force,
         precision=precision.value,
         compile=compile_model,
-        workers=workers,
+        workers=1 if workers == "auto" else int(workers),
         devices=devices,
         jobs_per_device=jobs_per_device,
     )
     out = console()
+    if workers == "auto":
+        from tuner.runner.plan import resolve_workers_auto
+
+        settings, line = resolve_workers_auto(settings)
+        out.print(line)
+    if enqueue_from and from_study:
+        raise TunerError("--from and --enqueue-from: give one of them")
+    if enqueue_from or from_study:
+        from tuner.runner.warm import WarmStart, apply_warm_start
+        from tuner.storage import resolve_storage_url as resolve
+
+        warm = WarmStart(
+            source=from_study or enqueue_from or "",
+            storage=resolve(enqueue_storage) if enqueue_storage else None,
+            top=top,
+            copy=from_study is not None,
+        )
+        out.print(apply_warm_start(settings, warm))
     summary = run_study(settings, out)
     views.print_run_end(out, summary)
     if summary.detail is not None:

@@ -1,38 +1,42 @@
-"""Training one model: device and precision policy, the CNN, augmentation, the training loop.
+"""Training one model: device and precision policy, the model families, augmentation, the loop.
 
-The names callers use live here; `device` decides where and how to train, `model` builds the
-network, `augment` transforms batches, `train` runs the loop (`fit`).
+The names callers use live here; `device` decides where and how to train, `families` builds
+the network of each family (`model` is the seed CNN, `pretrained` loads weights), `augment`
+transforms batches, `train` runs the loop (`fit`).
+
+Each name is imported on first use (PEP 562): the study-file parser asks `families` for the
+family names without loading torch, so `tuner --help` stays fast.
 """
 
-from tuner.engine.device import (
-    PRECISIONS,
-    DeviceData,
-    EngineOptions,
-    available_cpus,
-    pick_device,
-    to_device,
-)
-from tuner.engine.families import FAMILIES, build_model
-from tuner.engine.model import build_cnn, count_parameters
-from tuner.engine.pretrained import prepare_model
-from tuner.engine.train import BatchCallback, DivergedError, EpochResult, classify, evaluate, fit
+from __future__ import annotations
 
-__all__ = [
-    "FAMILIES",
-    "PRECISIONS",
-    "BatchCallback",
-    "DeviceData",
-    "DivergedError",
-    "EngineOptions",
-    "EpochResult",
-    "available_cpus",
-    "build_cnn",
-    "build_model",
-    "classify",
-    "count_parameters",
-    "evaluate",
-    "fit",
-    "pick_device",
-    "prepare_model",
-    "to_device",
-]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("PRECISIONS", "DeviceData", "EngineOptions", "available_cpus", "pick_device", "to_device"),
+        "device",
+    ),
+    **dict.fromkeys(("FAMILIES", "build_model"), "families"),
+    **dict.fromkeys(("build_cnn", "count_parameters"), "model"),
+    "prepare_model": "pretrained",
+    **dict.fromkeys(
+        ("BatchCallback", "DivergedError", "EpochResult", "classify", "evaluate", "fit"), "train"
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

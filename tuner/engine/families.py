@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:  # torch loads when a network is built, not when the names are read
+    from torch import nn
 
 SEED_CNN = "seed-cnn"
 # Below this side the torchvision stems (stride 2 + max-pool for resnet, stride 2 for
@@ -46,6 +47,7 @@ def _seed_stages(model: nn.Module) -> list[nn.Module]:
 
 def _resnet(name: str) -> Callable[[TrialConfig, Shape, int], nn.Module]:
     def build(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
+        from torch import nn
         from torchvision import models  # imported when a torchvision family is built
 
         model = getattr(models, name)(weights=None)
@@ -65,6 +67,8 @@ def _resnet(name: str) -> Callable[[TrialConfig, Shape, int], nn.Module]:
 
 
 def _resnet_stages(model: nn.Module) -> list[nn.Module]:
+    from torch import nn
+
     stem = nn.ModuleList([model.conv1, model.bn1])  # a view for freezing; not registered
     return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
 
@@ -83,6 +87,7 @@ def _resnet_adaptation(input_shape: Shape) -> str:
 
 def _mobilenet(name: str) -> Callable[[TrialConfig, Shape, int], nn.Module]:
     def build(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
+        from torch import nn
         from torchvision import models
 
         model = getattr(models, name)(weights=None)
@@ -113,9 +118,15 @@ def _mobilenet_adaptation(input_shape: Shape) -> str:
     return "torchvision stem; classifier's last layer replaced"
 
 
+def _build_seed_cnn(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
+    from tuner.engine.model import build_cnn
+
+    return build_cnn(config, input_shape, num_classes)
+
+
 FAMILIES: dict[str, Family] = {
     SEED_CNN: Family(
-        build=build_cnn,
+        build=_build_seed_cnn,
         stages=_seed_stages,
         head=lambda model: model[1],
         adaptation=lambda shape: "conv blocks sized by the trial's parameters",
@@ -194,6 +205,8 @@ def param_groups(model: nn.Module, config: TrialConfig) -> list[dict]:
 
 def stage_outputs(model: nn.Module, family: str) -> list[nn.Module]:
     """The module whose output is each backbone stage's output (for feature-map hooks)."""
+    from torch import nn
+
     stages = get_family(family).stages(model)
     # A ModuleList view (resnet's stem) never runs itself: its last layer's output is its own.
     return [stage[-1] if isinstance(stage, nn.ModuleList) else stage for stage in stages]
@@ -205,6 +218,8 @@ def conv_layers(model: nn.Module, family: str) -> list[tuple[str, nn.Conv2d]]:
     These are what `tuner visualize` shows: for the seed CNN one per conv block, for a
     torchvision family the stem's conv and the first conv of each later stage.
     """
+    from torch import nn
+
     names = {module: name for name, module in model.named_modules()}
     layers = []
     for stage in get_family(family).stages(model):

@@ -18,6 +18,7 @@ from tuner import attrs
 from tuner.errors import TunerError
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.spec import StudySpec
+from tuner.spec.enqueue import trial_params
 from tuner.storage import settle_stale_trials, stale_poll_seconds, storage_lost
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def open_study(
             f"{spec.path}: direction: study {spec.name!r} in storage is "
             f"{study.direction.name.lower()}, the file says {spec.direction}"
         )
+    if stored_space is None:
+        enqueue_known(study, spec)  # a new study: once, not again on resume or per worker
     if stored_space != current_space:
         study.set_user_attr(attrs.STUDY_SPACE, current_space)
     if study.metric_names != [spec.metric]:
@@ -99,6 +102,18 @@ def open_study(
         study.set_user_attr(attrs.STUDY_METRIC, spec.metric)
         study.set_user_attr(attrs.STUDY_FILE, str(spec.path))
     return study
+
+
+def enqueue_known(study: optuna.Study, spec: StudySpec) -> None:
+    """Queue the study file's [[enqueue]] parameter sets as the study's first trials.
+
+    `skip_if_exists` keeps two processes creating the study at the same moment (replicas of one
+    command) from queueing a set twice.
+    """
+    for values in spec.enqueue:
+        study.enqueue_trial(trial_params(values, spec.space), skip_if_exists=True)
+    if spec.enqueue:
+        log.info("%s: %d known configurations queued first", spec.name, len(spec.enqueue))
 
 
 def count_finished(study: optuna.Study) -> int:

@@ -12,11 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tuner.config import TrialConfig
 from tuner.engine.families import FAMILIES, FREEZE_RULE, SEED_CNN, is_freeze
-from tuner.engine.pretrained import WeightsError, fitting_tensors, read_weights
 from tuner.spec.checker import Checker, shown
 from tuner.spec.schema import ModelSpec, ParamDomain, ParamSpec
 
@@ -86,6 +83,10 @@ def parse_model(
     path = Path(pretrained).expanduser()
     if not path.is_absolute():
         path = (check.path.parent / path).resolve()  # relative to the study file
+    import torch  # the weights file is checked against each family's shapes
+
+    from tuner.engine.pretrained import WeightsError, fitting_tensors, read_weights
+
     try:
         state = read_weights(path)
         for name in families:

@@ -39,6 +39,12 @@ def parse_space(
             raise check.fail(key, f"also set in [model]; give {name} in one place")
         declaration = table.get(name, domain.default)
         if isinstance(declaration, dict):
+            if name == "learning_rate" and "scale_with_batch" in declaration:
+                declaration = dict(declaration)
+                reference = declaration.pop("scale_with_batch")
+                space[name] = _parse_param(check, name, domain, declaration, key)
+                space[name] = _scaled_to_batch(check, space[name], reference, table, key)
+                continue
             space[name] = _parse_param(check, name, domain, declaration, key)
         else:
             value = check.typed(declaration, domain.kind, key)
@@ -119,6 +125,38 @@ def _parse_param(
             f"use e.g. high = {_last_step(low, high, step)}",
         )
     return ParamSpec(name=name, type=kind, low=low, high=high, log=log, step=step)
+
+
+def _scaled_to_batch(
+    check: Checker, param: ParamSpec, reference: Any, table: dict[str, Any], key: str
+) -> ParamSpec:
+    """`learning_rate = { ..., scale_with_batch = 128 }`: the range is for batch size 128.
+
+    The linear scaling rule (the Tuning Playbook's advice for a fixed batch size): with
+    `batch_size = 256` the range is doubled. So the learning rate range travels with the batch
+    size the study fixes, and the batch size is not tuned for accuracy.
+    """
+    reference = check.typed(reference, int, f"{key}.scale_with_batch")
+    if reference < 1:
+        raise check.fail(f"{key}.scale_with_batch", f"must be a batch size >= 1, got {reference}")
+    if param.type != "float" or param.step is not None:
+        raise check.fail(f"{key}.scale_with_batch", "needs a float range without step")
+    batch = table.get("batch_size", PARAMETERS["batch_size"].default)
+    if isinstance(batch, dict):
+        raise check.fail(
+            f"{key}.scale_with_batch",
+            "needs a fixed batch_size (e.g. batch_size = 128): the range is scaled to it",
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        return param  # batch_size's own check says what is wrong with it
+    factor = batch / reference
+    return ParamSpec(
+        name=param.name,
+        type="float",
+        low=param.low * factor,
+        high=param.high * factor,
+        log=param.log,
+    )
 
 
 def _last_step(low: float, high: float, step: float) -> float:

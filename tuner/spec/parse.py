@@ -17,6 +17,7 @@ from tuner.files import read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
+from tuner.spec.enqueue import parse_enqueue
 from tuner.spec.model import model_params, parse_model
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
@@ -124,6 +125,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
+    enqueue = parse_enqueue(check, data, space, sampler.name)
 
     return StudySpec(
         name=name,
@@ -138,6 +140,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         augment=augment,
         space=space,
         model=model,
+        enqueue=enqueue,
     )
 
 

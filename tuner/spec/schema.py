@@ -126,6 +126,7 @@ class StudySpec:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     space: dict[str, ParamSpec] = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
+    enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]]: parameter sets to try first
 
     def space_dict(self) -> dict[str, dict[str, Any]]:
         """The search space as plain data (stored as a study attribute)."""
@@ -144,4 +145,5 @@ TOP_LEVEL_KEYS = {
     "augment",
     "space",
     "model",
+    "enqueue",
 }
