@@ -170,7 +170,9 @@ class TrialProgress:
             self.ran = self.ran.counted(trial.state)
         self.finished = count_finished(study)  # other workers' trials too
         self.best_value = _best_value(study)
-        value = "" if trial.value is None else f" value {trial.value:.4f}"
+        values = trial.values or []  # several with several objectives (trial.value raises)
+        value = f" value{'s' * (len(values) > 1)} {', '.join(f'{v:.4g}' for v in values)}"
+        value = value if values else ""
         reason = trial.user_attrs.get(attrs.STOP_REASON)
         message = f"trial {trial.number} {trial.state.name.lower()}{value}" + (
             f" ({reason})" if reason else ""

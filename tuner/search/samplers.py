@@ -21,6 +21,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
     "grid": optuna.samplers.GridSampler,
 }
 

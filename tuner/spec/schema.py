@@ -12,7 +12,10 @@ from typing import Any
 
 from tuner.config import AugmentSpec
 
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+from tuner.engine.measure import MEASURES
+
+# Measures a study may optimise: name -> fixed direction (the registry is MEASURES).
+METRICS = {name: measure.direction for name, measure in MEASURES.items()}
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,21 @@ class StudySpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     space: dict[str, ParamSpec] = field(default_factory=dict)
+    # All objectives in order (metric is the first); several make a multi-objective study.
+    metrics: tuple[str, ...] = ()
+    constraints: dict[str, float] = field(default_factory=dict)  # measure -> upper limit
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return self.metrics or (self.metric,)
+
+    @property
+    def directions(self) -> list[str]:
+        return [METRICS[name] for name in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     def space_dict(self) -> dict[str, dict[str, Any]]:
         """The search space as plain data (stored as a study attribute)."""
@@ -135,4 +153,5 @@ TOP_LEVEL_KEYS = {
     "training",
     "augment",
     "space",
+    "constraints",
 }
