@@ -61,8 +61,10 @@ def make_objective(
     The trial's value is the study metric of the weights the trial keeps (its best epoch by
     validation loss); with several metrics, a tuple in their order (model measures such as
     params come from `model_measures`, taken before training). A configuration that breaks a
-    [constraints] limit is not trained: it ends as pruned with stop_reason "constraint: ...". A diverging loss or CUDA out-of-memory ends the trial as pruned with the
-    reason in the `stop_reason` user attribute, so the study goes on.
+    [constraints] limit is not trained: it ends as pruned with stop_reason "constraint: ...".
+    A diverging loss or CUDA out-of-memory ends the trial as pruned with the reason in the
+    `stop_reason` user attribute, so the study goes on. Multi-objective studies are never
+    pruned (Optuna cannot); early stopping still ends their trials.
     """
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:

@@ -43,8 +43,9 @@ def parse_metrics(check: Checker, data: dict[str, Any]) -> tuple[tuple[str, ...]
         raise check.fail("metric", f"a measure is listed twice in {shown(names)}")
     if not any(MEASURES[name].from_training for name in names):
         raise check.fail(
-            "metric", "needs val_accuracy or val_loss (measures of the built model alone "
-            "would make training pointless); use [constraints] to bound them"
+            "metric",
+            "needs val_accuracy or val_loss (measures of the built model alone "
+            "would make training pointless); use [constraints] to bound them",
         )
     first = MEASURES[names[0]].direction
     if "direction" in data:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from tuner.config import AugmentSpec
-
 from tuner.engine.measure import MEASURES
 
 # Measures a study may optimise: name -> fixed direction (the registry is MEASURES).

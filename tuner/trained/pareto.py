@@ -61,8 +61,7 @@ def render_pareto(study: optuna.Study, fmt: str) -> str:
         raise TunerError(f"--format: unknown format {fmt!r}; use {' or '.join(FORMATS)}")
     lines = [
         f"# Pareto-optimal trials of study {study.study_name!r} ({', '.join(names)}),",
-        f"# best {names[0]} first. Retrain one: tuner retrain --study {study.study_name} "
-        "--trial N",
+        f"# best {names[0]} first. Retrain one: tuner retrain --study {study.study_name} --trial N",
         f"study = {_toml_value(study.study_name)}",
         f"metrics = {_toml_value(names)}",
     ]
