@@ -249,8 +249,11 @@ class TrialProgress:
 
 def _best_value(study: optuna.Study) -> float | None:
     try:
+        if len(study.directions) > 1:  # the front's best first objective
+            sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+            return -sign * min(sign * t.values[0] for t in study.best_trials)
         return study.best_value
-    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
+    except ValueError:  # no complete trial yet
         return None
 
 
