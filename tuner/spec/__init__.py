@@ -7,6 +7,7 @@ allowed, so a typo never reaches storage.
 - `parse`: `load_spec`/`parse_spec`, TOML errors, the study name, [training] and [augment]
 - `params`: the [space] table; `options`: [sampler] and [pruner] against the registry in
   `tuner.search.samplers`; `datasets`: the [dataset] table; `checker`: the message wording
+- `objectives`: `metric` (one measure or several) and the [constraints] table
 - `find`: `--study NAME_OR_PATH` -> a file
 """
 
