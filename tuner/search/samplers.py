@@ -21,8 +21,8 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
     "grid": optuna.samplers.GridSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,  # for several objectives (population-based)
 }
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
