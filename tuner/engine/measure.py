@@ -35,8 +35,9 @@ MEASURES: dict[str, Measure] = {
     "memory_mb": Measure("minimize", "MB peak for one training step", False),
 }
 
-# Latency: a few untimed passes first (allocator, cuDNN autotuning, lazy init), then the median
-# of the timed ones, so one scheduler hiccup on a shared CPU doesn't decide a trial.
+# Latency: a few untimed passes first (allocator, cuDNN autotuning, lazy init), then the fastest
+# of the timed ones: other load only ever adds time, and on a busy shared CPU even the median
+# of 10 passes was 100x off now and then (OpenMP threads waiting for cores).
 WARMUP_PASSES = 3
 TIMED_PASSES = 10
 
@@ -50,7 +51,7 @@ def model_measures(
     """params, flops, latency_ms and memory_mb of `model` (already on `device`), untrained.
 
     - flops: forward FLOPs for one image (torch's FlopCounterMode; a multiply-add counts 2).
-    - latency_ms: median wall time of one forward pass of ONE image (batch 1) on `device`, in
+    - latency_ms: the fastest of 10 timed forward passes of ONE image (batch 1) on `device`, in
       eval mode without gradients: the deployment case, independent of the trial's batch size.
     - memory_mb: peak memory of one training step (forward + backward) at the trial's
       `batch_size`. On CUDA measured (max_memory_allocated); on CPU estimated as weights +
@@ -90,7 +91,7 @@ def _latency_ms(model: nn.Module, image: torch.Tensor, device: torch.device) -> 
         model(image)
         _synchronize(device)
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1000.0
+    return min(times) * 1000.0
 
 
 def _training_step_memory_mb(
