@@ -54,6 +54,13 @@ def data():
     )
 
 
+@pytest.fixture(scope="module")
+def stored(data, tmp_path_factory) -> tuple[optuna.Study, str]:
+    """One 3-trial two-objective study in SQLite, shared by the tests that only read it."""
+    url = sqlite_url(tmp_path_factory.mktemp("pareto"))
+    return run(study_data(), data, 3, storage=url), url
+
+
 def run(spec_data: dict, data, trials: int, storage=None) -> optuna.Study:
     spec = parse_spec(spec_data, Path("two.toml"))
     study = open_study(spec, storage or optuna.storages.InMemoryStorage())
@@ -100,8 +107,8 @@ def test_bad_objectives_and_constraints_are_one_line_errors(changes, key, messag
     assert text.startswith(f"two.toml: {key}: ") and message in text and "\n" not in text
 
 
-def test_two_objective_study_runs_unpruned_with_directions_and_names(data) -> None:
-    study = run(study_data(), data, 3)
+def test_two_objective_study_runs_unpruned_with_directions_and_names(stored) -> None:
+    study = stored[0]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert study.metric_names == ["val_accuracy", "params"]
     assert study.user_attrs[attrs.STUDY_METRICS] == ["val_accuracy", "params"]
@@ -145,8 +152,8 @@ def test_constraint_breaking_config_is_never_trained(data, monkeypatch) -> None:
     assert all(f == 4 for f in trained_filters)
 
 
-def test_pareto_data_table_figure_and_report(data, tmp_path: Path) -> None:
-    study = run(study_data(), data, 3)
+def test_pareto_data_table_figure_and_report(stored) -> None:
+    study = stored[0]
     collected = pareto_data(study)
     front_numbers = {t.number for t in study.best_trials}
     assert {p.number for p in collected.front} == front_numbers
@@ -162,9 +169,8 @@ def test_pareto_data_table_figure_and_report(data, tmp_path: Path) -> None:
     assert "Pruning is off: Optuna cannot prune multi-objective studies" in page
 
 
-def test_cli_best_pareto_and_best_by_first_objective(data, tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path)
-    study = run(study_data(), data, 3, storage=url)
+def test_cli_best_pareto_and_best_by_first_objective(stored, data) -> None:
+    study, url = stored
     runner = CliRunner()
     as_json = runner.invoke(app, ["best", "-s", "two", "--storage", url, "--pareto", "-f", "json"])
     assert as_json.exit_code == 0, as_json.output
