@@ -261,10 +261,12 @@ def test_report_of_a_sqlite_study(tmp_path: Path) -> None:
     assert len(table_rows(page)) == count_states(study, TrialState.COMPLETE)
 
 
-def test_multi_objective_studies_are_refused() -> None:
+def test_multi_objective_studies_get_a_report_naming_their_objectives() -> None:
+    # (Issue 11 replaced the refusal: the Pareto section itself is tested in test_pareto.py.)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    with pytest.raises(TunerError, match="2 objectives"):
-        build_report(study)
+    study.set_metric_names(["val_accuracy", "params"])
+    page = build_report(study)
+    assert "val_accuracy (maximize), params (minimize)" in page
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,16 @@ SEED = "seed"  # int: the torch seed the trial trained with
 WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
 # list of {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 HISTORY = "history"
+# {"params", "flops", "latency_ms", "memory_mb"}: the built model, measured before training
+MEASURES = "measures"
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
 
 # --- study user attributes (written when the study is created) ---
 STUDY_DATASET = "dataset"  # str: dataset name from the study file
-STUDY_METRIC = "metric"  # str: "val_accuracy" or "val_loss"
+STUDY_METRIC = "metric"  # str: the (first) objective's measure name, e.g. "val_accuracy"
+STUDY_METRICS = "metrics"  # list[str]: all objectives of a multi-objective study, in order
+STUDY_CONSTRAINTS = "constraints"  # dict: measure -> upper limit, from [constraints]
 STUDY_SPACE = "space"  # dict: StudySpec.space_dict(), compared on resume
 STUDY_FILE = "study_file"  # str: path of the study file the study was created from
 

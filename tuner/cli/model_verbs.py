@@ -39,7 +39,13 @@ class ExportFormat(enum.StrEnum):
     json = "json"
 
 
-def _best_config(study: str | None, config: Path | None, storage: str | None, studies: Path | None):
+def _best_config(
+    study: str | None,
+    config: Path | None,
+    storage: str | None,
+    studies: Path | None,
+    trial: int | None = None,
+):
     """The configuration to retrain: from `--config FILE`, else the best trial of `--study`."""
     from tuner.trained.export import best_config, read_best
 
@@ -49,7 +55,7 @@ def _best_config(study: str | None, config: Path | None, storage: str | None, st
         return read_best(config)
     if study is None:
         raise TunerError("--study NAME or --config FILE is required")
-    return best_config(load_stored_study(study_name(study, studies), storage))
+    return best_config(load_stored_study(study_name(study, studies), storage), trial)
 
 
 @app.command()
@@ -63,12 +69,28 @@ def best(
     ] = None,
     storage: StorageOption = None,
     studies: StudiesDirOption = None,
+    pareto: Annotated[
+        bool,
+        typer.Option(
+            "--pareto",
+            help="List every Pareto-optimal trial of a multi-objective study (without it, "
+            "such a study gives its Pareto trial with the best first objective).",
+        ),
+    ] = False,
+    trial: Annotated[
+        int | None, typer.Option("--trial", "-t", min=0, help="This trial instead of the best.")
+    ] = None,
 ) -> None:
     """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
     from tuner.files import write_text_atomic
     from tuner.trained.export import render
+    from tuner.trained.pareto import render_pareto
 
-    text = render(_best_config(study, None, storage, studies), fmt.value)
+    if pareto:
+        stored = load_stored_study(study_name(study, studies), storage)
+        text = render_pareto(stored, fmt.value)
+    else:
+        text = render(_best_config(study, None, storage, studies, trial), fmt.value)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -103,6 +125,10 @@ def retrain(
     cache_dir: CacheDirOption = None,
     device: DeviceOption = "auto",
     studies: StudiesDirOption = None,
+    trial: Annotated[
+        int | None,
+        typer.Option("--trial", "-t", min=0, help="With --study: this trial, not the best."),
+    ] = None,
 ) -> None:
     """Train a configuration on train+validation, test it once, save model, card and report.
 
@@ -114,10 +140,13 @@ def retrain(
     from tuner.trained.retrain import epochs_for, save
     from tuner.trained.retrain import retrain as retrain_model
 
-    chosen = _best_config(study, config, storage, studies)
+    chosen = _best_config(study, config, storage, studies, trial)
     torch_device = pick_device(device)
     dataset = load_dataset(chosen.dataset, data_dir, cache_dir)
-    out_dir = out or Path("runs") / study_slug(chosen.study or (config.stem if config else "model"))
+    default_name = study_slug(chosen.study or (config.stem if config else "model"))
+    if trial is not None:  # a chosen trial (e.g. one end of a Pareto front) gets its own folder
+        default_name += f"-trial-{trial}"
+    out_dir = out or Path("runs") / default_name
     source = f"trial {chosen.trial} of {chosen.study}" if chosen.study else str(config)
     out_console = console()
     out_console.print(

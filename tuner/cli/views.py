@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.runner.summary import RunSummary, summary_lines
+from tuner.runner.summary import RunSummary, study_state, summary_lines
 
 SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
@@ -33,14 +33,15 @@ def print_best_params(
 
 
 def print_best(console: Console, study: optuna.Study) -> None:
-    """`print_best_params` of a stored study."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        print_best_params(console, "", None, None, {})
-        return
-    metric = study.user_attrs.get(attrs.STUDY_METRIC, "value")
-    print_best_params(console, metric, best.number, best.value, best.params)
+    """`print_best_params` of a stored study (several objectives: by the first, on the front)."""
+    state = study_state(study)
+    print_best_params(
+        console,
+        state["metric"] if "best_trial" in state else "",
+        state.get("best_trial"),
+        state.get("best_value"),
+        state.get("best_params", {}),
+    )
 
 
 def print_run_end(console: Console, summary: RunSummary) -> None:

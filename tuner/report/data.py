@@ -91,9 +91,9 @@ def summarize(study: optuna.Study) -> StudySummary:
         name=study.study_name,
         dataset=str(study.user_attrs.get(attrs.STUDY_DATASET, MISSING)),
         metric=str(study.user_attrs.get(attrs.STUDY_METRIC) or _metric_name(study)),
-        direction=study.direction.name.lower(),
+        direction=study.directions[0].name.lower(),
         counts=counts,
-        best_value=best[0].value if best else None,
+        best_value=best[0].values[0] if best else None,
         best_trial=best[0].number if best else None,
         compute_seconds=sum(trial_seconds(trial) or 0.0 for trial in finished),
         wall_seconds=max(wall, 0.0),
@@ -109,10 +109,15 @@ def _metric_name(study: optuna.Study) -> str:
 
 
 def best_trials(study: optuna.Study, limit: int) -> list[FrozenTrial]:
-    """The `limit` best complete trials, best first (ties: earlier trial first)."""
+    """The `limit` best complete trials, best first (ties: earlier trial first).
+
+    For several objectives: the Pareto-optimal trials, ranked by the first objective.
+    """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(complete, key=lambda trial: (sign * trial.value, trial.number))[:limit]
+    if len(study.directions) > 1:  # several objectives: the Pareto front, by the first one
+        complete = study.best_trials
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return sorted(complete, key=lambda trial: (sign * trial.values[0], trial.number))[:limit]
 
 
 def trial_seconds(trial: FrozenTrial) -> float | None:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from tuner.errors import TunerError
 from tuner.files import write_text_atomic
-from tuner.report import history, importance, params, timeline
+from tuner.report import history, importance, params, pareto, timeline
 from tuner.report.data import (
     StudySummary,
     TrialCounts,
@@ -82,6 +82,9 @@ HOW_TO_READ = {
     "without them. So training loss above validation loss, or validation accuracy above "
     "training accuracy, is expected, not a bug. Validation loss rising while training loss "
     "falls is overfitting; the dotted line marks the epoch whose weights were kept.",
+    "pareto": "Each dot is a complete trial; the black line joins the Pareto-optimal ones, "
+    "which no other trial beats on every objective at once. The table lists them, best first "
+    "objective first, with what was measured on the built model before training.",
     "timeline": "Each row is a worker process, each bar a trial from start to end, coloured by "
     "state; gaps between bars are idle time.",
 }
@@ -147,13 +150,18 @@ def plot_sections(study: optuna.Study) -> tuple[PlotSection, ...]:
             lambda data, target: Drawn((history.draw_learning_curves(data, target),)),
         ),
         best_trial_section(study),
-        PlotSection(
-            "timeline",
-            "Trials per worker",
-            HOW_TO_READ["timeline"],
-            lambda: timeline.timeline_data(study),
-            lambda data, target: Drawn((timeline.draw_timeline(data),), data.notes),
-        ),
+        timeline_section(study),
+    )
+
+
+def timeline_section(study: optuna.Study) -> PlotSection:
+    """Trials per worker over time."""
+    return PlotSection(
+        "timeline",
+        "Trials per worker",
+        HOW_TO_READ["timeline"],
+        lambda: timeline.timeline_data(study),
+        lambda data, target: Drawn((timeline.draw_timeline(data),), data.notes),
     )
 
 
@@ -171,27 +179,19 @@ def best_trial_section(study: optuna.Study) -> PlotSection:
 def build_report(study: optuna.Study) -> str:
     """The report of `study` as one self-contained HTML page.
 
-    Raises TunerError for multi-objective studies, which tuner does not create.
+    A multi-objective study gets the Pareto front and its table instead of the figures that
+    rank trials by one value (see `multi_objective_sections`).
     """
-    if len(study.directions) != 1:
-        raise TunerError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives; "
-            "tuner reports single-objective studies only"
-        )
     summary = summarize(study)
     counts = summary.counts
-    sections = (
-        [_best_configurations(study, summary), *robust_sections(study)] if counts.finished else []
-    )
-    if counts.finished >= 2:
-        sections += [_plot_section(spec, summary) for spec in plot_sections(study)]
-    elif counts.complete:
-        sections.append(_plot_section(best_trial_section(study), summary))
+    if len(study.directions) > 1:
+        sections = multi_objective_sections(study, summary) if counts.finished else []
+    else:
+        sections = _single_objective_sections(study, summary)
     return render(
         Page(
             title=summary.name,
-            subtitle=f"Optuna study report · {summary.dataset} · {summary.metric} "
-            f"({summary.direction})",
+            subtitle=f"Optuna study report · {summary.dataset} · {_objectives(study, summary)}",
             cards=summary_cards(summary),
             banner=_banner(counts),
             nav=True,
@@ -200,6 +200,60 @@ def build_report(study: optuna.Study) -> str:
             browser_title=f"{summary.name} · tuner report",
         )
     )
+
+
+def _single_objective_sections(study: optuna.Study, summary: StudySummary) -> list[Section]:
+    counts = summary.counts
+    sections = (
+        [_best_configurations(study, summary), *robust_sections(study)] if counts.finished else []
+    )
+    if counts.finished >= 2:
+        sections += [_plot_section(spec, summary) for spec in plot_sections(study)]
+    elif counts.complete:
+        sections.append(_plot_section(best_trial_section(study), summary))
+    return sections
+
+
+def _objectives(study: optuna.Study, summary: StudySummary) -> str:
+    if len(study.directions) == 1:
+        return f"{summary.metric} ({summary.direction})"
+    pairs = zip(study.metric_names or [], study.directions, strict=False)
+    return ", ".join(f"{name} ({direction.name.lower()})" for name, direction in pairs)
+
+
+def multi_objective_sections(study: optuna.Study, summary: StudySummary) -> list[Section]:
+    """The Pareto front and its trials, the timeline, and what does not apply, and why."""
+    collected = _attempt(lambda: pareto.pareto_data(study))
+    how = HOW_TO_READ["pareto"]
+    if isinstance(collected, Exception):
+        front = Section("pareto", "Pareto front", how, notes=(f"Not shown: {collected}.",))
+    else:
+        front = Section(
+            "pareto",
+            "Pareto front",
+            how,
+            figures=(pareto.draw_pareto(collected),),
+            table=pareto.pareto_table(collected),
+            highlight=summary.best_trial,
+            notes=collected.notes,
+        )
+    skipped = Section(
+        "single-objective",
+        "Not shown for several objectives",
+        "Why some parts of the single-objective report are missing here.",
+        notes=(
+            "Pruning is off: Optuna cannot prune multi-objective studies (trials still stop "
+            "early when val_loss stops improving).",
+            "Optimisation history, parameter importance, parallel coordinates, slices, contour, "
+            "learning curves and the best trial's curves rank trials by one value; they are "
+            "skipped. `tuner best` picks the Pareto trial with the best first objective; "
+            "`tuner best --pareto` lists them all.",
+        ),
+    )
+    sections = [front, skipped]
+    if summary.counts.finished >= 2:
+        sections.append(_plot_section(timeline_section(study), summary))
+    return sections
 
 
 def write_report(study: optuna.Study, out_path: Path) -> Path:

@@ -170,7 +170,9 @@ class TrialProgress:
             self.ran = self.ran.counted(trial.state)
         self.finished = count_finished(study)  # other workers' trials too
         self.best_value = _best_value(study)
-        value = "" if trial.value is None else f" value {trial.value:.4f}"
+        values = trial.values or []  # several with several objectives (trial.value raises)
+        value = f" value{'s' * (len(values) > 1)} {', '.join(f'{v:.4g}' for v in values)}"
+        value = value if values else ""
         reason = trial.user_attrs.get(attrs.STOP_REASON)
         message = f"trial {trial.number} {trial.state.name.lower()}{value}" + (
             f" ({reason})" if reason else ""
@@ -247,8 +249,11 @@ class TrialProgress:
 
 def _best_value(study: optuna.Study) -> float | None:
     try:
+        if len(study.directions) > 1:  # the front's best first objective
+            sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+            return -sign * min(sign * t.values[0] for t in study.best_trials)
         return study.best_value
-    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
+    except ValueError:  # no complete trial yet
         return None
 
 

@@ -91,10 +91,18 @@ def study_state(study: optuna.Study) -> dict[str, Any]:
         "metric": study.user_attrs.get(attrs.STUDY_METRIC, "value"),
     }
     try:
-        best = study.best_trial
-    except (ValueError, RuntimeError):  # no complete trial yet; several objectives
+        if len(study.directions) > 1:  # the Pareto trial with the best first objective
+            sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+            best = min(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+        else:
+            best = study.best_trial
+    except ValueError:  # no complete trial yet
         return state
-    best_fields = {"best_value": best.value, "best_trial": best.number, "best_params": best.params}
+    best_fields = {
+        "best_value": best.values[0],
+        "best_trial": best.number,
+        "best_params": best.params,
+    }
     return {**state, **best_fields}
 
 

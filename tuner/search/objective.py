@@ -24,12 +24,15 @@ from tuner.engine import (
     fit,
     prepare_model,
 )
+from tuner.engine.measure import MEASURES, model_measures
+from tuner.search.constraints import broken, set_constraints
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, EpochResult], None]
+TRAINING_MEASURES = {name for name, measure in MEASURES.items() if measure.from_training}
 
 
 def worker_id() -> str:
@@ -48,7 +51,7 @@ def make_objective(
     on_epoch: EpochCallback | None = None,
     options: EngineOptions | None = None,
     on_batch: BatchCallback | None = None,
-) -> Callable[[optuna.Trial], float]:
+) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
     `options` may leave the precision "auto": each trial decides it once, for its own model,
@@ -56,11 +59,15 @@ def make_objective(
     `on_batch(done, per_epoch)` the batches within one (see `fit`).
 
     The trial's value is the study metric of the weights the trial keeps (its best epoch by
-    validation loss). A diverging loss or CUDA out-of-memory ends the trial as pruned with the
-    reason in the `stop_reason` user attribute, so the study goes on.
+    validation loss); with several metrics, a tuple in their order (model measures such as
+    params come from `model_measures`, taken before training). A configuration that breaks a
+    [constraints] limit is not trained: it ends as pruned with stop_reason "constraint: ...".
+    A diverging loss or CUDA out-of-memory ends the trial as pruned with the reason in the
+    `stop_reason` user attribute, so the study goes on. Multi-objective studies are never
+    pruned (Optuna cannot); early stopping still ends their trials.
     """
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         config = suggest(trial, spec)
         trial.set_user_attr(attrs.CONFIG, config.to_dict())
         trial.set_user_attr(attrs.SEED, config.seed)
@@ -72,6 +79,7 @@ def make_objective(
         if loaded is not None:
             trial.set_user_attr(attrs.PRETRAINED, loaded.summary())
         trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
+        measures = _measure_before_training(trial, spec, model, data, config.batch_size, device)
         # Decided here, once: the precision recorded is the one `fit` trains in.
         engine = (options or EngineOptions()).resolve(
             model, data.input_shape, config.batch_size, device
@@ -102,6 +110,10 @@ def make_objective(
                         best = result
                     if on_epoch is not None:
                         on_epoch(trial.number, result)
+                    # Optuna cannot prune multi-objective studies (report raises): skip it;
+                    # early stopping inside `fit` still applies.
+                    if spec.multi_objective:
+                        continue
                     trial.report(getattr(result, spec.metric), result.epoch)
                     if trial.should_prune():
                         record(f"pruned at epoch {result.epoch} by the {spec.pruner.name} pruner")
@@ -128,6 +140,40 @@ def make_objective(
             f"for {config.patience} epochs"
         )
         assert best is not None  # fit yields at least one epoch, and the first one improves
-        return getattr(best, spec.metric)
+        values = [
+            getattr(best, name) if name in TRAINING_MEASURES else measures[name]
+            for name in spec.objectives
+        ]
+        return tuple(values) if spec.multi_objective else values[0]
 
     return objective
+
+
+def _measure_before_training(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    model: torch.nn.Module,
+    data: DeviceData,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Measure the built model when the study needs it; end the trial if it breaks a limit.
+
+    The trial ends as PRUNED, not FAIL: failed trials are retried by the runner and do not
+    count towards the budget, while this configuration is known bad and must not be retried.
+    TPE and GP read the violations stored on pruned trials (`set_constraints`), and NSGA-II
+    only breeds from complete trials, so the sampler does not come back to it.
+    """
+    needed = bool(spec.constraints) or any(n not in TRAINING_MEASURES for n in spec.objectives)
+    if not needed:
+        return {}
+    measures = model_measures(model.to(device), data.input_shape, batch_size, device)
+    trial.set_user_attr(attrs.MEASURES, measures)
+    set_constraints(trial, measures, spec.constraints)
+    problems = broken(measures, spec.constraints)
+    if problems:
+        reason = f"constraint: {'; '.join(problems)} (not trained)"
+        trial.set_user_attr(attrs.STOP_REASON, reason)
+        trial.set_user_attr(attrs.EPOCHS_RUN, 0)
+        raise optuna.TrialPruned(reason)
+    return measures

@@ -22,6 +22,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
     "grid": optuna.samplers.GridSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,  # for several objectives (population-based)
 }
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {

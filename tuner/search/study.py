@@ -63,7 +63,7 @@ def open_study(
     study = optuna.create_study(
         storage=storage,
         study_name=spec.name,
-        direction=spec.direction,
+        directions=spec.directions,
         sampler=make_sampler(spec, seed_offset),
         pruner=make_pruner(spec),
         load_if_exists=True,
@@ -83,24 +83,29 @@ def open_study(
                 "the study a new name"
             )
         log.warning("search space of %s changed (--force): %s", spec.name, "; ".join(changes))
-    if study.direction.name.lower() != spec.direction:
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != spec.directions:
         raise TunerError(
-            f"{spec.path}: direction: study {spec.name!r} in storage is "
-            f"{study.direction.name.lower()}, the file says {spec.direction}"
+            f"{spec.path}: metric: study {spec.name!r} in storage optimises "
+            f"{', '.join(stored_directions)}, the file says {', '.join(spec.directions)}"
         )
     if stored_space is None:
         enqueue_known(study, spec)  # a new study: once, not again on resume or per worker
     if stored_space != current_space:
         study.set_user_attr(attrs.STUDY_SPACE, current_space)
-    if study.metric_names != [spec.metric]:
+    if study.metric_names != list(spec.objectives):
         # optuna-dashboard and Optuna's plots label the value by this name, not "Objective 0".
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            study.set_metric_names([spec.metric])
+            study.set_metric_names(list(spec.objectives))
     if attrs.STUDY_DATASET not in study.user_attrs:
         study.set_user_attr(attrs.STUDY_DATASET, spec.dataset.name)
         study.set_user_attr(attrs.STUDY_METRIC, spec.metric)
         study.set_user_attr(attrs.STUDY_FILE, str(spec.path))
+    if spec.multi_objective and attrs.STUDY_METRICS not in study.user_attrs:
+        study.set_user_attr(attrs.STUDY_METRICS, list(spec.objectives))
+    if spec.constraints and attrs.STUDY_CONSTRAINTS not in study.user_attrs:
+        study.set_user_attr(attrs.STUDY_CONSTRAINTS, spec.constraints)
     return study
 
 

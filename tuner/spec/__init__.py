@@ -8,6 +8,7 @@ allowed, so a typo never reaches storage.
 - `augment`: the [augment] table and the augmentations' domains (also sampled in [space])
 - `params`: the [space] table; `options`: [sampler] and [pruner] against the registry in
   `tuner.search.samplers`; `datasets`: the [dataset] table; `checker`: the message wording
+- `objectives`: `metric` (one measure or several) and the [constraints] table
 - `find`: `--study NAME_OR_PATH` -> a file
 """
 

@@ -19,9 +19,10 @@ from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.enqueue import parse_enqueue
 from tuner.spec.model import model_params, parse_model
+from tuner.spec.objectives import parse_constraints, parse_metrics
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
-from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
+from tuner.spec.schema import TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
 
 MAX_NAME_LENGTH = 128  # study names end up in file names, which most filesystems cap at 255 bytes
 NAME_RULE = (
@@ -105,13 +106,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     name = _study_name(check, data, path)
     description = check.typed(data.get("description", ""), str, "description")
 
-    metric = check.typed(data.get("metric", "val_accuracy"), str, "metric")
-    if metric not in METRICS:
-        raise check.fail("metric", f"unknown metric {shown(metric)}; allowed: {', '.join(METRICS)}")
-    direction = check.typed(data.get("direction", METRICS[metric]), str, "direction")
-    if direction != METRICS[metric]:
-        raise check.fail("direction", f"{metric} is optimised with direction = {METRICS[metric]!r}")
-
+    metrics, direction = parse_metrics(check, data)
     sampler = parse_sampler(check, data)
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
@@ -126,13 +121,16 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
     enqueue = parse_enqueue(check, data, space, sampler.name)
+    constraints = parse_constraints(check, data, sampler.name)
 
     return StudySpec(
         name=name,
         path=path,
         description=description,
-        metric=metric,
+        metric=metrics[0],
         direction=direction,
+        metrics=metrics,
+        constraints=constraints,
         sampler=sampler,
         pruner=pruner,
         dataset=dataset,

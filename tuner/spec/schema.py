@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from tuner.config import AugmentSpec
+from tuner.engine.measure import MEASURES
 
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# Measures a study may optimise: name -> fixed direction (the registry is MEASURES).
+METRICS = {name: measure.direction for name, measure in MEASURES.items()}
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,21 @@ class StudySpec:
     space: dict[str, ParamSpec] = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
     enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]]: parameter sets to try first
+    # All objectives in order (metric is the first); several make a multi-objective study.
+    metrics: tuple[str, ...] = ()
+    constraints: dict[str, float] = field(default_factory=dict)  # measure -> upper limit
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return self.metrics or (self.metric,)
+
+    @property
+    def directions(self) -> list[str]:
+        return [METRICS[name] for name in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     def space_dict(self) -> dict[str, dict[str, Any]]:
         """The search space as plain data (stored as a study attribute)."""
@@ -146,4 +163,5 @@ TOP_LEVEL_KEYS = {
     "space",
     "model",
     "enqueue",
+    "constraints",
 }

@@ -61,12 +61,20 @@ class BestConfig:
         return {key: value for key, value in values.items() if value is not None}
 
 
-def best_config(study: optuna.Study) -> BestConfig:
-    """The study's best configuration: the best mean over confirm seeds where `tuner confirm`
-    ran, else the best complete trial. Raises TunerError if there is none or it lacks a config.
+def best_config(study: optuna.Study, trial: int | None = None) -> BestConfig:
+    """The study's best configuration, or trial number `trial`; TunerError if it can't be used.
+
+    Where `tuner confirm` ran, the best mean over its seeds wins; else the best complete trial.
+    A multi-objective study has no single best trial: its Pareto-optimal trials (all listed by
+    `tuner best --pareto`) are ranked by the first objective, and the best of them is taken.
     """
-    ranking = confirmed_ranking(study)
-    if ranking:
+    single = trial is None and len(study.directions) == 1
+    ranking = confirmed_ranking(study) if single else []
+    if trial is not None:
+        best = _numbered_trial(study, trial)
+    elif len(study.directions) > 1:
+        best = best_by_first_objective(study)
+    elif ranking:
         number = ranking[0].trial
         best = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
     else:
@@ -90,11 +98,35 @@ def best_config(study: optuna.Study) -> BestConfig:
         config=TrialConfig.from_dict(best.user_attrs[attrs.CONFIG]),
         study=study.study_name,
         trial=best.number,
-        value=best.value,
+        value=best.values[0] if best.values else None,
         metric=study.user_attrs.get(attrs.STUDY_METRIC),
         best_epoch=None if best_epoch is None else int(best_epoch),
         confirmed=ranking[0].stats() if ranking else None,
     )
+
+
+def best_by_first_objective(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The Pareto-optimal trial with the best first objective (ties: the lower number)."""
+    front = study.best_trials
+    if not front:
+        raise TunerError(f"study {study.study_name!r} has no complete feasible trial yet")
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(front, key=lambda t: (sign * t.values[0], t.number))
+
+
+def _numbered_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise TunerError(
+            f"--trial: study {study.study_name!r} has trials 0 to {len(trials) - 1}, not {number}"
+        )
+    chosen = trials[number]
+    if chosen.state != optuna.trial.TrialState.COMPLETE:
+        raise TunerError(
+            f"--trial: trial {number} of study {study.study_name!r} is "
+            f"{chosen.state.name.lower()}, not complete; pick a complete one (tuner best --pareto)"
+        )
+    return chosen
 
 
 def to_json(best: BestConfig) -> str:
