@@ -16,6 +16,8 @@ SEED = "seed"  # int: the torch seed the trial trained with
 WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
 # list of {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 HISTORY = "history"
+TRAIN_IMAGES = "train_images"  # int: training images the trial's steps saw (its cost measure)
+STEPS_PER_EPOCH = "steps_per_epoch"  # int: intermediate values reported per epoch (the rungs)
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
 
@@ -24,3 +26,4 @@ STUDY_DATASET = "dataset"  # str: dataset name from the study file
 STUDY_METRIC = "metric"  # str: "val_accuracy" or "val_loss"
 STUDY_SPACE = "space"  # dict: StudySpec.space_dict(), compared on resume
 STUDY_FILE = "study_file"  # str: path of the study file the study was created from
+STUDY_BUDGET_EPOCHS = "budget_epochs"  # int: max_epochs a --budget run chose (runner.budget)

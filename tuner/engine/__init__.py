@@ -13,7 +13,17 @@ from tuner.engine.device import (
     to_device,
 )
 from tuner.engine.model import build_cnn, count_parameters
-from tuner.engine.train import BatchCallback, DivergedError, EpochResult, classify, evaluate, fit
+from tuner.engine.train import (
+    BatchCallback,
+    DivergedError,
+    EpochResult,
+    SliceResult,
+    StopCheck,
+    TrainingStopped,
+    classify,
+    evaluate,
+    fit,
+)
 
 __all__ = [
     "PRECISIONS",
@@ -22,6 +32,9 @@ __all__ = [
     "DivergedError",
     "EngineOptions",
     "EpochResult",
+    "SliceResult",
+    "StopCheck",
+    "TrainingStopped",
     "available_cpus",
     "build_cnn",
     "classify",

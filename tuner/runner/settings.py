@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,20 @@ def worker_seed_offset() -> int:
         return int(value)
     except ValueError:
         raise TunerError(f"${WORKER_INDEX_ENV}={value!r}: must be an integer or 'auto'") from None
+
+
+def process_started_at() -> float:
+    """time.time() when this process started (Linux /proc), else now: a budget counts from it.
+
+    The command's start includes Python's and torch's imports, a second or more before any
+    tuner code runs.
+    """
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.time()
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,8 @@ class RunSettings:
     data_dir: Path | None = None
     cache_dir: Path | None = None
     timeout: float | None = None  # seconds after which no new trial starts
+    budget: float | None = None  # --budget seconds (None: the study file's [training].budget)
+    started_at: float | None = None  # time.time() the command started: the budget counts from it
     force: bool = False  # resume although the search space changed
     precision: str = "auto"
     compile: bool = False

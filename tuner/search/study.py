@@ -7,7 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class BudgetGate(Protocol):
+    """What run_trials asks of a wall-clock budget (tuner.runner.budget.BudgetClock)."""
+
+    def left(self) -> float: ...
+    def first_rung_fits(self) -> bool: ...
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
 
 
 def _normalised(value: Any) -> Any:
@@ -119,19 +127,32 @@ def run_trials(
     timeout: float | None = None,
     callbacks: list[TrialCallback] | None = None,
     gc_after_trial: bool = False,
+    budget: BudgetGate | None = None,
 ) -> RunOutcome:
     """Run trials until the study has `total_trials` finished trials, across all workers.
 
     Every worker checks the shared count after each of its trials (`MaxTrialsCallback`), so
     the total overshoots by at most the trials other workers already had running.
+
+    With a `budget`, no trial starts whose first rung would not fit before its deadline (by
+    its estimate, checked before the first trial and after each one).
     """
     finished_before = count_finished(study)
-    if finished_before < total_trials:
+    budget_callbacks = [] if budget is None else [budget.after_trial]
+    if finished_before < total_trials and (budget is None or budget.first_rung_fits()):
+        if budget is not None:
+            # Optuna's timeout also stops starting trials at the deadline itself.
+            left = max(0.0, budget.left())
+            timeout = left if timeout is None else min(timeout, left)
         study.optimize(
             objective,
             n_trials=None,
             timeout=timeout,
-            callbacks=[MaxTrialsCallback(total_trials, states=FINISHED_STATES), *(callbacks or [])],
+            callbacks=[
+                MaxTrialsCallback(total_trials, states=FINISHED_STATES),
+                *(callbacks or []),
+                *budget_callbacks,
+            ],
             gc_after_trial=gc_after_trial,
         )
     return RunOutcome(finished_before, count_finished(study), total_trials)

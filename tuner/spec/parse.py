@@ -15,6 +15,7 @@ from typing import Any
 from tuner.config import AugmentSpec
 from tuner.errors import TunerError
 from tuner.files import read_text_file
+from tuner.spec.budget import parse_training
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
@@ -114,7 +115,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
     validate_dataset(check, dataset)
-    training = check.dataclass_section(data, "training", TrainingSpec)
+    training = parse_training(check, data)
     _validate_training(check, training)
     augment = check.dataclass_section(data, "augment", AugmentSpec)
     _validate_augment(check, augment)
