@@ -8,30 +8,39 @@ finish before then are not started; the trial running at the deadline is cut ins
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 import time
 from collections.abc import Callable
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
+from tuner.config import TrialConfig
+from tuner.engine import DeviceData, TrainingStopped, build_cnn, fit
 from tuner.search.samplers import build_pruner
 from tuner.spec import StudySpec
 
-# Before this study has measured anything: seconds per training image of 28x28x1 pixels
-# (scaled by the pixel count), training plus its share of validation. Conservative: a mid-size
-# CNN of the default space on 2 busy CPU cores trains Fashion-MNIST at ~1 ms per image.
-GUESS_SECONDS_PER_IMAGE = 1e-3
-GUESS_PIXELS = 28 * 28
+log = logging.getLogger(__name__)
+
+# Before this study has measured anything, a probe times a few batches of the default model
+# (TrialConfig()) on this machine, now (its load included: the same trial took 9 ms an image
+# on an idle 2-core CPU and 17 ms with 8 other jobs). Its rate, times this factor for the
+# validation share and bigger models, is the guess until trials measure their own.
+PROBE_BATCHES = 6  # the first is warm-up, not timed
+PROBE_SAFETY = 1.5
 # A full-fidelity trial may take at most this share of the budget, so a budget run sees
 # several configurations finish.
 FULL_TRIAL_SHARE = 0.3
 # Training images per in-epoch report in the default schedule: small datasets report once
-# per epoch, Fashion-MNIST's 54,000 training images four times (capped at MAX_DEFAULT_STEPS).
-IMAGES_PER_STEP = 12_500
-MAX_DEFAULT_STEPS = 4
+# per epoch, 10,000 images twice, Fashion-MNIST's 54,000 eight times (MAX_DEFAULT_STEPS).
+# An in-epoch report evaluates SLICE_VAL_IMAGES (1,000) images at ~0.1 of a training image's
+# cost each: ~2% on top of 5,000 training images (measured, bench/RESULTS.md).
+IMAGES_PER_STEP = 5_000
+MAX_DEFAULT_STEPS = 8
 # The running trial is cut this long before the deadline: its record and the summary fit.
 END_MARGIN_SECONDS = 1.0
 RUNG_PRUNERS = ("hyperband", "successive-halving")
@@ -69,12 +78,32 @@ def measured_seconds_per_image(study: optuna.Study) -> float | None:
     return statistics.median(rates) if rates else None
 
 
-def guessed_seconds_per_image(input_shape: tuple[int, ...]) -> float:
-    return GUESS_SECONDS_PER_IMAGE * math.prod(input_shape) / GUESS_PIXELS
+def probe_seconds_per_image(data: DeviceData, device: torch.device) -> float:
+    """Seconds per training image of the default model here, from PROBE_BATCHES batches."""
+    config = TrialConfig(max_epochs=1, patience=0)
+    torch.manual_seed(0)
+    model = build_cnn(config, data.input_shape, data.num_classes)
+    polls: list[float] = []
+
+    def stop_after_probe() -> bool:
+        polls.append(time.perf_counter())
+        return len(polls) > PROBE_BATCHES
+
+    try:
+        for _ in fit(model, data, config, device, should_stop=stop_after_probe):
+            pass  # an epoch shorter than the probe: the polls so far are the measure
+    except TrainingStopped:
+        pass
+    batches = len(polls) - 2  # timed from the end of the warm-up batch to the last poll
+    if batches < 1:
+        return 0.0
+    return PROBE_SAFETY * (polls[-1] - polls[1]) / (batches * config.batch_size)
 
 
 def budget_epochs(budget: float, epoch_seconds: float, max_epochs: int) -> int:
     """Epochs a full-fidelity trial may take: FULL_TRIAL_SHARE of the budget, 1..max_epochs."""
+    if epoch_seconds <= 0:
+        return max_epochs
     return max(1, min(max_epochs, math.floor(FULL_TRIAL_SHARE * budget / epoch_seconds)))
 
 
@@ -101,10 +130,20 @@ class BudgetClock:
 
     def first_rung_fits(self) -> bool:
         """Whether a new trial's first rung can finish before the deadline, by the estimate."""
-        fits = self.first_rung_images * self.seconds_per_image < self.left() - END_MARGIN_SECONDS
-        if not fits:
-            self.exhausted = True
-        return fits
+        needed = self.first_rung_images * self.seconds_per_image
+        left = self.left() - END_MARGIN_SECONDS
+        if needed < left:
+            return True
+        log.warning(
+            "budget: no new trial: its first report needs ~%.0fs (%d training images at %.1f ms "
+            "each, measured here), %.0fs of the budget are left",
+            needed,
+            self.first_rung_images,
+            1e3 * self.seconds_per_image,
+            max(0.0, left),
+        )
+        self.exhausted = True
+        return False
 
     def after_trial(self, study: optuna.Study, _trial: FrozenTrial) -> None:
         """An Optuna callback: re-estimate the cost, and stop starting trials that won't fit."""
@@ -116,8 +155,8 @@ class BudgetClock:
 def plan_budget(
     study: optuna.Study,
     spec: StudySpec,
-    train_count: int,
-    input_shape: tuple[int, ...],
+    data: DeviceData,
+    device: torch.device,
     budget: float,
     started_at: float,
     steps_per_epoch: int,
@@ -125,7 +164,8 @@ def plan_budget(
     """The max_epochs a `budget` run trains (FULL_TRIAL_SHARE of it per full trial, from the
     study's measured cost or the guess; the first budget run of a study fixes it, in the study's
     user attrs), and the run's clock."""
-    rate = measured_seconds_per_image(study) or guessed_seconds_per_image(input_shape)
+    train_count = len(data.train_labels)
+    rate = measured_seconds_per_image(study) or probe_seconds_per_image(data, device)
     stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
     if stored is None:
         epochs = budget_epochs(budget, rate * train_count, spec.training.max_epochs)

@@ -13,6 +13,8 @@ from pathlib import Path
 from tuner.errors import TunerError
 
 WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
+# Seconds a `tuner` process may take to import before `run` starts (torch's import, cold: ~5).
+IMPORT_SECONDS_AT_MOST = 30.0
 
 
 def worker_seed_offset() -> int:
@@ -34,14 +36,17 @@ def process_started_at() -> float:
     """time.time() when this process started (Linux /proc), else now: a budget counts from it.
 
     The command's start includes Python's and torch's imports, a second or more before any
-    tuner code runs.
+    tuner code runs. A process older than IMPORT_SECONDS_AT_MOST is a host calling the CLI in
+    process (a test, a notebook): its budget counts from now.
     """
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return time.time()
-    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    now = time.time()
+    started = now - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    return started if now - started <= IMPORT_SECONDS_AT_MOST else now
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             epochs, clock = plan_budget(
                 study,
                 spec,
-                len(data.train_labels),
-                data.input_shape,
+                data,
+                device,
                 budget,
                 settings.started_at or started_at,
                 steps,
