@@ -218,7 +218,7 @@ def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
     assert 1 <= epochs < 100 and summary.budget_epochs == epochs
     lines = "\n".join(summary_lines(summary))
     assert "stopped: the budget of 12.0s ran out" in lines
-    assert f"used of 12.0s; trials train up to {epochs} epochs" in lines
+    assert f"used of 12.0s; trials train up to {epochs} epoch" in lines
 
 
 def _quiet_console():

@@ -250,6 +250,8 @@ def fit(
                         on_batch(batch, batches_per_epoch)
                         next_report = now + PROGRESS_SECONDS
                 if batch in slice_ends and on_slice is not None:
+                    if should_stop is not None and should_stop():
+                        raise TrainingStopped(epoch, batch + 1)
                     val_loss, val_accuracy = evaluate(
                         forward,
                         data,

@@ -145,7 +145,11 @@ def summary_lines(summary: RunSummary) -> list[str]:
         else f"best {s.metric} {s.best_value:.4f} (trial {s.best_trial})"
     )
     if s.budget is not None:
-        epochs = "" if s.budget_epochs is None else f"; trials train up to {s.budget_epochs} epochs"
+        epochs = (
+            ""
+            if s.budget_epochs is None
+            else f"; trials train up to {plural(s.budget_epochs, 'epoch')}"
+        )
         lines.append(f"budget: {duration(s.seconds)} used of {duration(s.budget)}{epochs}")
     lines.append(f"study {s.study}: {s.finished}/{plural(s.target, 'finished trial')}, {best}")
     if s.left:
@@ -179,8 +183,7 @@ def _stop_line(s: RunSummary) -> str:
     if s.reason == StopReason.BUDGET:
         return (
             f"stopped: the budget of {duration(s.budget or 0)} ran out (a trial running at the "
-            f"deadline was cut and pruned; none was started that could not reach its first "
-            f"report in time)"
+            "deadline is cut and pruned; none starts that could not report once in time)"
         )
     if s.ran.total == 0:
         return f"study {s.study} already has {plural(s.finished, 'finished trial')}"
