@@ -212,7 +212,9 @@ def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
     study = optuna.load_study(study_name="tiny", storage=storage)
     ended = [t.datetime_complete.timestamp() for t in study.trials if t.datetime_complete]
     # Generous margins: storage writes and a loaded CPU, not a benchmark.
-    assert ended and max(ended) - started < 12.0 + 3.0
+    # (On a heavily loaded CPU not even one trial may fit: then none starts, as promised.)
+    assert all(end - started < 12.0 + 3.0 for end in ended)
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
     assert summary.seconds < 12.0 + 5.0
     epochs = study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
     assert 1 <= epochs < 100 and summary.budget_epochs == epochs

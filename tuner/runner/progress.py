@@ -208,8 +208,8 @@ class TrialProgress:
         return [
             *facts,
             f"finished {self.finished}/{self.total_trials}",
-            f"this run {ran.complete} complete {ran.pruned} pruned {ran.failed} failed",
             f"best {_format(self.best_value)}",
+            f"this run {ran.complete} complete {ran.pruned} pruned {ran.failed} failed",
         ]
 
     def _study_seconds_left(self, now: float) -> float | None:
