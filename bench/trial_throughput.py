@@ -34,7 +34,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,8 +53,8 @@ from common import (
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from tuner.config import AugmentSpec
-from tuner.data import MNIST_FILES, Splits
+from tuner.config import AugmentSpec, TrialConfig
+from tuner.data import MNIST_FILES
 from tuner.engine import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 from tuner.engine.model import build_cnn
 from tuner.search.space import suggest
@@ -114,19 +114,22 @@ class UsualScript:
         spec: StudySpec,
         root: Path,
         split_indices: tuple[list[int], list[int]],
-        splits: Splits,
+        stats: tuple[tuple[float, ...], tuple[float, ...]],
         device: torch.device,
         loader_workers: int,
     ) -> None:
         self.spec = spec
         self.root = root
         self.train_indices, self.val_indices = split_indices
-        self.normalize = transforms.Normalize(splits.mean, splits.std)
+        self.normalize = transforms.Normalize(*stats)  # the training split's channel mean, std
         self.device = device
         self.loader_workers = loader_workers
 
-    def loaders(self, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
-        """Datasets and loaders, built per trial as in Optuna's examples."""
+    def loaders(
+        self, batch_size: int, seed: int, test: bool = False
+    ) -> tuple[DataLoader, DataLoader]:
+        """Datasets and loaders, built per trial as in Optuna's examples: the study's train and
+        validation split, or with `test` the whole training split and the test split."""
         augment = self.spec.augment
         per_sample = [transforms.RandomCrop(28, padding=augment.random_crop_padding)]
         if augment.horizontal_flip:
@@ -135,24 +138,25 @@ class UsualScript:
         val_transform = transforms.Compose([transforms.ToTensor(), self.normalize])
         dataset_class = TORCHVISION_DATASETS[self.spec.dataset.name]
         train_set = dataset_class(str(self.root), train=True, transform=train_transform)
-        val_set = dataset_class(str(self.root), train=True, transform=val_transform)
+        val_set = dataset_class(str(self.root), train=not test, transform=val_transform)
+        if not test:
+            train_set = Subset(train_set, self.train_indices)
+            val_set = Subset(val_set, self.val_indices)
         train_loader = DataLoader(
-            Subset(train_set, self.train_indices),
+            train_set,
             batch_size=batch_size,
             shuffle=True,
             num_workers=self.loader_workers,
             generator=torch.Generator().manual_seed(seed),
         )
-        val_loader = DataLoader(
-            Subset(val_set, self.val_indices),
-            batch_size=batch_size,
-            num_workers=self.loader_workers,
-        )
+        val_loader = DataLoader(val_set, batch_size=batch_size, num_workers=self.loader_workers)
         return train_loader, val_loader
 
-    def objective(self, trial: optuna.Trial) -> float:
-        config = suggest(trial, self.spec)
-        train_loader, val_loader = self.loaders(config.batch_size, config.seed)
+    def epochs(
+        self, config: TrialConfig, loaders: tuple[DataLoader, DataLoader]
+    ) -> Iterator[tuple[int, float, float]]:
+        """Train `config` for its max_epochs; yields (epoch, val loss, val accuracy) each epoch."""
+        train_loader, val_loader = loaders
         torch.manual_seed(config.seed)
         model = build_cnn(config, (1, 28, 28), 10).to(self.device)
         if config.optimizer == "sgd":
@@ -169,7 +173,6 @@ class UsualScript:
             )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_epochs)
 
-        best_loss, best_accuracy = math.inf, 0.0
         for epoch in range(1, config.max_epochs + 1):
             model.train()
             for images, labels in train_loader:
@@ -183,18 +186,31 @@ class UsualScript:
             scheduler.step()
 
             model.eval()
-            total_loss, correct = 0.0, 0
+            total_loss, correct, count = 0.0, 0, 0
             with torch.no_grad():
                 for images, labels in val_loader:
                     images, labels = images.to(self.device), labels.to(self.device)
                     logits = model(images)
                     total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
                     correct += (logits.argmax(dim=1) == labels).sum().item()
-            val_loss = total_loss / len(self.val_indices)
-            accuracy = correct / len(self.val_indices)
+                    count += len(labels)
+            yield epoch, total_loss / count, correct / count
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """Optuna's recipe: report the accuracy each epoch, prune when the study's pruner says.
+
+        The value is the accuracy of the epoch with the lowest validation loss (tuner's rule).
+        """
+        config = suggest(trial, self.spec)
+        loaders = self.loaders(config.batch_size, config.seed)
+        best_loss, best_accuracy = math.inf, 0.0
+        for epoch, val_loss, accuracy in self.epochs(config, loaders):
             if val_loss < best_loss:
                 best_loss, best_accuracy = val_loss, accuracy
+                trial.set_user_attr("best_epoch", epoch)
             trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
         return best_accuracy
 
 
@@ -258,14 +274,19 @@ def main() -> None:
     indices = split_indices(spec, len(splits.train) + len(splits.val))
 
     configs = sample_configs(spec, args.trials, args.epochs)
-    studies = {engine: optuna.create_study(direction="maximize") for engine in ("tuner", "usual")}
+    # No pruner: every engine trains every config for all epochs.
+    studies = {
+        engine: optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+        for engine in ("tuner", "usual")
+    }
 
     with tempfile.TemporaryDirectory() as root_dir:
         started = time.perf_counter()
         dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
         root = torchvision_root(dataset_class, args.dataset_dir, Path(root_dir))
         usual_setup = time.perf_counter() - started
-        usual = UsualScript(spec, root, indices, splits, device, args.loader_workers)
+        stats = (splits.mean, splits.std)
+        usual = UsualScript(spec, root, indices, stats, device, args.loader_workers)
         objectives = {
             "tuner": tuner_objective(spec, data, device, EngineOptions(args.precision)),
             "usual": usual.objective,

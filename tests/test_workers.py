@@ -1,7 +1,9 @@
-"""Several worker processes on one study: exact trial counts, dead workers, stop signals.
+"""Several worker processes on one study: exact trial counts, dead workers, stop signals,
+many workers starting at once on an empty database.
 
-The workers are real processes (tests/optuna_worker.py) running plain Optuna on
-`tuner.storage.open_storage`, as `tuner run` does on several machines.
+The workers are real processes (tests/optuna_worker.py) running tuner's trial loop
+(`tuner.search.study.run_trials`) on `tuner.storage.open_storage`, as `tuner run` does on
+several machines.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from optuna_worker import spawn, wait_until
 
+from studies import tiny_study_toml
 from tuner.runner.signals import interrupt_on_signals
 from tuner.storage import open_storage
 
@@ -31,6 +34,14 @@ def create_study(url: str) -> str:
 
 def load_trials(url: str, study: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file that does not exist yet, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/study.db"
+    return request.getfixturevalue("postgres_url")
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 60) -> list[int]:
@@ -123,6 +134,61 @@ def test_killed_worker_trial_fails_and_is_retried(postgres_url: str, tmp_path: P
     assert retries[0].params == trials[killed].params  # the same configuration, run again
     assert count(trials, TrialState.FAIL) == 1
     assert_consistent(trials, n, workers_alive=2)
+
+
+@pytest.mark.slow
+def test_eight_workers_started_at_once_on_an_empty_database_all_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The first run of `docker compose --scale worker=8`: all create the tables and the study."""
+    study_file = tmp_path / "race.toml"
+    study_file.write_text(tiny_study_toml("race"))
+    go, workers, n = tmp_path / "go", 8, 8
+    procs = [
+        spawn(database_url, study_file, n, tmp_path / f"w{i}.log", start_when=go)
+        for i in range(workers)
+    ]
+
+    def all_waiting() -> bool:
+        exited = any(p.poll() is not None for p in procs)
+        return exited or len(list(tmp_path.glob("go.*.ready"))) == workers
+
+    wait_until(all_waiting, 60, "the workers to wait at the start line")
+    go.touch()  # released together, each opening the empty database
+
+    assert wait_all(procs) == [0] * workers, logs(tmp_path)
+    trials = load_trials(database_url, "race")
+    assert_consistent(trials, n, workers)
+    assert count(trials, TrialState.FAIL) == 0
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_last_trials_is_retried_before_the_workers_stop(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The study reaches N while a killed worker's trial is RUNNING: it must not stay so."""
+    study, n = create_study(database_url), 4
+    beat = {"heartbeat": 1, "grace": 3}
+    marker = tmp_path / "victim.marker"
+    victim = spawn(database_url, study, n, tmp_path / "victim.log", hang_marker=marker, **beat)
+    wait_until(marker.exists, 30, "the victim to start its trial")
+    killed = int(marker.read_text())
+    survivor = spawn(database_url, study, n, tmp_path / "survivor.log", **beat)
+
+    def complete() -> int:
+        return count(load_trials(database_url, study), TrialState.COMPLETE)
+
+    wait_until(lambda: complete() >= n or survivor.poll() is not None, 60, "N complete trials")
+    victim.send_signal(signal.SIGKILL)  # dies in the last trial still running, beating till now
+
+    assert wait_all([survivor]) == [0], logs(tmp_path)
+    trials = load_trials(database_url, study)
+    assert trials[killed].state == TrialState.FAIL
+    retried_from = RetryHeartbeatStaleTrialCallback.retried_trial_number
+    retries = [t for t in trials if retried_from(t) == killed]
+    assert [t.state for t in retries] == [TrialState.COMPLETE]
+    assert retries[0].params == trials[killed].params  # the same configuration, run again
+    assert_consistent(trials, n + 1, workers_alive=1)  # the retry runs on top of the N
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Plain configuration values shared by the data, model and training modules.
 
-These dataclasses carry concrete values only: no Optuna, no parsing. `spec.py` builds them
-from study files and `space.py` fills a `TrialConfig` from a trial's sampled parameters.
+These dataclasses carry concrete values only: no Optuna, no parsing. `tuner.spec` builds them
+from study files and `tuner.search.space` fills a `TrialConfig` from a trial's sampled values.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class TrialConfig:
     patience: int = 3  # epochs without val-loss improvement before stopping (0 = never)
     seed: int = 0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    # The network (tuner.engine.families); kernel_size, filters, fc_units and batch_norm
+    # describe the seed CNN only. Old configs without these keys are the seed CNN.
+    family: str = "seed-cnn"
+    pretrained: str = ""  # local weights file loaded into the backbone before training ("" = none)
+    freeze: str = "none"  # "none", "backbone" or "all-but-last-K" backbone stages
+    backbone_learning_rate: float = 0.0  # 0: the backbone trains at learning_rate
 
     @property
     def num_blocks(self) -> int:

@@ -88,6 +88,15 @@ def run(
             "the study file's [training].budget).",
         ),
     ] = None,
+    storage_retry_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--storage-retry-seconds",
+            callback=_positive_seconds,
+            help="How long a database outage may last before the workers give up. "
+            "Default: $TUNER_STORAGE_RETRY_SECONDS, else 60.",
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Resume even if the search space changed.")
     ] = False,
@@ -150,6 +159,7 @@ def run(
         timeout=timeout,
         budget=_budget_seconds(budget),
         started_at=started_at,
+        storage_retry_seconds=storage_retry_seconds,
         force=force,
         precision=precision.value,
         compile=compile_model,
@@ -179,7 +189,11 @@ def status(
     studies: StudiesDirOption = None,
 ) -> None:
     """Trials by state, the best value and parameters, and the trials running now."""
-    views.print_status(console(), load_stored_study(study_name(study, studies), storage))
+    from tuner.storage import settle_stale_trials
+
+    stored = load_stored_study(study_name(study, studies), storage)
+    settle_stale_trials(stored)  # a dead worker's trial shows as failed, its retry queued
+    views.print_status(console(), stored)
 
 
 @app.command()

@@ -12,7 +12,9 @@ from tuner.engine.device import (
     pick_device,
     to_device,
 )
+from tuner.engine.families import FAMILIES, build_model
 from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.pretrained import prepare_model
 from tuner.engine.train import (
     BatchCallback,
     DivergedError,
@@ -26,6 +28,7 @@ from tuner.engine.train import (
 )
 
 __all__ = [
+    "FAMILIES",
     "PRECISIONS",
     "BatchCallback",
     "DeviceData",
@@ -37,10 +40,12 @@ __all__ = [
     "TrainingStopped",
     "available_cpus",
     "build_cnn",
+    "build_model",
     "classify",
     "count_parameters",
     "evaluate",
     "fit",
     "pick_device",
+    "prepare_model",
     "to_device",
 ]

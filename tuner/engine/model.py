@@ -50,5 +50,5 @@ def build_cnn(
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included: the size of the model)."""
+    return sum(p.numel() for p in model.parameters())

@@ -56,7 +56,9 @@ def retrain_page(card: ModelCard) -> Page:
             Card("epochs", str(card.epochs)),
             Card("training images", f"{card.train_count:,}"),
             Card("parameters", f"{card.param_count:,}"),
-            Card("filters per block", " · ".join(str(f) for f in card.config.filters)),
+            Card("filters per block", " · ".join(str(f) for f in card.config.filters))
+            if card.config.family == "seed-cnn"
+            else Card("model family", card.config.family),
         ),
         sections=tuple(sections),
         footer=generated_line(),

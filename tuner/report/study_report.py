@@ -29,6 +29,7 @@ from tuner.report.data import (
     summarize,
 )
 from tuner.report.page import Card, Page, Section, generated_line, render
+from tuner.report.robust import robust_sections
 from tuner.report.trials import SkipSection, param_table
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ def build_report(study: optuna.Study) -> str:
         )
     summary = summarize(study)
     counts = summary.counts
-    sections = [_best_configurations(study, summary)] if counts.finished else []
+    sections = (
+        [_best_configurations(study, summary), *robust_sections(study)] if counts.finished else []
+    )
     if counts.finished >= 2:
         sections += [_plot_section(spec, summary) for spec in plot_sections(study)]
     elif counts.complete:

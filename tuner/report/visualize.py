@@ -16,6 +16,8 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
+from tuner.engine.families import FAMILIES, SEED_CNN, stage_outputs
+from tuner.engine.families import conv_layers as family_conv_layers
 from tuner.errors import TunerError
 from tuner.files import write_text_atomic
 from tuner.report.page import Page, Section, generated_line, render
@@ -29,21 +31,29 @@ GRID_COLUMNS = 8
 CELL_PX = 130  # height of one row of small images
 
 
-def conv_layers(model: nn.Module) -> list[nn.Conv2d]:
-    """The conv layer of each block of a `build_cnn` model, in order."""
-    return [next(m for m in block if isinstance(m, nn.Conv2d)) for block in model[0]]
+def conv_layers(model: nn.Module, family: str = SEED_CNN) -> list[nn.Conv2d]:
+    """The first conv layer of each block (backbone stage) of a `family` model, in order."""
+    return [layer for _, layer in family_conv_layers(model, family)]
 
 
 def feature_maps(model: nn.Module, card: ModelCard, image: torch.Tensor) -> list[torch.Tensor]:
-    """The activations after each conv block, (channels, h, w) each, for one uint8 image."""
+    """The activations after each conv block, (channels, h, w) each, for one uint8 image.
+
+    Read with forward hooks on each backbone stage, so every family shows its own stages.
+    """
     device = next(model.parameters()).device
     model.eval()
-    maps = []
-    with torch.inference_mode():
-        x = card.normalise(image.unsqueeze(0).to(device))
-        for block in model[0]:  # block by block: every intermediate output is a result here
-            x = block(x)
-            maps.append(x[0].float().cpu())
+    maps: list[torch.Tensor] = []
+    hooks = [
+        stage.register_forward_hook(lambda _m, _i, out: maps.append(out[0].float().cpu()))
+        for stage in stage_outputs(model, card.config.family)
+    ]
+    try:
+        with torch.inference_mode():
+            model(card.normalise(image.unsqueeze(0).to(device)))
+    finally:
+        for hook in hooks:
+            hook.remove()
     return maps
 
 
@@ -53,7 +63,7 @@ def visualization_page(
     """The page for one uint8 (C, H, W) image, which must match the model's input shape."""
     maps = feature_maps(model, card, image)
     guesses = top_k(probabilities(model, card, image.unsqueeze(0))[0], card.class_names, 5)
-    layers = conv_layers(model)
+    layers = conv_layers(model, card.config.family)
     filter_figures = [first_layer_figure(layers[0])] + [
         kernel_grid_figure(layer, number) for number, layer in enumerate(layers[1:], start=2)
     ]
@@ -61,7 +71,7 @@ def visualization_page(
     return Page(
         title=f"{card.study or card.dataset} · through the network's eyes",
         subtitle=f"{card.dataset} · input {channels}x{height}x{width} · "
-        f"{len(layers)} conv blocks ({', '.join(str(f) for f in card.config.filters)} filters) · "
+        f"{_architecture(card, len(layers))} · "
         f"test accuracy {card.test_accuracy:.2%}",
         sections=(
             Section(
@@ -160,6 +170,15 @@ def _stretch(values: torch.Tensor) -> torch.Tensor:
     if high - low < 1e-12:
         return torch.full_like(values, 0.5)
     return (values - low) / (high - low)
+
+
+def _architecture(card: ModelCard, blocks: int) -> str:
+    """The network in a few words: the seed CNN's filters, or the family and its adaptation."""
+    config = card.config
+    if config.family == SEED_CNN:
+        return f"{blocks} conv blocks ({', '.join(str(f) for f in config.filters)} filters)"
+    adaptation = FAMILIES[config.family].adaptation(card.input_shape)
+    return f"{config.family} ({adaptation}); the first conv of each of its {blocks} stages shown"
 
 
 def first_layer_figure(conv: nn.Conv2d) -> go.Figure:

@@ -117,7 +117,11 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     check_local_workers(settings.storage, count)
     # Decode the dataset into the cache and create the study once, before the workers race.
     load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
-    study = open_study(spec, open_storage(settings.storage), force=settings.force)
+    study = open_study(
+        spec,
+        open_storage(settings.storage, outage_timeout=settings.storage_retry_seconds),
+        force=settings.force,
+    )
     console.print(
         f"study [bold]{spec.name}[/bold]: {count} workers on {', '.join(devices)}, "
         f"{plural(total, 'trial')} in total, storage {mask_url(settings.storage)}"

@@ -77,6 +77,7 @@ class RunSettings:
     timeout: float | None = None  # seconds after which no new trial starts
     budget: float | None = None  # --budget seconds (None: the study file's [training].budget)
     started_at: float | None = None  # time.time() the command started: the budget counts from it
+    storage_retry_seconds: float | None = None  # outage window; None: env or the default
     force: bool = False  # resume although the search space changed
     precision: str = "auto"
     compile: bool = False

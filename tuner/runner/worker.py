@@ -59,7 +59,10 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             torch.set_num_threads(slot.threads)  # the machine's cores, split between workers
         seed_offset = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
         study = open_study(
-            spec, open_storage(settings.storage), seed_offset=seed_offset, force=settings.force
+            spec,
+            open_storage(settings.storage, outage_timeout=settings.storage_retry_seconds),
+            seed_offset=seed_offset,
+            force=settings.force,
         )
         # The schedule: rungs per epoch, and with a budget the epochs it allows and its clock.
         steps = default_steps_per_epoch(spec, len(data.train_labels))

@@ -23,9 +23,9 @@ from tuner.engine import (
     SliceResult,
     StopCheck,
     TrainingStopped,
-    build_cnn,
     count_parameters,
     fit,
+    prepare_model,
 )
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
@@ -81,7 +81,9 @@ def make_objective(
         trial.set_user_attr(attrs.WORKER, worker_id())
 
         torch.manual_seed(config.seed)
-        model = build_cnn(config, data.input_shape, data.num_classes)
+        model, loaded = prepare_model(config, data.input_shape, data.num_classes)
+        if loaded is not None:
+            trial.set_user_attr(attrs.PRETRAINED, loaded.summary())
         trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
         # Decided here, once: the precision recorded is the one `fit` trains in.
         engine = (options or EngineOptions()).resolve(

@@ -6,6 +6,7 @@ the spec can check a study file against exactly what `suggest` will sample.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Mapping
@@ -14,13 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from tuner.config import TrialConfig
+from tuner.config import AugmentSpec, TrialConfig
 
 if TYPE_CHECKING:  # spec calls this module while it validates a file: no import back at run time
     from tuner.spec import ParamSpec, StudySpec
 
 # Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
 FILTERS_PER_BLOCK = "filters_per_block"
+# Space parameters that are augmentations: they land in TrialConfig.augment.
+AUGMENT_NAMES = frozenset(field.name for field in dataclasses.fields(AugmentSpec))
+SEED_CNN = "seed-cnn"
+# Sampled only in trials of the seed CNN (the other families have no such knobs).
+SEED_CNN_ONLY = ("kernel_size", "num_blocks", "filters", "fc_units", "batch_norm")
 
 
 def filter_param_name(block: int) -> str:
@@ -44,14 +50,24 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     `filters` is sampled once per conv block (`filters_1`, `filters_2`, ...), so the number of
     filter parameters follows `num_blocks`. Grid studies instead sample `num_blocks` and the
     filters together as one `filters_per_block` parameter (see `grid_search_space`).
+    Augmentations declared in [space] replace the study's fixed [augment] values.
     """
     stacks = _filter_stacks(spec) if _stack_is_one_param(spec) else None
-    values = {
-        name: _suggest_one(trial, name, param)
+    # The family first: the seed CNN's own parameters are sampled only for seed-cnn trials.
+    family = spec.space.get("family")
+    values = {"family": _suggest_one(trial, "family", family)} if family else {}
+    seed_cnn = values.get("family", SEED_CNN) == SEED_CNN
+    values.update(
+        (name, _suggest_one(trial, name, param))
         for name, param in spec.space.items()
-        if name != "filters" and not (stacks and name == "num_blocks")
-    }
-    if stacks:
+        if name not in ("filters", "family")
+        and not (stacks and name == "num_blocks")
+        and (seed_cnn or name not in SEED_CNN_ONLY)
+    )
+    model = {} if seed_cnn else {"pretrained": spec.model.pretrained}
+    if not seed_cnn:
+        filters = TrialConfig().filters
+    elif stacks:
         filters = tuple(json.loads(trial.suggest_categorical(FILTERS_PER_BLOCK, stacks)))
     else:
         num_blocks = values.pop("num_blocks")
@@ -59,13 +75,15 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
             _suggest_one(trial, filter_param_name(block), spec.space["filters"])
             for block in range(1, num_blocks + 1)
         )
+    augment = {name: values.pop(name) for name in AUGMENT_NAMES & values.keys()}
     return TrialConfig(
         **values,
+        **model,
         filters=filters,
         max_epochs=spec.training.max_epochs,
         patience=spec.training.patience,
         seed=spec.training.seed + trial.number,
-        augment=spec.augment,
+        augment=dataclasses.replace(spec.augment, **augment),
     )
 
 
@@ -90,12 +108,15 @@ def common_distributions(
     `filters_k` for k above the fewest blocks is conditional (only deeper models have it), so
     it is left out, as samplers that model the common search space (CMA-ES's x0) never see it.
     """
+    # With a sampled family, the seed CNN's parameters are conditional too.
+    family = params.get("family")
+    conditional = SEED_CNN_ONLY if family is not None and not family.is_fixed else ()
     distributions = {
         name: distribution(param)
         for name, param in params.items()
-        if not param.is_fixed and name != "filters"
+        if not param.is_fixed and name != "filters" and name not in conditional
     }
-    if not params["filters"].is_fixed:
+    if not params["filters"].is_fixed and not conditional:
         blocks = params["num_blocks"]
         fewest = blocks.value if blocks.is_fixed else min(_values(blocks))
         for block in range(1, fewest + 1):

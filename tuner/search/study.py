@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,13 +12,13 @@ from typing import Any, Protocol
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.spec import StudySpec
+from tuner.storage import settle_stale_trials, stale_poll_seconds, storage_lost
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+MIN_FIRST_TIMEOUT = 1e-3  # seconds: lets Optuna start one trial when the time is already up
+FIRST_WAIT_SECONDS = 0.25  # first pause while waiting for other workers' running trials
 
 
 class BudgetGate(Protocol):
@@ -131,28 +135,94 @@ def run_trials(
 ) -> RunOutcome:
     """Run trials until the study has `total_trials` finished trials, across all workers.
 
-    Every worker checks the shared count after each of its trials (`MaxTrialsCallback`), so
-    the total overshoots by at most the trials other workers already had running.
+    Every worker checks the shared count after each of its trials, so the total overshoots by
+    at most the trials other workers already had running. A study is done only when no trial
+    is left behind: the trial of a worker that died is failed once its heartbeat is older than
+    the grace period and queued to run again (before the first trial, before each trial, and
+    while this worker waits for the study's RUNNING trials to end once the count is reached),
+    and queued trials are run even when the count is reached. `timeout` bounds the waiting too.
 
-    With a `budget`, no trial starts whose first rung would not fit before its deadline (by
-    its estimate, checked before the first trial and after each one).
+    A storage lost for longer than its retry window raises StorageLostError (a TunerError).
     """
     finished_before = count_finished(study)
+    if budget is not None:
+        # Optuna's timeout also stops starting trials at the budget's deadline itself.
+        left = max(0.0, budget.left())
+        timeout = left if timeout is None else min(timeout, left)
+    deadline = None if timeout is None else time.monotonic() + timeout
     budget_callbacks = [] if budget is None else [budget.after_trial]
-    if finished_before < total_trials and (budget is None or budget.first_rung_fits()):
-        if budget is not None:
-            # Optuna's timeout also stops starting trials at the deadline itself.
-            left = max(0.0, budget.left())
-            timeout = left if timeout is None else min(timeout, left)
-        study.optimize(
-            objective,
-            n_trials=None,
-            timeout=timeout,
-            callbacks=[
-                MaxTrialsCallback(total_trials, states=FINISHED_STATES),
-                *(callbacks or []),
-                *budget_callbacks,
-            ],
-            gc_after_trial=gc_after_trial,
-        )
+    poll_seconds = stale_poll_seconds(study)
+    stop_when_done = _stop_when_done(total_trials)
+    pause = FIRST_WAIT_SECONDS  # short at first: the other workers' trials often end soon
+    waiting_logged = optimized = False
+    while True:
+        settle_stale_trials(study)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            if optimized:
+                break
+            # As Optuna's own timeout: the first trial of a run starts however short it is.
+            left = MIN_FIRST_TIMEOUT
+        # Optimize once for the count, then again only for queued trials: something else may
+        # have stopped the study (the grid sampler, when its grid is done).
+        if _queued(study) or not (optimized or _done(study, total_trials)):
+            if budget is not None and not budget.first_rung_fits():
+                break  # not even a first rung fits before the deadline: start nothing
+            optimized = True
+            _optimize(
+                study,
+                objective,
+                timeout=left,
+                callbacks=[stop_when_done, *(callbacks or []), *budget_callbacks],
+                gc_after_trial=gc_after_trial,
+            )
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or poll_seconds is None:
+            break
+        if not waiting_logged:
+            waiting_logged = True
+            log.info(
+                "waiting for %d running trial(s) of other workers; the trial of a worker that "
+                "died is failed once its heartbeat is stale, and run again",
+                len(running),
+            )
+        time.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, poll_seconds)
     return RunOutcome(finished_before, count_finished(study), total_trials)
+
+
+def _done(study: optuna.Study, total_trials: int) -> bool:
+    """Enough finished trials, and none queued (a dead worker's trial waiting for its retry)."""
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    finished = sum(state in FINISHED_STATES for state in states)
+    return finished >= total_trials and TrialState.WAITING not in states
+
+
+def _queued(study: optuna.Study) -> bool:
+    """A trial is waiting to be run: a dead worker's trial to retry, or one enqueued."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _stop_when_done(total_trials: int) -> TrialCallback:
+    """Optuna's MaxTrialsCallback, except that a queued retry keeps the worker going."""
+
+    def stop(study: optuna.Study, _trial: FrozenTrial) -> None:
+        if _done(study, total_trials):
+            study.stop()
+
+    return stop
+
+
+def _optimize(
+    study: optuna.Study, objective: Callable[[optuna.Trial], float], **options: Any
+) -> None:
+    """`study.optimize`; a lost storage ends it with StorageLostError, not with the error Optuna
+    raises when it cannot record the end of the running trial (UnboundLocalError)."""
+    try:
+        study.optimize(objective, n_trials=None, **options)
+    except Exception as exc:
+        lost = storage_lost(exc)
+        if lost is None or lost is exc:
+            raise
+        raise lost from None

@@ -4,12 +4,14 @@ Every problem is reported as a `TunerError` whose one line names the file, the k
 allowed, so a typo never reaches storage.
 
 - `schema`: the dataclasses (`StudySpec`, `ParamSpec`, ...) and the tunable `PARAMETERS`
-- `parse`: `load_spec`/`parse_spec`, TOML errors, the study name, [training] and [augment]
+- `parse`: `load_spec`/`parse_spec`, TOML errors, the study name, [training]
+- `augment`: the [augment] table and the augmentations' domains (also sampled in [space])
 - `params`: the [space] table; `options`: [sampler] and [pruner] against the registry in
   `tuner.search.samplers`; `datasets`: the [dataset] table; `checker`: the message wording
 - `find`: `--study NAME_OR_PATH` -> a file
 """
 
+from tuner.spec.checker import MAX_SEED
 from tuner.spec.find import find_study_file, list_study_files
 from tuner.spec.params import MAX_GRID_POINTS
 from tuner.spec.parse import MAX_NAME_LENGTH, load_spec, parse_spec
@@ -28,6 +30,7 @@ from tuner.spec.schema import (
 __all__ = [
     "MAX_GRID_POINTS",
     "MAX_NAME_LENGTH",
+    "MAX_SEED",
     "METRICS",
     "PARAMETERS",
     "DatasetSpec",

@@ -11,17 +11,32 @@ from decimal import Decimal
 from typing import Any
 
 from tuner.search.space import grid_size
+from tuner.spec.augment import AUGMENT_PARAMETERS
 from tuner.spec.checker import Checker, shown
+from tuner.spec.model import MODEL_PARAMETERS
 from tuner.spec.schema import PARAMETERS, ParamDomain, ParamSpec
 
 MAX_GRID_POINTS = 100_000  # GridSampler lists every combination up front
 
 
-def parse_space(check: Checker, table: dict[str, Any]) -> dict[str, ParamSpec]:
-    check.no_unknown(table, set(PARAMETERS), "[space].")
+def parse_space(
+    check: Checker, table: dict[str, Any], model: dict[str, ParamSpec] | None = None
+) -> dict[str, ParamSpec]:
+    """Every parameter of PARAMETERS, plus the model parameters and augmentations declared.
+
+    `model` holds the fixed values [model] gives (see `tuner.spec.model`); a model parameter or
+    an augmentation is in the space only when declared there, so studies without one keep
+    their stored space (and [augment] fixes the augmentations not declared).
+    """
+    model = model or {}
+    check.no_unknown(table, {*PARAMETERS, *MODEL_PARAMETERS, *AUGMENT_PARAMETERS}, "[space].")
     space: dict[str, ParamSpec] = {}
-    for name, domain in PARAMETERS.items():
+    optional = MODEL_PARAMETERS | AUGMENT_PARAMETERS
+    declared = {**PARAMETERS, **{n: d for n, d in optional.items() if n in table}}
+    for name, domain in declared.items():
         key = f"[space].{name}"
+        if name in model and name in table:
+            raise check.fail(key, f"also set in [model]; give {name} in one place")
         declaration = table.get(name, domain.default)
         if isinstance(declaration, dict):
             space[name] = _parse_param(check, name, domain, declaration, key)
@@ -30,6 +45,8 @@ def parse_space(check: Checker, table: dict[str, Any]) -> dict[str, ParamSpec]:
             if not domain.check(value):
                 raise check.fail(key, f"must be {domain.allowed}, got {shown(value)}")
             space[name] = ParamSpec(name=name, type="fixed", value=value)
+    for name, param in model.items():
+        space.setdefault(name, param)
     if all(param.is_fixed for param in space.values()):
         raise check.fail(
             "[space]",

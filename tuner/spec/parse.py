@@ -12,12 +12,13 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from tuner.config import AugmentSpec
 from tuner.errors import TunerError
 from tuner.files import read_text_file
+from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
+from tuner.spec.model import model_params, parse_model
 from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import METRICS, TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
@@ -117,9 +118,10 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     validate_dataset(check, dataset)
     training = parse_training(check, data)
     _validate_training(check, training)
-    augment = check.dataclass_section(data, "augment", AugmentSpec)
-    _validate_augment(check, augment)
-    space = parse_space(check, check.table(data, "space"))
+    augment = parse_augment(check, data)
+    model_table = check.table(data, "model")
+    space = parse_space(check, check.table(data, "space"), model_params(check, model_table))
+    model = parse_model(check, model_table, space, sampler.name)
     if sampler.name == "grid":
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
@@ -136,6 +138,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         training=training,
         augment=augment,
         space=space,
+        model=model,
     )
 
 
@@ -173,19 +176,3 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
     if training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
     check_seed(check, training.seed, "[training].seed")
-
-
-def _validate_augment(check: Checker, augment: AugmentSpec) -> None:
-    ranges = {
-        "random_crop_padding": (0, 64),
-        "rotation_degrees": (0, 180),
-        "translate": (0, 0.5),
-        "color_jitter": (0, 1),
-        "cutout": (0, 1024),
-        "mixup_alpha": (0, 100),
-        "cutmix_alpha": (0, 100),
-    }
-    for key, (low, high) in ranges.items():
-        value = getattr(augment, key)
-        if not low <= value <= high:
-            raise check.fail(f"[augment].{key}", f"must be in [{low}, {high}], got {value}")

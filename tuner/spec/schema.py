@@ -106,6 +106,13 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """What [model] says beyond the tunable parameters: the pretrained weights file."""
+
+    pretrained: str = ""  # absolute path, or "" for none
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study file."""
 
@@ -120,6 +127,7 @@ class StudySpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     space: dict[str, ParamSpec] = field(default_factory=dict)
+    model: ModelSpec = field(default_factory=ModelSpec)
 
     def space_dict(self) -> dict[str, dict[str, Any]]:
         """The search space as plain data (stored as a study attribute)."""
@@ -137,4 +145,5 @@ TOP_LEVEL_KEYS = {
     "training",
     "augment",
     "space",
+    "model",
 }

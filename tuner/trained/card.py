@@ -2,7 +2,8 @@
 
 The card says everything needed to rebuild and feed the network (config, input shape, class
 names, normalisation) and how well it did on the test split. Loading never unpickles: weights
-are read with safetensors only, and the model is rebuilt with `build_cnn` from the card, after
+are read with safetensors only, and the model is rebuilt with `build_model` (the card config's
+family; cards without one are the seed CNN) from the card, after
 every card field has been checked and the weights' shapes compared with the network the card
 describes (built on the meta device, which allocates nothing). Files are written to a
 temporary name and renamed, so an interrupted save never leaves a partial file.
@@ -25,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.families import build_model
+from tuner.engine.model import count_parameters
 from tuner.errors import TunerError
 from tuner.files import atomic_path, read_text_file
 from tuner.trained.export import parse_config
@@ -69,6 +71,9 @@ class ModelCard:
     train_sample_count: int = 0
     train_sample_loss: tuple[float, ...] = ()
     train_sample_accuracy: tuple[float, ...] = ()
+    # How config.family was fitted to input_shape (e.g. resnet18's stem on 28x28 images), as
+    # words for people; the network itself is rebuilt from config.family ("": not recorded).
+    adaptation: str = ""
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -182,7 +187,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise TunerError(f"{weights_path}: not a safetensors weights file ({exc})") from None
-    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    model = build_model(card.config, card.input_shape, card.num_classes)
     model.load_state_dict(state, strict=True)  # _check_fit compared every key and shape
     return model.to(device).eval(), card
 
@@ -206,7 +211,7 @@ def _check_fit(
     card's parameter count.
     """
     with torch.device("meta"):
-        skeleton = build_cnn(card.config, card.input_shape, card.num_classes)
+        skeleton = build_model(card.config, card.input_shape, card.num_classes)
     expected_params = count_parameters(skeleton)
     linear = [name for name, module in skeleton.named_modules() if isinstance(module, nn.Linear)]
     head_shape = shapes.get(f"{linear[-1]}.weight")
@@ -320,6 +325,9 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
     precision = values.get("precision", "")
     if precision not in ("", "fp32", "bf16"):
         raise fail("precision", f"must be fp32 or bf16, got {_short(precision)}")
+    adaptation = values.get("adaptation", "")
+    if not isinstance(adaptation, str):
+        raise fail("adaptation", f"must be a string, got {_short(adaptation)}")
     digest = values.get("weights_sha256", "")
     if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
         raise fail("weights_sha256", "must be empty or 64 lowercase hex digits")
@@ -338,6 +346,7 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
         train_loss=curves["train_loss"],
         train_accuracy=curves["train_accuracy"],
         weights_sha256=digest,
+        adaptation=adaptation,
         kept_epoch=values.get("kept_epoch", 0),
         precision=precision,
         train_sample_count=values.get("train_sample_count", 0),

@@ -3,6 +3,9 @@
 Both formats hold the same data: a few facts about the trial (study, trial number, value,
 dataset, best epoch) and `config`, the trial's full `TrialConfig`. The TOML version starts with
 a comment header and shows which lines can pin values in a study file's `[space]`.
+
+Once `tuner confirm` has retrained the top trials with new seeds, "best" is the confirmed
+configuration with the best mean, and `confirmed` holds its spread (mean, std, min, max, seeds).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from tuner import __version__, attrs
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
 from tuner.files import read_text_file
+from tuner.search.confirmed import confirmed_ranking
 from tuner.spec import MAX_SEED, PARAMETERS
+from tuner.spec.model import MODEL_PARAMETERS
 
 FORMATS = ("toml", "json")
 
@@ -38,6 +43,8 @@ class BestConfig:
     value: float | None = None
     metric: str | None = None
     best_epoch: int | None = None  # epoch whose weights the trial kept
+    # mean/std/min/max of the metric over `tuner confirm`'s seeds, and "seeds" (their number)
+    confirmed: dict[str, float | int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; keys whose value is None are left out (TOML has no null)."""
@@ -48,17 +55,25 @@ class BestConfig:
             "value": self.value,
             "dataset": self.dataset,
             "best_epoch": self.best_epoch,
+            "confirmed": self.confirmed,
             "config": self.config.to_dict(),
         }
         return {key: value for key, value in values.items() if value is not None}
 
 
 def best_config(study: optuna.Study) -> BestConfig:
-    """The study's best complete trial. Raises TunerError if there is none or it lacks a config."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
+    """The study's best configuration: the best mean over confirm seeds where `tuner confirm`
+    ran, else the best complete trial. Raises TunerError if there is none or it lacks a config.
+    """
+    ranking = confirmed_ranking(study)
+    if ranking:
+        number = ranking[0].trial
+        best = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+    else:
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
     if attrs.CONFIG not in best.user_attrs:
         raise TunerError(
             f"study {study.study_name!r}: trial {best.number} has no {attrs.CONFIG!r} user "
@@ -78,6 +93,7 @@ def best_config(study: optuna.Study) -> BestConfig:
         value=best.value,
         metric=study.user_attrs.get(attrs.STUDY_METRIC),
         best_epoch=None if best_epoch is None else int(best_epoch),
+        confirmed=ranking[0].stats() if ranking else None,
     )
 
 
@@ -91,8 +107,14 @@ def to_toml(best: BestConfig) -> str:
     values = best.to_dict()
     config = values.pop("config")
     augment = config.pop("augment")
+    confirmed = values.pop("confirmed", None)
     source = f"study {best.study!r}, trial {best.trial}" if best.study else "a config file"
     score = f": {best.metric} = {best.value:.6g}" if best.value is not None else ""
+    if confirmed:
+        score += (
+            f"; mean over {confirmed['seeds']} confirm seeds {confirmed['mean']:.6g} "
+            f"(std {confirmed['std']:.2g}, min {confirmed['min']:.6g}, max {confirmed['max']:.6g})"
+        )
     lines = [
         f"# Best configuration of {source}{score}",
         f"# Written by tuner {__version__} on {datetime.date.today().isoformat()}.",
@@ -100,6 +122,11 @@ def to_toml(best: BestConfig) -> str:
         "",
         *(f"{key} = {_toml_value(value)}" for key, value in values.items()),
         "",
+        *(
+            ["[confirmed]", *(f"{key} = {_toml_value(v)}" for key, v in confirmed.items()), ""]
+            if confirmed
+            else []
+        ),
         "[config]",
         *(f"{key} = {_toml_value(value)}" for key, value in config.items()),
         "",
@@ -192,9 +219,15 @@ def _parse(data: dict[str, Any], path: Path) -> BestConfig:
     for key, (kind, value) in checked.items():
         if value is not None and not _is_kind(value, kind):
             raise TunerError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")
+    confirmed = data.get("confirmed")
+    if confirmed is not None and not (
+        isinstance(confirmed, dict) and all(_is_kind(v, float) for v in confirmed.values())
+    ):
+        raise TunerError(f"{path}: confirmed: must be a table of numbers (mean, std, ...)")
     return BestConfig(
         dataset=data["dataset"],
         config=config,
+        confirmed=confirmed,
         study=data.get("study"),
         trial=data.get("trial"),
         value=None if data.get("value") is None else float(data["value"]),
@@ -237,6 +270,10 @@ def parse_config(values: Any, path: Path, where: str) -> TrialConfig:
     for name in PARAMETERS.keys() - {"num_blocks", "filters"}:
         if name in values:
             _check_domain(values[name], name, path, f"{where}.{name}")
+    for name, domain in MODEL_PARAMETERS.items():  # family, freeze, backbone_learning_rate
+        value = values.get(name, domain.default)
+        if not (_is_kind(value, domain.kind) and domain.check(value)):
+            raise TunerError(f"{path}: {where}.{name}: must be {domain.allowed}, got {value!r}")
     for name, (check, allowed) in _TRAINING_DOMAINS.items():
         if name in values and not check(values[name]):
             raise TunerError(f"{path}: {where}.{name}: must be {allowed}, got {values[name]!r}")

@@ -26,14 +26,15 @@ from tuner import __version__
 from tuner.config import TrialConfig
 from tuner.data import Dataset, Splits, channel_stats
 from tuner.engine import (
+    FAMILIES,
     DeviceData,
     DivergedError,
     EngineOptions,
     EpochResult,
-    build_cnn,
     classify,
     count_parameters,
     fit,
+    prepare_model,
     to_device,
 )
 from tuner.errors import TunerError
@@ -89,7 +90,7 @@ def retrain(
     data = to_device(splits, device)
 
     torch.manual_seed(config.seed)
-    model = build_cnn(config, dataset.input_shape, dataset.num_classes)
+    model, _ = prepare_model(config, dataset.input_shape, dataset.num_classes)
     options = options.resolve(model, dataset.input_shape, config.batch_size, device)
     history: list[EpochResult] = []
 
@@ -141,6 +142,7 @@ def retrain(
         train_accuracy=tuple(result.train_accuracy for result in history),
         kept_epoch=history[-1].epoch if history else 0,
         precision=options.precision,
+        adaptation=f"{config.family}: {FAMILIES[config.family].adaptation(dataset.input_shape)}",
         train_sample_count=len(splits.val),
         train_sample_loss=tuple(result.val_loss for result in history),
         train_sample_accuracy=tuple(result.val_accuracy for result in history),

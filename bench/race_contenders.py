@@ -1,0 +1,189 @@
+"""The search race's contenders that run the usual script, each in its own process.
+
+    python bench/race_contenders.py run --contender optuna-recipe --seed 0 --budget 600 \\
+        --storage sqlite:///run.db --out DIR [--train-limit 6000]
+    python bench/race_contenders.py retrain --params '{"learning_rate": ...}' --epochs 9 \\
+        --out result.json
+
+The usual script is bench/trial_throughput.py's `UsualScript` (torchvision FashionMNIST of PIL
+images read from the same IDX files, transforms, DataLoader, the seed CNN's family), on the study's
+own train/validation split:
+- optuna-recipe: `TPESampler(seed)` + `MedianPruner()` defaults, accuracy reported each epoch.
+- random: `RandomSampler(seed)`, no pruning (the floor).
+- ray-asha: Ray Tune, `ASHAScheduler` (max_t = the study's max_epochs, other defaults) and
+  `OptunaSearch` over the same space, one CPU per trial (Ray's default), `time_budget_s`.
+Optuna contenders write their trials to --storage; ray-asha writes DIR/ray_trials.json. The
+parent (bench/search_race.py) reads them back into the race's records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from trial_throughput import TORCHVISION_DATASETS, UsualScript, split_indices, torchvision_root
+
+from tuner.engine import pick_device
+from tuner.search.space import suggest
+from tuner.spec import StudySpec, load_spec
+
+BENCH = Path(__file__).resolve().parent
+OPTUNA_CONTENDERS = {
+    "optuna-recipe": lambda seed: (
+        optuna.samplers.TPESampler(seed=seed),
+        optuna.pruners.MedianPruner(),
+    ),
+    "random": lambda seed: (optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()),
+}
+RAY_CONTENDER = "ray-asha"
+
+
+def race_spec(path: Path, seed: int, train_limit: int) -> StudySpec:
+    """The study with the run's seed for trial seeds, and at most `train_limit` train images."""
+    spec = load_spec(path)
+    dataset = replace(spec.dataset, train_subset=train_limit or spec.dataset.train_subset)
+    return replace(spec, dataset=dataset, training=replace(spec.training, seed=seed))
+
+
+def usual_script(spec: StudySpec, dataset_dir: Path, into: Path) -> UsualScript:
+    """The usual script on the study's split, normalized with its training split's mean/std."""
+    dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
+    root = torchvision_root(dataset_class, dataset_dir, into)
+    images = dataset_class(str(root), train=True).data
+    indices = split_indices(spec, len(images))
+    train = images[indices[0]].float() / 255
+    stats = ((train.mean().item(),), (train.std().item(),))
+    return UsualScript(spec, root, indices, stats, pick_device("auto"), loader_workers=0)
+
+
+def run_optuna(contender: str, usual: UsualScript, seed: int, budget: float, url: str) -> None:
+    """Optuna's recipe: `study.optimize(objective, n_trials, timeout)` as its examples write it."""
+    sampler, pruner = OPTUNA_CONTENDERS[contender](seed)
+    study = optuna.create_study(
+        storage=url, study_name=contender, direction="maximize", sampler=sampler, pruner=pruner
+    )
+    study.optimize(usual.objective, n_trials=usual.spec.training.trials, timeout=budget)
+
+
+def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
+    """Ray Tune with ASHA and OptunaSearch (bench/race_ray.py), or one clear line without ray."""
+    try:
+        import race_ray
+    except ImportError as exc:
+        sys.exit(f"error: ray-asha needs ray[tune] ({exc}): pip install -e '.[bench]'")
+    race_ray.run_ray(usual, seed, budget, out)
+
+
+def read_optuna_run(url: str, started: datetime.datetime, budget_s: float) -> dict[str, Any]:
+    """Points, trial counts and best trial of the one study in an Optuna storage.
+
+    Works for tuner's storage as for the usual script's: a point is a COMPLETE trial's value at
+    its datetime_complete, in seconds since `started` (naive local time, as Optuna stores it).
+    Trials still RUNNING, or FAILed after the budget (the race stopped the run), are unfinished.
+    """
+    names = optuna.get_all_study_names(url)
+    if not names:
+        return {"points": [], "trials": {}, "best": None}
+    trials = optuna.load_study(study_name=names[0], storage=url).get_trials(deepcopy=False)
+    states = optuna.trial.TrialState
+    complete = [t for t in trials if t.state == states.COMPLETE and t.value is not None]
+    points = [[(t.datetime_complete - started).total_seconds(), t.value] for t in complete]
+    best = max(complete, key=lambda t: t.value, default=None)
+
+    def cut(trial: optuna.trial.FrozenTrial) -> bool:
+        ended = trial.datetime_complete
+        return trial.state == states.FAIL and (ended - started).total_seconds() > budget_s
+
+    counts = {
+        "started": len(trials),
+        "pruned": sum(t.state == states.PRUNED for t in trials),
+        "finished": len(complete),
+        "failed": sum(t.state == states.FAIL and not cut(t) for t in trials),
+        "unfinished": sum(t.state == states.RUNNING or cut(t) for t in trials),
+    }
+    return {
+        "points": points,
+        "trials": counts,
+        "best": None
+        if best is None
+        else {
+            "value": best.value,
+            "params": best.params,
+            "trial": best.number,
+            "best_epoch": best.user_attrs.get("best_epoch"),
+        },
+    }
+
+
+def read_ray_run(path: Path, started: float) -> dict[str, Any]:
+    """The same for ray-asha: a finished trial's value (tuner's rule: the accuracy of its epoch
+    with the lowest validation loss) at its last report, in seconds since `started` (epoch s)."""
+    trials = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    points, best = [], None
+    for trial in trials:
+        if trial["state"] != "finished":
+            continue
+        _, epoch, _, value = min(trial["epochs"], key=lambda e: e[2])
+        points.append([trial["epochs"][-1][0] - started, value])
+        if best is None or value > best["value"]:
+            best = {"value": value, "params": trial["params"], "best_epoch": epoch}
+    counts = {
+        "started": len(trials),
+        **{
+            state: sum(t["state"] == state for t in trials)
+            for state in ("pruned", "finished", "failed", "unfinished")
+        },
+    }
+    return {"points": points, "trials": counts, "best": best}
+
+
+def retrain_usual(usual: UsualScript, params: dict[str, Any], epochs: int) -> float:
+    """Train `params` on the whole training split for `epochs`, then test once: the accuracy."""
+    config = replace(suggest(optuna.trial.FixedTrial(params), usual.spec), max_epochs=epochs)
+    loaders = usual.loaders(config.batch_size, config.seed, test=True)
+    *_, (_, _, accuracy) = usual.epochs(config, loaders)
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "retrain"))
+    parser.add_argument("--contender", choices=(*OPTUNA_CONTENDERS, RAY_CONTENDER))
+    parser.add_argument("--study", type=Path, required=True)
+    parser.add_argument("--dataset-dir", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, help="seconds")
+    parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--storage", help="Optuna storage URL of an optuna contender")
+    parser.add_argument("--out", type=Path, required=True, help="run folder, or retrain's JSON")
+    parser.add_argument("--params", help="retrain: the configuration's params as JSON")
+    parser.add_argument("--epochs", type=int, help="retrain: epochs on the whole training split")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    spec = race_spec(args.study, args.seed, args.train_limit)
+    with tempfile.TemporaryDirectory(prefix="race-torchvision-") as into:
+        usual = usual_script(spec, args.dataset_dir, Path(into))
+        print(f"torch threads {torch.get_num_threads()}, device {usual.device}", flush=True)
+        if args.action == "retrain":
+            started = time.perf_counter()
+            accuracy = retrain_usual(usual, json.loads(args.params), args.epochs)
+            result = {"test_accuracy": accuracy, "seconds": time.perf_counter() - started}
+            args.out.write_text(json.dumps(result), encoding="utf-8")
+        elif args.contender == RAY_CONTENDER:
+            run_ray(usual, args.seed, args.budget, args.out)
+        else:
+            run_optuna(args.contender, usual, args.seed, args.budget, args.storage)
+
+
+if __name__ == "__main__":
+    main()

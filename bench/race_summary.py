@@ -1,0 +1,266 @@
+"""The search race's pure parts: anytime curves, resume keys, the summary table and figure.
+
+Pure functions (and the seeded copy of the study file tuner runs) over the race's records: one
+JSON object per contender run, one line each in the results file, so they can be tested on
+small synthetic records. A run record holds `contender`, `seed`, `budget_s`, `points`
+([seconds since the run started, validation accuracy] of every trial that finished with a
+value), `trials` (counts by state), `best` (value, params, best_epoch) and `error` (one line,
+or null). A retrain record has `kind: "retrain"`, the same key and `test_accuracy`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+Record = dict[str, Any]
+Point = tuple[float, float]
+RunKey = tuple[str, int, int]
+
+# The issue's checkpoints (5, 10 and 30 minutes) and accuracy thresholds.
+CHECKPOINTS_S = (300, 600, 1800)
+THRESHOLDS = (0.89, 0.90, 0.91)
+TRIAL_STATES = ("started", "pruned", "finished", "failed")
+
+
+def run_key(record: Record) -> RunKey:
+    """What identifies a run: a rerun of the same key is skipped."""
+    return (record["contender"], int(record["seed"]), int(record["budget_s"]))
+
+
+def read_records(path: Path) -> list[Record]:
+    """Every record of a results file (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def append_record(path: Path, record: Record) -> None:
+    """Append one record as one line, so an interrupted race keeps every finished run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def runs(records: Iterable[Record]) -> list[Record]:
+    """One run record per key: the last one without an error, else the last one (a run that
+    failed, e.g. before ray was installed, and was run again later)."""
+    chosen: dict[RunKey, Record] = {}
+    for record in records:
+        if record.get("kind", "run") != "run":
+            continue
+        key = run_key(record)
+        if key not in chosen or chosen[key].get("error") or not record.get("error"):
+            chosen[key] = record
+    return list(chosen.values())
+
+
+def done_keys(records: Iterable[Record], kind: str = "run") -> set[RunKey]:
+    """Keys the race skips on resume: runs that ended without an error, or retrains done."""
+    return {run_key(r) for r in records if r.get("kind", "run") == kind and not r.get("error")}
+
+
+def pending(order: Sequence[RunKey], records: Iterable[Record]) -> list[RunKey]:
+    """The planned runs still to do: resuming skips every key already done."""
+    done = done_keys(records)
+    return [key for key in order if key not in done]
+
+
+def best_so_far(points: Iterable[Sequence[float]]) -> list[Point]:
+    """The anytime curve: (seconds, best accuracy so far) at each time the best improved."""
+    curve: list[Point] = []
+    for seconds, value in sorted((float(t), float(v)) for t, v in points):
+        if not curve or value > curve[-1][1]:
+            curve.append((seconds, value))
+    return curve
+
+
+def best_at(points: Iterable[Sequence[float]], seconds: float) -> float | None:
+    """The best accuracy reached by `seconds` (None: no trial had finished by then)."""
+    values = [float(v) for t, v in points if float(t) <= seconds]
+    return max(values) if values else None
+
+
+def time_to(points: Iterable[Sequence[float]], threshold: float, budget_s: float) -> float | None:
+    """Seconds until the best accuracy first reached `threshold` within the budget, else None."""
+    for seconds, value in best_so_far(points):
+        if seconds > budget_s:
+            return None
+        if value >= threshold:
+            return seconds
+    return None
+
+
+def _spread(values: Sequence[float], digits: int) -> str:
+    """'median (min-max)' of the seeds, or the one value."""
+    middle = f"{statistics.median(values):.{digits}f}"
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
+    """One row per (contender, budget) over its seeds, as strings ready for the table.
+
+    Accuracies at a checkpoint count only trials finished by then, and only for budgets that
+    reach the checkpoint. Times to a threshold are the median over seeds that reached it, with
+    how many did. "ended" is the median time the run's process ended past its budget, and how
+    many runs the race had to stop. Runs that failed (error set) show their error, no numbers.
+    """
+    retrained = {run_key(r): r for r in records if r.get("kind") == "retrain"}
+    groups: dict[tuple[str, int], list[Record]] = {}
+    for record in runs(records):
+        groups.setdefault((record["contender"], int(record["budget_s"])), []).append(record)
+    rows = []
+    for (contender, budget_s), group in sorted(groups.items()):
+        ok = [r for r in group if not r.get("error")]
+        row = {
+            "contender": contender,
+            "budget": f"{budget_s / 60:g} min",
+            "seeds": ", ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
+        }
+        for checkpoint in CHECKPOINTS_S:
+            if checkpoint > budget_s:
+                row[f"val@{checkpoint // 60}"] = ""
+                continue
+            values = [best_at(r["points"], checkpoint) for r in ok]
+            reached = [v for v in values if v is not None]
+            row[f"val@{checkpoint // 60}"] = _spread(reached, 4) if reached else "-"
+        finals = [v for r in ok if (v := best_at(r["points"], budget_s)) is not None]
+        row["val@end"] = _spread(finals, 4) if finals else "-"
+        for threshold in THRESHOLDS:
+            times = [t for r in ok if (t := time_to(r["points"], threshold, budget_s)) is not None]
+            label = f"to {threshold:.0%}"
+            row[label] = (
+                f"{_minutes(statistics.median(times))} ({len(times)}/{len(ok)})" if times else "-"
+            )
+        for state in TRIAL_STATES:
+            counts = [r["trials"].get(state, 0) for r in ok]
+            row[state] = f"{statistics.median(counts):g}" if counts else "-"
+        overruns = [r["wall_s"] - budget_s for r in ok if "wall_s" in r]
+        killed = sum(bool(r.get("killed")) for r in ok)
+        row["ended"] = (
+            f"{statistics.median(overruns):+.0f} s" + (f", {killed} stopped" if killed else "")
+            if overruns
+            else "-"
+        )
+        tests = [
+            f"{retrained[run_key(r)]['test_accuracy']:.4f} (seed {r['seed']})"
+            for r in group
+            if run_key(r) in retrained
+        ]
+        row["test acc"] = ", ".join(tests) or "-"
+        errors = sorted({r["error"] for r in group if r.get("error")})
+        row["notes"] = "; ".join(errors)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """The rows as a Markdown table for RESULTS.md (columns with no value anywhere dropped)."""
+    if not rows:
+        return "(no runs yet)\n"
+    columns = [c for c in rows[0] if any(row[c] for row in rows)]
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def best_run(records: Sequence[Record], contender: str, budget_s: int) -> Record | None:
+    """The seed whose run reached the highest validation accuracy: the one to retrain."""
+    candidates = [
+        r
+        for r in runs(records)
+        if r["contender"] == contender
+        and int(r["budget_s"]) == budget_s
+        and not r.get("error")
+        and r.get("best")
+    ]
+    return max(candidates, key=lambda r: r["best"]["value"], default=None)
+
+
+def curve_figure(records: Sequence[Record]) -> go.Figure:
+    """Best validation accuracy so far against minutes, one step line per run."""
+    figure = go.Figure()
+    colors = {}
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    for record in sorted(runs(records), key=run_key):
+        contender, seed, budget_s = run_key(record)
+        color = colors.setdefault(contender, palette[len(colors) % len(palette)])
+        curve = [p for p in best_so_far(record["points"]) if p[0] <= budget_s]
+        if curve:  # hold the best to the end of the budget
+            curve.append((float(budget_s), curve[-1][1]))
+        figure.add_trace(
+            go.Scatter(
+                x=[t / 60 for t, _ in curve],
+                y=[v for _, v in curve],
+                mode="lines+markers",
+                line={"shape": "hv", "color": color, "dash": "solid" if seed == 0 else "dot"},
+                name=f"{contender} seed {seed}, {budget_s / 60:g} min",
+                legendgroup=contender,
+            )
+        )
+    for threshold in THRESHOLDS:
+        figure.add_hline(y=threshold, line={"width": 1, "color": "#999", "dash": "dash"})
+    figure.update_layout(
+        title="Search race on Fashion-MNIST: best validation accuracy so far",
+        xaxis_title="wall-clock minutes since the run started",
+        yaxis_title="best validation accuracy",
+        template="plotly_white",
+        width=1100,
+        height=650,
+    )
+    return figure
+
+
+def seeded_study_text(text: str, seed: int, train_limit: int = 0) -> str:
+    """The study file with `[sampler].seed` and `[training].seed` set to `seed` (and
+    `[dataset].train_subset` to `train_limit` when given); every other line as it was."""
+    wanted = {"sampler": {"seed": seed}, "training": {"seed": seed}}
+    if train_limit:
+        wanted["dataset"] = {"train_subset": train_limit}
+    out: list[str] = []
+    section = ""
+    missing: dict[str, int] = {}
+
+    def close_section() -> None:
+        # Keys the section lacked go after its last non-blank line.
+        at = len(out)
+        while at > 0 and not out[at - 1].strip():
+            at -= 1
+        for key, value in wanted.get(section, {}).items():
+            if key in missing:
+                out.insert(at, f"{key} = {value}")
+                at += 1
+        wanted.pop(section, None)
+
+    for line in text.splitlines():
+        header = re.match(r"\s*\[([^\]]+)\]\s*$", line)
+        if header:
+            close_section()
+            section = header.group(1).strip()
+            missing = dict.fromkeys(wanted.get(section, {}), 1)
+        else:
+            key = re.match(r"\s*([A-Za-z_]+)\s*=", line)
+            if key and key.group(1) in missing:
+                line = f"{key.group(1)} = {wanted[section][key.group(1)]}"
+                del missing[key.group(1)]
+        out.append(line)
+    close_section()
+    for name, values in wanted.items():  # sections the file did not have at all
+        out += ["", f"[{name}]", *(f"{key} = {value}" for key, value in values.items())]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,290 @@
+"""Search race: best validation accuracy so far against wall-clock time, tuner vs the usual tools.
+
+    python bench/search_race.py --budgets 10m,30m              # the race of issue 13 (hours)
+    python bench/search_race.py --summarize --retrain          # retrain the bests, write figures
+    python bench/search_race.py --budgets 90s --train-limit 6000 --results /tmp/race.jsonl
+
+Contenders, one at a time, each in a fresh process with a fresh SQLite storage, on the same
+study file (its search space, val_fraction and split_seed; the test split is touched only by
+--retrain), data folder and budget:
+- tuner: the CLI as a user runs it, `tuner run --study <the study, seeded> --storage ...
+  --data-dir ... --timeout <budget>` (--tuner-budget-args for a later `--budget` flag).
+- optuna-recipe, random, ray-asha: the usual script, see bench/race_contenders.py.
+The clock starts when the contender's process is launched (imports and data loading count). A
+run that is still going `--grace` seconds after its budget is stopped (SIGTERM, then SIGKILL);
+only trials finished within the budget count in the curves either way.
+
+Each run appends one JSON line to --results; a (contender, seed, budget) already there without
+an error is skipped, so the race resumes where it stopped. Afterwards (or with --summarize) it
+prints the Markdown table for bench/RESULTS.md and writes the curves as HTML and PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import race_summary as summary
+import torch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CONTENDERS = ("tuner", "optuna-recipe", "random", "ray-asha")
+MULTI_SEED = ("tuner", "optuna-recipe")  # the issue asks >= 2 seeds for these, 1 for the others
+DEFAULT_DATASET_DIR = ROOT.parent / "shared" / "datasets" / "fashion-mnist"
+DEFAULT_STUDY = ROOT / "studies" / "fashion-mnist.toml"
+STOP_WAIT_S = 60  # how long a SIGTERMed run may take to write its last trial before SIGKILL
+
+
+def parse_seconds(text: str) -> int:
+    """'90s', '10m', '1h' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1:] in units:
+        return round(float(text[:-1]) * units[text[-1]])
+    return round(float(text))
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, torch threads and load: what every record carries."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def run_process(command: list[str], log: Path, budget_s: float, grace_s: float) -> dict:
+    """Run `command` (its own process group) until it ends or budget + grace passes."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+        )
+        killed = False
+        try:
+            process.wait(timeout=budget_s + grace_s)
+        except subprocess.TimeoutExpired:
+            killed = True
+            os.killpg(process.pid, signal.SIGTERM)  # tuner marks its running trial FAIL
+            try:
+                process.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return {"returncode": process.returncode, "killed": killed}
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+def contender_command(
+    contender: str, seed: int, budget_s: int, run_dir: Path, args: argparse.Namespace
+) -> list[str]:
+    """The command line of one run (the tuner one is what a user types)."""
+    url = f"sqlite:///{run_dir / 'trials.db'}"
+    if contender == "tuner":
+        study = run_dir / "study.toml"
+        text = args.study.read_text(encoding="utf-8")
+        study.write_text(summary.seeded_study_text(text, seed, args.train_limit), encoding="utf-8")
+        budget = args.tuner_budget_args.format(seconds=budget_s, minutes=f"{budget_s / 60:g}")
+        tuner = shutil.which("tuner") or sys.exit("error: no `tuner` on PATH: pip install -e .")
+        return [
+            tuner, "run", "--study", str(study), "--data-dir", str(args.dataset_dir),
+            "--storage", url, *shlex.split(budget), *args.tuner_arg,
+        ]  # fmt: skip
+    return [
+        sys.executable, str(BENCH / "race_contenders.py"), "run", "--contender", contender,
+        "--study", str(args.study), "--dataset-dir", str(args.dataset_dir), "--seed", str(seed),
+        "--budget", str(budget_s), "--train-limit", str(args.train_limit),
+        "--storage", url, "--out", str(run_dir),
+    ]  # fmt: skip
+
+
+def run_contender(contender: str, seed: int, budget_s: int, args: argparse.Namespace) -> dict:
+    """One run, start to record."""
+    from race_contenders import read_optuna_run, read_ray_run
+
+    run_dir = args.work_dir / f"{contender}-seed{seed}-{budget_s}s"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    command = contender_command(contender, seed, budget_s, run_dir, args)
+    record: dict[str, Any] = {
+        "kind": "run",
+        "contender": contender,
+        "seed": seed,
+        "budget_s": budget_s,
+        "train_limit": args.train_limit,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": shlex.join(command),
+        "race_command": shlex.join([sys.executable, *sys.argv]),
+        "run_dir": str(run_dir),
+    }
+    started, started_at = time.time(), datetime.datetime.now()
+    outcome = run_process(command, run_dir / "log.txt", budget_s, args.grace)
+    record["wall_s"] = round(time.time() - started, 1)
+    record["killed"] = outcome["killed"]
+    if contender == "ray-asha":
+        record.update(read_ray_run(run_dir / "ray_trials.json", started))
+    else:
+        record.update(read_optuna_run(f"sqlite:///{run_dir / 'trials.db'}", started_at, budget_s))
+    failed = outcome["returncode"] != 0 and not outcome["killed"]
+    record["error"] = f"{contender}: {last_line(run_dir / 'log.txt')}" if failed else None
+    return record
+
+
+def retrain(record: dict, args: argparse.Namespace) -> dict:
+    """Train the run's best configuration once on train+val and test it."""
+    run_dir = Path(record["run_dir"])
+    out = run_dir / "retrain"
+    shutil.rmtree(out, ignore_errors=True)
+    epochs = args.retrain_epochs or record["best"].get("best_epoch")
+    if record["contender"] == "tuner":
+        command = [
+            shutil.which("tuner") or "tuner", "retrain", "--study", str(run_dir / "study.toml"),
+            "--storage", f"sqlite:///{run_dir / 'trials.db'}", "--data-dir",
+            str(args.dataset_dir), "--out", str(out),
+            *(["--epochs", str(epochs)] if args.retrain_epochs else []),
+        ]  # fmt: skip
+        result_file = out / "model.json"
+    else:
+        out.mkdir(parents=True)
+        result_file = out / "result.json"
+        command = [
+            sys.executable, str(BENCH / "race_contenders.py"), "retrain",
+            "--study", str(args.study), "--dataset-dir", str(args.dataset_dir),
+            "--seed", str(record["seed"]), "--params", json.dumps(record["best"]["params"]),
+            "--epochs", str(epochs), "--out", str(result_file),
+        ]  # fmt: skip
+    started = time.time()
+    log = run_dir / "retrain.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as file:
+        returncode = subprocess.run(
+            command, stdout=file, stderr=subprocess.STDOUT, cwd=ROOT
+        ).returncode
+    if returncode != 0 or not result_file.is_file():
+        raise SystemExit(f"error: retrain of {summary.run_key(record)} failed: {last_line(log)}")
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    return {
+        "kind": "retrain",
+        **{key: record[key] for key in ("contender", "seed", "budget_s")},
+        "test_accuracy": result["test_accuracy"],
+        "epochs": result.get("epochs", epochs),
+        "seconds": round(time.time() - started, 1),
+        "command": shlex.join(command),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def write_figures(records: list[dict], html: Path) -> Path | None:
+    """The curves as Plotly HTML (plotly.js inline: opens offline) and a PNG screenshot of it
+    taken by headless Chromium; returns the PNG, or None without a Chromium."""
+    figure = summary.curve_figure(records)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    figure.write_html(html, include_plotlyjs=True)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("no chromium for the PNG: apt-get install -y chromium", file=sys.stderr)
+        return None
+    png = html.with_suffix(".png")
+    with tempfile.TemporaryDirectory(prefix="race-chromium-") as profile:
+        subprocess.run(
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                f"--screenshot={png.resolve()}", "--window-size=1120,680", html.resolve().as_uri(),
+            ],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+    return png
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(contender, seed, budget) in race order: budget by budget, seed by seed, so an
+    interrupted race has every contender at the same coverage."""
+    order = []
+    for budget_s in args.budgets:
+        for seed in range(max(args.seeds, args.other_seeds)):
+            for contender in args.contenders:
+                if seed < (args.seeds if contender in MULTI_SEED else args.other_seeds):
+                    order.append((contender, seed, budget_s))
+    return order
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
+    parser.add_argument("--budgets", default="10m,30m", help="comma-separated: 90s, 10m, 1h")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds of tuner and optuna-recipe")
+    parser.add_argument("--other-seeds", type=int, default=1, help="seeds of the others")
+    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
+    parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATASET_DIR)
+    parser.add_argument("--train-limit", type=int, default=0, help="train images (0: all)")
+    parser.add_argument("--results", type=Path, default=BENCH / "search_race.jsonl")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".bench-data" / "race")
+    parser.add_argument("--grace", type=float, default=120, help="seconds past the budget")
+    parser.add_argument("--tuner-budget-args", default="--timeout {seconds}")
+    parser.add_argument("--tuner-arg", action="append", default=[], help="more `tuner run` args")
+    parser.add_argument("--summarize", action="store_true", help="no new runs")
+    parser.add_argument("--retrain", action="store_true", help="test each best config once")
+    parser.add_argument("--retrain-epochs", type=int, help="instead of the best trial's epoch")
+    parser.add_argument("--html", type=Path, help="default: next to --results")
+    args = parser.parse_args()
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    unknown = set(args.contenders) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"--contenders: unknown {sorted(unknown)}; choose from {CONTENDERS}")
+    args.budgets = [parse_seconds(b) for b in args.budgets.split(",") if b]
+    args.study, args.dataset_dir = args.study.resolve(), args.dataset_dir.resolve()
+    args.work_dir = args.work_dir.resolve()
+    if not args.summarize and not list(args.dataset_dir.glob("train-images-idx3-ubyte*")):
+        parser.error(f"--dataset-dir {args.dataset_dir}: no train-images-idx3-ubyte(.gz) there")
+
+    if not args.summarize:
+        order = plan(args)
+        todo = summary.pending(order, summary.read_records(args.results))
+        print(f"{len(order) - len(todo)} of {len(order)} runs already in {args.results}")
+        for contender, seed, budget_s in todo:
+            print(f"run {contender} seed {seed} for {budget_s}s ...", flush=True)
+            record = run_contender(contender, seed, budget_s, args)
+            summary.append_record(args.results, record)
+            best = record["best"]["value"] if record["best"] else None
+            print(f"  {record['trials']}, best {best}, {record['wall_s']} s, {record['error']}")
+
+    records = summary.read_records(args.results)
+    if args.retrain:
+        retrained = summary.done_keys(records, kind="retrain")
+        for contender, budget_s in sorted({(r["contender"], r["budget_s"]) for r in records}):
+            best = summary.best_run(records, contender, budget_s)
+            if best is None or summary.run_key(best) in retrained:
+                continue
+            print(f"retrain {summary.run_key(best)} ...", flush=True)
+            summary.append_record(args.results, retrain(best, args))
+        records = summary.read_records(args.results)
+
+    png = write_figures(records, args.html or args.results.with_suffix(".html"))
+    print(f"\ncurves: {args.html or args.results.with_suffix('.html')}, {png}\n")
+    print(summary.markdown_table(summary.summary_rows(records)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stale-trial recovery: fail the trials of workers that died and queue them to run again.
+
+A worker that dies (SIGKILL, lost node) leaves its trial RUNNING; its heartbeat stops. Optuna's
+`fail_stale_trials` fails such a trial once its heartbeat is older than the grace period, and the
+storage's RetryHeartbeatStaleTrialCallback queues a copy (WAITING) for a worker to run. Optuna
+does that only when a worker starts a trial; tuner also does it whenever a run or `tuner status`
+looks at a study, and a run waits for the study's RUNNING trials before it calls the study
+finished (see tuner.search.study.run_trials), so a kill in the last trials is recovered too.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+
+from tuner.storage import _optuna
+
+# Longest pause between two looks at a study's running trials while a run waits for them.
+MAX_POLL_SECONDS = 5.0
+
+
+def settle_stale_trials(study: optuna.Study) -> None:
+    """Fail the study's trials whose heartbeat is older than the grace period; queue retries.
+
+    Does nothing on storages without heartbeats (journal files).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat API is experimental
+        optuna.storages.fail_stale_trials(study)
+
+
+def stale_poll_seconds(study: optuna.Study) -> float | None:
+    """How often to look for dead workers' trials while waiting for the study's running trials;
+    None when its storage has no heartbeats, so a dead worker's trial cannot be told apart."""
+    storage = _optuna.study_storage(study)
+    if not isinstance(storage, _optuna.HeartbeatStorage):
+        return None
+    interval = storage.get_heartbeat_interval()
+    return None if interval is None else min(float(interval), MAX_POLL_SECONDS)
