@@ -19,6 +19,8 @@ WORKER = "worker"  # str: "hostname:pid" of the process that ran the trial
 HISTORY = "history"
 # {"params", "flops", "latency_ms", "memory_mb"}: the built model, measured before training
 MEASURES = "measures"
+TRAIN_IMAGES = "train_images"  # int: training images the trial's steps saw (its cost measure)
+STEPS_PER_EPOCH = "steps_per_epoch"  # int: intermediate values reported per epoch (the rungs)
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
 
@@ -33,3 +35,4 @@ STUDY_FILE = "study_file"  # str: path of the study file the study was created f
 # --- warm starts (tuner.search.warmstart) ---
 WARM_START = "warm_start"  # trial, str: "STUDY trial N" it was copied from (`tuner run --from`)
 STUDY_SEEDED_FROM = "seeded_from"  # study, str: the study whose trials `--from` copied in
+STUDY_BUDGET_EPOCHS = "budget_epochs"  # int: max_epochs a --budget run chose (runner.budget)

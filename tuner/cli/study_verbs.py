@@ -50,6 +50,18 @@ def _workers_value(value: str) -> str:
     return value
 
 
+def _budget_seconds(value: str | None) -> float | None:
+    """`--budget`: a duration, or one error line."""
+    from tuner.spec.budget import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise TunerError(f"--budget: {exc}") from None
+
+
 @app.command()
 def run(
     study: StudyOption = "digits-quick",
@@ -72,7 +84,17 @@ def run(
         typer.Option(
             "--timeout",
             callback=_positive_seconds,
-            help="Stop starting new trials after this many seconds.",
+            help="Stop starting new trials after this many seconds (a running trial finishes; "
+            "--budget also cuts it).",
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Wall-clock budget of the whole run, e.g. 90s, 10m, 1h30m or seconds: the run "
+            "ends on time, cutting the running trial, and fixes max_epochs to fit it (default: "
+            "the study file's [training].budget).",
         ),
     ] = None,
     storage_retry_seconds: Annotated[
@@ -156,6 +178,9 @@ def run(
 
     Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
     """
+    from tuner.runner.settings import process_started_at
+
+    started_at = process_started_at()  # the budget counts from the command's start
     from tuner.runner.run import run_study
     from tuner.runner.settings import RunSettings
     from tuner.storage import resolve_storage_url
@@ -169,6 +194,8 @@ def run(
         data_dir=data_dir,
         cache_dir=cache_dir,
         timeout=timeout,
+        budget=_budget_seconds(budget),
+        started_at=started_at,
         storage_retry_seconds=storage_retry_seconds,
         force=force,
         precision=precision.value,

@@ -23,7 +23,18 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("build_cnn", "count_parameters"), "model"),
     "prepare_model": "pretrained",
     **dict.fromkeys(
-        ("BatchCallback", "DivergedError", "EpochResult", "classify", "evaluate", "fit"), "train"
+        (
+            "BatchCallback",
+            "DivergedError",
+            "EpochResult",
+            "SliceResult",
+            "StopCheck",
+            "TrainingStopped",
+            "classify",
+            "evaluate",
+            "fit",
+        ),
+        "train",
     ),
 }
 

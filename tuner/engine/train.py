@@ -38,7 +38,12 @@ PROGRESS_SECONDS = 0.5
 # Precision fit trains in when the caller passes no options: fp32, already decided.
 FP32 = EngineOptions(precision="fp32")
 
+# Validation images an in-epoch report evaluates: a fixed subset keeps each report cheap (the
+# full validation set is evaluated at every epoch's end).
+SLICE_VAL_IMAGES = 1000
+
 BatchCallback = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,30 @@ class EpochResult:
     val_accuracy: float
     seconds: float  # wall time of this epoch, training and validation
     improved: bool  # validation loss improved (with keep="best": the weights the model keeps)
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """Validation metrics after `part` of `parts` equal slices of an epoch's training data."""
+
+    epoch: int  # 1-based
+    part: int  # 1 .. parts - 1 (the last slice ends the epoch: an EpochResult)
+    parts: int
+    val_loss: float
+    val_accuracy: float  # on the first SLICE_VAL_IMAGES validation images
+    val_images: int
+
+
+SliceCallback = Callable[[SliceResult], None]
+
+
+class TrainingStopped(Exception):
+    """The caller's `should_stop` said stop, inside epoch `epoch` (a deadline, not a failure)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__(f"stopped in epoch {epoch} at batch {batch}")
+        self.epoch = epoch
+        self.batch = batch
 
 
 class DivergedError(RuntimeError):
@@ -133,6 +162,9 @@ def fit(
     options: EngineOptions = FP32,
     keep: Literal["best", "last"] = "best",
     on_batch: BatchCallback | None = None,
+    should_stop: StopCheck | None = None,
+    slices: int = 1,
+    on_slice: SliceCallback | None = None,
 ) -> Iterator[EpochResult]:
     """Train `model` on `data`, yielding an `EpochResult` after every epoch.
 
@@ -143,6 +175,12 @@ def fit(
     (`EngineOptions.resolve`): they choose precision and compilation, never the results'
     meaning. `on_batch(done, per_epoch)` reports progress within an epoch, at most every
     PROGRESS_SECONDS of wall time (from the epoch's first batch) and once at each epoch's end.
+
+    `should_stop()` is polled before every batch (keep it cheap); when it says True, `fit`
+    raises TrainingStopped. With `slices` > 1 each epoch's shuffled data is cut into that many
+    equal slices and `on_slice` gets the validation metrics (on a fixed subset of
+    SLICE_VAL_IMAGES images) after each but the last, so a caller can judge a model on part of
+    an epoch's data; an exception raised by `on_slice` ends `fit` like any other.
     """
     if not options.resolved:
         raise ValueError("fit needs a decided precision: pass EngineOptions.resolve(...)'s result")
@@ -159,6 +197,13 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_epochs)
     train_count = len(data.train_labels)
     batches_per_epoch = math.ceil(train_count / config.batch_size)
+    # The batch after which slice k of `slices` ends (the last one ends the epoch).
+    slice_ends = (
+        {math.ceil(k * batches_per_epoch / slices): k for k in range(1, slices)}
+        if on_slice is not None
+        else {}
+    )
+    slice_images = min(SLICE_VAL_IMAGES, len(data.val_labels))
 
     best_loss = math.inf
     best_state = copy.deepcopy(model.state_dict()) if keep == "best" else None
@@ -172,6 +217,8 @@ def fit(
             correct = torch.zeros((), device=device)
             order = torch.randperm(train_count, device=device, generator=generator)
             for batch, start in enumerate(range(0, train_count, config.batch_size), start=1):
+                if should_stop is not None and should_stop():
+                    raise TrainingStopped(epoch, batch)
                 indices = order[start : start + config.batch_size]
                 if len(indices) < 2 and config.batch_norm:
                     continue  # BatchNorm cannot train on a batch of one
@@ -205,6 +252,22 @@ def fit(
                     if now >= next_report:
                         on_batch(batch, batches_per_epoch)
                         next_report = now + PROGRESS_SECONDS
+                if batch in slice_ends and on_slice is not None:
+                    if should_stop is not None and should_stop():
+                        raise TrainingStopped(epoch, batch + 1)
+                    val_loss, val_accuracy = evaluate(
+                        forward,
+                        data,
+                        data.val_images[:slice_images],
+                        data.val_labels[:slice_images],
+                        options=options,
+                    )
+                    model.train()
+                    on_slice(
+                        SliceResult(
+                            epoch, slice_ends[batch], slices, val_loss, val_accuracy, slice_images
+                        )
+                    )
             scheduler.step()
 
             train_loss = total_loss.item() / train_count

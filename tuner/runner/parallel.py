@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 import torch
 from rich.console import Console
 
+from tuner import attrs
 from tuner.engine import available_cpus
 from tuner.errors import TunerError
 from tuner.runner.settings import RunSettings, WorkerSlot, worker_seed_offset
@@ -149,6 +150,10 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
         seconds=time.monotonic() - started,
         report_command=report_command(spec.name, settings),
         timeout=settings.timeout,
+        budget=settings.budget or spec.training.budget,
+        budget_epochs=study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
+        if settings.budget or spec.training.budget
+        else None,
         retried=tuple(sorted(retried)),
         detail="; ".join(details) if reason == StopReason.ERROR else None,
         **study_state(study),

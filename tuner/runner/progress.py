@@ -79,6 +79,7 @@ class TrialProgress:
         live: bool = True,
         workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float | None = None,
     ):
         self.console = console
         self.study = study
@@ -86,6 +87,7 @@ class TrialProgress:
         self.max_epochs = max_epochs
         self.workers = workers
         self.clock = clock
+        self.deadline = deadline  # on `clock`: when the run's budget ends, if it has one
         self.started = clock()
         self.finished = count_finished(study)
         self.best_value: float | None = _best_value(study)
@@ -199,13 +201,17 @@ class TrialProgress:
     def _study_facts(self, now: float) -> list[str]:
         """Elapsed time, the study's estimate, finished trials and the best value."""
         facts = [f"elapsed {duration(now - self.started)}"]
+        if self.deadline is not None:
+            facts.append(f"budget {duration(max(0.0, self.deadline - now))} left")
         study_left = self._study_seconds_left(now)
         if study_left is not None:
             facts.append(f"study ~{duration(study_left)} left")
+        ran = self.ran
         return [
             *facts,
             f"finished {self.finished}/{self.total_trials}",
             f"best {_format(self.best_value)}",
+            f"this run {ran.complete} complete {ran.pruned} pruned {ran.failed} failed",
         ]
 
     def _study_seconds_left(self, now: float) -> float | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from rich.console import Console
 
 from tuner.runner.settings import RunSettings
@@ -14,6 +17,8 @@ def run_study(settings: RunSettings, console: Console) -> RunSummary:
     Raises TunerError for what stops a run before its first trial (a bad study file, no
     dataset, an unusable storage) and KeyboardInterrupt for a stop signal that early.
     """
+    if settings.started_at is None:
+        settings = dataclasses.replace(settings, started_at=time.time())
     if settings.parallel:
         from tuner.runner.parallel import run_parallel
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 from tuner.errors import TunerError
 
 WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
+# Seconds a `tuner` process may take to import before `run` starts (torch's import, cold: ~5).
+IMPORT_SECONDS_AT_MOST = 30.0
 
 
 def worker_seed_offset() -> int:
@@ -27,6 +30,23 @@ def worker_seed_offset() -> int:
         return int(value)
     except ValueError:
         raise TunerError(f"${WORKER_INDEX_ENV}={value!r}: must be an integer or 'auto'") from None
+
+
+def process_started_at() -> float:
+    """time.time() when this process started (Linux /proc), else now: a budget counts from it.
+
+    The command's start includes Python's and torch's imports, a second or more before any
+    tuner code runs. A process older than IMPORT_SECONDS_AT_MOST is a host calling the CLI in
+    process (a test, a notebook): its budget counts from now.
+    """
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.time()
+    now = time.time()
+    started = now - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    return started if now - started <= IMPORT_SECONDS_AT_MOST else now
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,8 @@ class RunSettings:
     data_dir: Path | None = None
     cache_dir: Path | None = None
     timeout: float | None = None  # seconds after which no new trial starts
+    budget: float | None = None  # --budget seconds (None: the study file's [training].budget)
+    started_at: float | None = None  # time.time() the command started: the budget counts from it
     storage_retry_seconds: float | None = None  # outage window; None: env or the default
     force: bool = False  # resume although the search space changed
     precision: str = "auto"

@@ -19,12 +19,19 @@ class StopReason(enum.StrEnum):
 
     TRIALS = "trials"  # the study has its --trials finished trials
     TIMEOUT = "timeout"  # --timeout ran out: no new trial was started after it
+    BUDGET = "budget"  # the --budget ran out: the running trial was cut, none started after
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     ERROR = "error"  # a user or environment error (a lost database, a worker that failed)
 
 
 # When several workers stop for different reasons, the run reports the most serious one.
-_SEVERITY = (StopReason.TRIALS, StopReason.TIMEOUT, StopReason.INTERRUPTED, StopReason.ERROR)
+_SEVERITY = (
+    StopReason.TRIALS,
+    StopReason.TIMEOUT,
+    StopReason.BUDGET,
+    StopReason.INTERRUPTED,
+    StopReason.ERROR,
+)
 EXIT_CODES = {StopReason.INTERRUPTED: 130, StopReason.ERROR: 2}
 
 
@@ -72,6 +79,8 @@ class RunSummary:
     best_trial: int | None = None
     best_params: Mapping[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    budget: float | None = None  # --budget (or the study file's) in seconds
+    budget_epochs: int | None = None  # the max_epochs the budget chose
     retried: tuple[int, ...] = ()  # interrupted trials queued to run again, first
     detail: str | None = None  # the error, for StopReason.ERROR
 
@@ -143,6 +152,13 @@ def summary_lines(summary: RunSummary) -> list[str]:
         if s.best_value is None
         else f"best {s.metric} {s.best_value:.4f} (trial {s.best_trial})"
     )
+    if s.budget is not None:
+        epochs = (
+            ""
+            if s.budget_epochs is None
+            else f"; trials train up to {plural(s.budget_epochs, 'epoch')}"
+        )
+        lines.append(f"budget: {duration(s.seconds)} used of {duration(s.budget)}{epochs}")
     lines.append(f"study {s.study}: {s.finished}/{plural(s.target, 'finished trial')}, {best}")
     if s.left:
         lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
@@ -171,6 +187,11 @@ def _stop_line(s: RunSummary) -> str:
         return (
             f"stopped: the --timeout{limit} ran out, so no new trial was started "
             f"({s.finished} of {s.target} finished)"
+        )
+    if s.reason == StopReason.BUDGET:
+        return (
+            f"stopped: the budget of {duration(s.budget or 0)} ran out (a trial running at the "
+            "deadline is cut and pruned; none starts that could not report once in time)"
         )
     if s.ran.total == 0:
         return f"study {s.study} already has {plural(s.finished, 'finished trial')}"

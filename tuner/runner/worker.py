@@ -9,6 +9,7 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
+from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
@@ -39,6 +40,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     from tuner.storage import mask_url, open_storage
 
     started = time.monotonic()
+    started_at = time.time()
     spec = load_spec(settings.study_file)
     total = settings.trials or spec.training.trials
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
@@ -62,6 +64,24 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             seed_offset=seed_offset,
             force=settings.force,
         )
+        # The schedule: rungs per epoch, and with a budget the epochs it allows and its clock.
+        steps = default_steps_per_epoch(spec, len(data.train_labels))
+        budget = settings.budget or spec.training.budget
+        clock = None
+        if budget is not None:
+            epochs, clock = plan_budget(
+                study,
+                spec,
+                data,
+                device,
+                budget,
+                settings.started_at or started_at,
+                steps,
+            )
+            spec = dataclasses.replace(
+                spec, training=dataclasses.replace(spec.training, max_epochs=epochs)
+            )
+        study.pruner = rung_pruner(spec, spec.training.max_epochs, steps)
         worker = "" if slot is None else f"worker {slot.index}: "
         console.print(
             f"{worker}study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} "
@@ -74,6 +94,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             spec.training.max_epochs,
             live=slot is None,  # workers share the terminal: log lines, not live views
             workers=1 if slot is None else slot.count,
+            deadline=None if clock is None else started + (clock.deadline - started_at),
         )
         retried: tuple[int, ...] = ()
         detail = None
@@ -85,6 +106,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 on_epoch=progress.on_epoch,
                 on_batch=progress.on_batch,
                 options=engine,
+                should_stop=None if clock is None else clock.should_stop,
+                steps_per_epoch=steps,
             )
             try:
                 outcome = run_trials(
@@ -94,9 +117,12 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                     timeout=settings.timeout,
                     callbacks=[progress.on_trial_end],
                     gc_after_trial=device.type == "cuda",
+                    budget=clock,
                 )
                 timed_out = settings.timeout is not None and outcome.finished_after < total
                 reason = StopReason.TIMEOUT if timed_out else StopReason.TRIALS
+                if clock is not None and clock.exhausted and outcome.finished_after < total:
+                    reason = StopReason.BUDGET
             except KeyboardInterrupt:
                 # Optuna has marked the running trial FAIL; every finished trial is stored.
                 reason = StopReason.INTERRUPTED
@@ -116,9 +142,11 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             reason=reason,
             ran=ran,
             target=total,
-            seconds=time.monotonic() - started,
+            seconds=time.time() - (settings.started_at or started_at),
             report_command=report_command(spec.name, settings),
             timeout=settings.timeout,
+            budget=budget,
+            budget_epochs=None if clock is None else spec.training.max_epochs,
             retried=retried,
             detail=detail,
             **state,

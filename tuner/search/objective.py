@@ -20,6 +20,9 @@ from tuner.engine import (
     DivergedError,
     EngineOptions,
     EpochResult,
+    SliceResult,
+    StopCheck,
+    TrainingStopped,
     count_parameters,
     fit,
     prepare_model,
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, EpochResult], None]
 TRAINING_MEASURES = {name for name, measure in MEASURES.items() if measure.from_training}
+# stop_reason of a trial cut by the run's wall-clock budget (tuner run --budget).
+BUDGET_STOP = "budget"
 
 
 def worker_id() -> str:
@@ -51,6 +56,8 @@ def make_objective(
     on_epoch: EpochCallback | None = None,
     options: EngineOptions | None = None,
     on_batch: BatchCallback | None = None,
+    should_stop: StopCheck | None = None,
+    steps_per_epoch: int = 1,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
@@ -65,6 +72,12 @@ def make_objective(
     A diverging loss or CUDA out-of-memory ends the trial as pruned with the reason in the
     `stop_reason` user attribute, so the study goes on. Multi-objective studies are never
     pruned (Optuna cannot); early stopping still ends their trials.
+
+    Fidelity: the metric is reported `steps_per_epoch` times per epoch (step s covers s /
+    steps_per_epoch epochs of data; in-epoch steps on a fixed validation subset, epoch ends on
+    the whole set), so a pruner's rungs can judge a trial on a slice of the training set before
+    it earns the rest. When `should_stop()` turns True (the run's deadline) the trial is cut
+    within its epoch and ends pruned with stop_reason "budget", its reported values kept.
     """
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -90,7 +103,12 @@ def make_objective(
         best: EpochResult | None = None
         started = time.perf_counter()
 
+        train_count = len(data.train_labels)
+        images = 0  # training images seen so far: the trial's cost, for budget estimates
+
         def record(stop_reason: str | None = None) -> None:
+            trial.set_user_attr(attrs.TRAIN_IMAGES, images)
+            trial.set_user_attr(attrs.STEPS_PER_EPOCH, steps_per_epoch)
             trial.set_user_attr(attrs.HISTORY, history)
             trial.set_user_attr(attrs.EPOCHS_RUN, len(history))
             trial.set_user_attr(attrs.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
@@ -99,25 +117,54 @@ def make_objective(
             if stop_reason:
                 trial.set_user_attr(attrs.STOP_REASON, stop_reason)
 
+        def report(value: float, step: int, where: str) -> None:
+            # Optuna cannot prune multi-objective studies (report raises): skip it; early
+            # stopping inside `fit` and the budget still apply.
+            if spec.multi_objective:
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                record(f"pruned at {where} by the {spec.pruner.name} pruner")
+                raise optuna.TrialPruned()
+
+        def on_slice(result: SliceResult) -> None:
+            nonlocal images
+            images = round(((result.epoch - 1) + result.part / result.parts) * train_count)
+            step = (result.epoch - 1) * result.parts + result.part
+            where = f"step {step} (epoch {result.epoch}, slice {result.part}/{result.parts})"
+            report(getattr(result, spec.metric), step, where)
+
         out_of_memory = None
         with contextlib.closing(
-            fit(model, data, config, device, engine, on_batch=on_batch)
+            fit(
+                model,
+                data,
+                config,
+                device,
+                engine,
+                on_batch=on_batch,
+                should_stop=should_stop,
+                slices=steps_per_epoch,
+                on_slice=on_slice if steps_per_epoch > 1 else None,
+            )
         ) as epochs:
             try:
                 for result in epochs:
+                    images = result.epoch * train_count
                     history.append({k: v for k, v in asdict(result).items() if k != "improved"})
                     if result.improved:
                         best = result
                     if on_epoch is not None:
                         on_epoch(trial.number, result)
-                    # Optuna cannot prune multi-objective studies (report raises): skip it;
-                    # early stopping inside `fit` still applies.
-                    if spec.multi_objective:
-                        continue
-                    trial.report(getattr(result, spec.metric), result.epoch)
-                    if trial.should_prune():
-                        record(f"pruned at epoch {result.epoch} by the {spec.pruner.name} pruner")
-                        raise optuna.TrialPruned()
+                    report(
+                        getattr(result, spec.metric),
+                        result.epoch * steps_per_epoch,
+                        f"epoch {result.epoch}",
+                    )
+            except TrainingStopped as exc:
+                images = (exc.epoch - 1) * train_count + (exc.batch - 1) * config.batch_size
+                record(BUDGET_STOP)
+                raise optuna.TrialPruned(f"the run's budget ran out in epoch {exc.epoch}") from None
             except DivergedError as exc:
                 record(str(exc))
                 raise optuna.TrialPruned(str(exc)) from None

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -30,6 +30,14 @@ TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 MIN_FIRST_TIMEOUT = 1e-3  # seconds: lets Optuna start one trial when the time is already up
 FIRST_WAIT_SECONDS = 0.25  # first pause while waiting for other workers' running trials
+
+
+class BudgetGate(Protocol):
+    """What run_trials asks of a wall-clock budget (tuner.runner.budget.BudgetClock)."""
+
+    def left(self) -> float: ...
+    def first_rung_fits(self) -> bool: ...
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
 
 
 def _normalised(value: Any) -> Any:
@@ -143,6 +151,7 @@ def run_trials(
     timeout: float | None = None,
     callbacks: list[TrialCallback] | None = None,
     gc_after_trial: bool = False,
+    budget: BudgetGate | None = None,
 ) -> RunOutcome:
     """Run trials until the study has `total_trials` finished trials, across all workers.
 
@@ -155,8 +164,13 @@ def run_trials(
 
     A storage lost for longer than its retry window raises StorageLostError (a TunerError).
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
     finished_before = count_finished(study)
+    if budget is not None:
+        # Optuna's timeout also stops starting trials at the budget's deadline itself.
+        left = max(0.0, budget.left())
+        timeout = left if timeout is None else min(timeout, left)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    budget_callbacks = [] if budget is None else [budget.after_trial]
     poll_seconds = stale_poll_seconds(study)
     stop_when_done = _stop_when_done(total_trials)
     pause = FIRST_WAIT_SECONDS  # short at first: the other workers' trials often end soon
@@ -172,12 +186,14 @@ def run_trials(
         # Optimize once for the count, then again only for queued trials: something else may
         # have stopped the study (the grid sampler, when its grid is done).
         if _queued(study) or not (optimized or _done(study, total_trials)):
+            if budget is not None and not budget.first_rung_fits():
+                break  # not even a first rung fits before the deadline: start nothing
             optimized = True
             _optimize(
                 study,
                 objective,
                 timeout=left,
-                callbacks=[stop_when_done, *(callbacks or [])],
+                callbacks=[stop_when_done, *(callbacks or []), *budget_callbacks],
                 gc_after_trial=gc_after_trial,
             )
             continue

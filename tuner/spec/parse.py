@@ -15,6 +15,7 @@ from typing import Any
 from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.spec.augment import parse_augment
+from tuner.spec.budget import parse_training
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.enqueue import parse_enqueue
@@ -111,7 +112,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
     validate_dataset(check, dataset)
-    training = check.dataclass_section(data, "training", TrainingSpec)
+    training = parse_training(check, data)
     _validate_training(check, training)
     augment = parse_augment(check, data)
     model_table = check.table(data, "model")

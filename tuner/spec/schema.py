@@ -103,6 +103,8 @@ class TrainingSpec:
     patience: int = 3
     trials: int = 20  # default `--trials` for this study
     seed: int = 0  # trial k trains with seed + k
+    budget: float | None = None  # wall-clock seconds for a run (tuner.spec.budget)
+    reports_per_epoch: int = 0  # pruning rungs per epoch; 0: from the dataset size
 
 
 @dataclass(frozen=True)

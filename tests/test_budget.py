@@ -1,0 +1,242 @@
+"""`tuner run --budget`: durations, the deadline kept, cut trials, no blind starts, the rungs."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from studies import SMALL_SPACE, spec_from, tiny_study_toml
+from tuner import attrs
+from tuner.data import load_dataset, split
+from tuner.engine import to_device
+from tuner.errors import TunerError
+from tuner.runner.budget import (
+    BudgetClock,
+    budget_epochs,
+    default_steps_per_epoch,
+    rung_pruner,
+)
+from tuner.runner.run import run_study
+from tuner.runner.settings import RunSettings
+from tuner.runner.summary import StopReason, summary_lines
+from tuner.search.objective import BUDGET_STOP, make_objective
+from tuner.search.study import open_study, run_trials
+from tuner.spec.budget import parse_duration
+
+# ---------------------------------------------------------------- durations and the spec key
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("2h", 7200),
+        ("600", 600),
+        (45, 45),
+        ("1.5m", 90),
+    ],
+)
+def test_durations_read_as_seconds(text, seconds) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10q", "0", "-5", "m", "1m1h", True, [1]])
+def test_bad_durations_are_refused(text) -> None:
+    with pytest.raises(ValueError, match="90s"):
+        parse_duration(text)
+
+
+def test_the_study_file_budget_key(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml(training='budget = "1h30m"\nreports_per_epoch = 3'))
+    assert spec.training.budget == 5400 and spec.training.reports_per_epoch == 3
+    assert spec_from(tmp_path, tiny_study_toml(training="budget = 90")).training.budget == 90
+    assert spec_from(tmp_path, tiny_study_toml()).training.budget is None
+
+
+@pytest.mark.parametrize(
+    ("training", "key"),
+    [
+        ('budget = "soon"', "[training].budget"),
+        ("budget = 0", "[training].budget"),
+        ("budget = true", "[training].budget"),
+        ("reports_per_epoch = -1", "[training].reports_per_epoch"),
+        ('reports_per_epoch = "4"', "[training].reports_per_epoch"),
+    ],
+)
+def test_bad_budget_keys_name_the_file_and_key(tmp_path: Path, training, key) -> None:
+    with pytest.raises(TunerError) as error:
+        spec_from(tmp_path, tiny_study_toml(training=training))
+    message = str(error.value)
+    assert "study.toml" in message and key in message and "\n" not in message
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+@pytest.fixture(scope="module")
+def cpu_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(spec):
+    splits = split(
+        load_dataset("digits"),
+        val_fraction=spec.dataset.val_fraction,
+        split_seed=spec.dataset.split_seed,
+        train_subset=spec.dataset.train_subset,
+    )
+    return to_device(splits, torch.device("cpu"))
+
+
+def test_default_rungs_follow_the_dataset_size(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml())
+    assert default_steps_per_epoch(spec, 1_400) == 1  # digits: one report per epoch
+    assert default_steps_per_epoch(spec, 10_000) == 2
+    assert default_steps_per_epoch(spec, 54_000) == 8  # Fashion-MNIST: eighths of an epoch
+    given = spec_from(tmp_path, tiny_study_toml(training="reports_per_epoch = 3"))
+    assert default_steps_per_epoch(given, 54_000) == 3
+
+
+def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:
+    assert budget_epochs(600, 20, 50) == 9  # 30% of 600 s at 20 s an epoch
+    assert budget_epochs(600, 20, 5) == 5  # never above the study's max_epochs
+    assert budget_epochs(10, 20, 5) == 1
+
+
+def test_every_rung_is_reported_and_the_pruner_counts_in_steps(tmp_path, cpu_threads) -> None:
+    text = tiny_study_toml(training="max_epochs = 2\npatience = 0").replace(
+        'name = "none"', 'name = "hyperband"'
+    )
+    spec = spec_from(tmp_path, text)
+    pruner = rung_pruner(spec, max_epochs=2, steps_per_epoch=3)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource) == (1, 6)
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    study.pruner = pruner
+    run_trials(
+        study, make_objective(spec, tiny_data(spec), torch.device("cpu"), steps_per_epoch=3), 1
+    )
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
+    assert trial.user_attrs[attrs.STEPS_PER_EPOCH] == 3
+    assert trial.user_attrs[attrs.TRAIN_IMAGES] == 2 * 300
+    # The epoch-end steps hold the full validation set's accuracy, as the history says.
+    epochs = trial.user_attrs[attrs.HISTORY]
+    assert [trial.intermediate_values[3], trial.intermediate_values[6]] == [
+        e["val_accuracy"] for e in epochs
+    ]
+
+
+# ---------------------------------------------------------------- the deadline
+
+
+def test_a_trial_running_at_the_deadline_is_pruned_with_reason_budget(
+    tmp_path, cpu_threads
+) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml(training="max_epochs = 50\npatience = 0"))
+    polls = []
+
+    def should_stop() -> bool:  # the deadline passes in the third epoch (5 batches an epoch)
+        polls.append(1)
+        return len(polls) > 12
+
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), should_stop=should_stop)
+    run_trials(study, objective, 1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs[attrs.STOP_REASON] == BUDGET_STOP
+    assert sorted(trial.intermediate_values) == [1, 2]  # what it reported is kept
+    assert trial.user_attrs[attrs.EPOCHS_RUN] == 2
+    assert 2 * 300 <= trial.user_attrs[attrs.TRAIN_IMAGES] < 3 * 300
+
+
+def test_no_trial_starts_when_its_first_rung_cannot_fit(tmp_path) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml())
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    clock = BudgetClock(time.time() + 60, 60, first_rung_images=300, seconds_per_image=1.0)
+    run_trials(study, lambda trial: 0.0, 5, budget=clock)
+    assert study.trials == [] and clock.exhausted
+
+
+def test_a_measured_cost_stops_a_budget_run_before_a_blind_start(tmp_path, cpu_threads) -> None:
+    """A study that measured 10 s per image does not start a 300-image trial with 60 s left."""
+    (tmp_path / "study.toml").write_text(tiny_study_toml())
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = spec_from(tmp_path, tiny_study_toml())
+    study = open_study(spec, storage)
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.5,
+            params={"learning_rate": 0.01},
+            distributions={
+                "learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
+            },
+            user_attrs={attrs.TRAIN_SECONDS: 3000.0, attrs.TRAIN_IMAGES: 300},
+        )
+    )
+    settings = RunSettings(
+        study_file=tmp_path / "study.toml", storage=storage, trials=5, budget=60.0
+    )
+    summary = run_study(settings, _quiet_console())
+    assert summary.reason == StopReason.BUDGET
+    assert summary.ran.total == 0
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 1
+
+
+def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
+    """Digits, a 12 s budget and more epochs than fit: the run ends at its deadline."""
+    text = tiny_study_toml(
+        training="max_epochs = 100\npatience = 0\ntrials = 1000", space=SMALL_SPACE
+    )
+    (tmp_path / "study.toml").write_text(text)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    started = time.time()
+    settings = RunSettings(
+        study_file=tmp_path / "study.toml", storage=storage, budget=12.0, started_at=started
+    )
+    summary = run_study(settings, _quiet_console())
+    assert summary.reason == StopReason.BUDGET
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    ended = [t.datetime_complete.timestamp() for t in study.trials if t.datetime_complete]
+    # Generous margins: storage writes and a loaded CPU, not a benchmark.
+    # (On a heavily loaded CPU not even one trial may fit: then none starts, as promised.)
+    assert all(end - started < 12.0 + 3.0 for end in ended)
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+    assert summary.seconds < 12.0 + 5.0
+    epochs = study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
+    assert 1 <= epochs <= 100 and summary.budget_epochs == epochs
+    lines = "\n".join(summary_lines(summary))
+    assert "stopped: the budget of 12.0s ran out" in lines
+    assert f"used of 12.0s; trials train up to {epochs} epoch" in lines
+
+
+def _quiet_console():
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), force_terminal=False)
+
+
+def test_the_budget_flag_refuses_a_bad_duration_in_one_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    (tmp_path / "study.toml").write_text(tiny_study_toml())
+    result = CliRunner().invoke(
+        app, ["run", "--study", str(tmp_path / "study.toml"), "--budget", "soon"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: --budget: got 'soon'")

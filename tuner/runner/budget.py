@@ -1,0 +1,176 @@
+"""A run's wall-clock budget: the deadline, the cost estimate, the epochs and rungs it allows.
+
+The budget is a promise: the run ends at `started + budget`. Trials whose first rung cannot
+finish before then are not started; the trial running at the deadline is cut inside its epoch
+(`fit`'s should_stop) and ends pruned with stop_reason "budget".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import attrs
+from tuner.config import TrialConfig
+from tuner.engine import DeviceData, TrainingStopped, build_cnn, fit
+from tuner.search.samplers import build_pruner
+from tuner.spec import StudySpec
+
+log = logging.getLogger(__name__)
+
+# Before this study has measured anything, a probe times a few batches of the default model
+# (TrialConfig()) on this machine, now (its load included: the same trial took 9 ms an image
+# on an idle 2-core CPU and 17 ms with 8 other jobs). Its rate, times this factor for the
+# validation share and bigger models, is the guess until trials measure their own.
+PROBE_BATCHES = 6  # the first is warm-up, not timed
+PROBE_SAFETY = 1.5
+# A full-fidelity trial may take at most this share of the budget, so a budget run sees
+# several configurations finish.
+FULL_TRIAL_SHARE = 0.3
+# Training images per in-epoch report in the default schedule: small datasets report once
+# per epoch, 10,000 images twice, Fashion-MNIST's 54,000 eight times (MAX_DEFAULT_STEPS).
+# An in-epoch report evaluates SLICE_VAL_IMAGES (1,000) images at ~0.1 of a training image's
+# cost each: ~2% on top of 5,000 training images (measured, bench/RESULTS.md).
+IMAGES_PER_STEP = 5_000
+MAX_DEFAULT_STEPS = 8
+# The running trial is cut this long before the deadline: its record and the summary fit.
+END_MARGIN_SECONDS = 1.0
+RUNG_PRUNERS = ("hyperband", "successive-halving")
+
+
+def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
+    """[training].reports_per_epoch, or one report per ~IMAGES_PER_STEP training images."""
+    if spec.training.reports_per_epoch:
+        return spec.training.reports_per_epoch
+    return max(1, min(MAX_DEFAULT_STEPS, round(train_count / IMAGES_PER_STEP)))
+
+
+def rung_pruner(
+    spec: StudySpec, max_epochs: int, steps_per_epoch: int
+) -> optuna.pruners.BasePruner:
+    """The study file's pruner, its rungs counted in steps: a Hyperband or successive-halving
+    pruner without min_resource/max_resource gets 1 step and the full schedule."""
+    options = dict(spec.pruner.options)
+    if spec.pruner.name in RUNG_PRUNERS:
+        options.setdefault("min_resource", 1)
+        if spec.pruner.name == "hyperband":
+            options.setdefault("max_resource", max_epochs * steps_per_epoch)
+    return build_pruner(spec.pruner.name, options)
+
+
+def measured_seconds_per_image(study: optuna.Study) -> float | None:
+    """The median seconds per training image of this study's ended trials, if any measured."""
+    rates = [
+        trial.user_attrs[attrs.TRAIN_SECONDS] / trial.user_attrs[attrs.TRAIN_IMAGES]
+        for trial in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
+        if trial.user_attrs.get(attrs.TRAIN_IMAGES) and attrs.TRAIN_SECONDS in trial.user_attrs
+    ]
+    return statistics.median(rates) if rates else None
+
+
+def probe_seconds_per_image(data: DeviceData, device: torch.device) -> float:
+    """Seconds per training image of the default model here, from PROBE_BATCHES batches."""
+    config = TrialConfig(max_epochs=1, patience=0)
+    torch.manual_seed(0)
+    model = build_cnn(config, data.input_shape, data.num_classes)
+    polls: list[float] = []
+
+    def stop_after_probe() -> bool:
+        polls.append(time.perf_counter())
+        return len(polls) > PROBE_BATCHES
+
+    try:
+        for _ in fit(model, data, config, device, should_stop=stop_after_probe):
+            pass  # an epoch shorter than the probe: the polls so far are the measure
+    except TrainingStopped:
+        pass
+    batches = len(polls) - 2  # timed from the end of the warm-up batch to the last poll
+    if batches < 1:
+        return 0.0
+    return PROBE_SAFETY * (polls[-1] - polls[1]) / (batches * config.batch_size)
+
+
+def budget_epochs(budget: float, epoch_seconds: float, max_epochs: int) -> int:
+    """Epochs a full-fidelity trial may take: FULL_TRIAL_SHARE of the budget, 1..max_epochs."""
+    if epoch_seconds <= 0:
+        return max_epochs
+    return max(1, min(max_epochs, math.floor(FULL_TRIAL_SHARE * budget / epoch_seconds)))
+
+
+@dataclasses.dataclass
+class BudgetClock:
+    """The deadline of one run and whether it stopped the run (state: set by the stopper)."""
+
+    deadline: float  # time.time() at which the run must have ended
+    budget: float  # seconds
+    first_rung_images: int  # training images a new trial needs before its first report
+    seconds_per_image: float  # the estimate when the run started, updated as trials end
+    clock: Callable[[], float] = time.time
+    exhausted: bool = False
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def should_stop(self) -> bool:
+        """For `fit`: cut the running trial now (polled per batch)."""
+        if self.left() <= END_MARGIN_SECONDS:
+            self.exhausted = True
+            return True
+        return False
+
+    def first_rung_fits(self) -> bool:
+        """Whether a new trial's first rung can finish before the deadline, by the estimate."""
+        needed = self.first_rung_images * self.seconds_per_image
+        left = self.left() - END_MARGIN_SECONDS
+        if needed < left:
+            return True
+        log.warning(
+            "budget: no new trial: its first report needs ~%.0fs (%d training images at %.1f ms "
+            "each, measured here), %.0fs of the budget are left",
+            needed,
+            self.first_rung_images,
+            1e3 * self.seconds_per_image,
+            max(0.0, left),
+        )
+        self.exhausted = True
+        return False
+
+    def after_trial(self, study: optuna.Study, _trial: FrozenTrial) -> None:
+        """An Optuna callback: re-estimate the cost, and stop starting trials that won't fit."""
+        self.seconds_per_image = measured_seconds_per_image(study) or self.seconds_per_image
+        if not self.first_rung_fits():
+            study.stop()
+
+
+def plan_budget(
+    study: optuna.Study,
+    spec: StudySpec,
+    data: DeviceData,
+    device: torch.device,
+    budget: float,
+    started_at: float,
+    steps_per_epoch: int,
+) -> tuple[int, BudgetClock]:
+    """The max_epochs a `budget` run trains (FULL_TRIAL_SHARE of it per full trial, from the
+    study's measured cost or the guess; the first budget run of a study fixes it, in the study's
+    user attrs), and the run's clock."""
+    train_count = len(data.train_labels)
+    rate = measured_seconds_per_image(study) or probe_seconds_per_image(data, device)
+    stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
+    if stored is None:
+        epochs = budget_epochs(budget, rate * train_count, spec.training.max_epochs)
+        study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
+    else:
+        epochs = min(int(stored), spec.training.max_epochs)
+    first_rung = math.ceil(train_count / steps_per_epoch)
+    return epochs, BudgetClock(started_at + budget, budget, first_rung, rate)

@@ -1,0 +1,67 @@
+"""The [training] table's time keys: `budget` (a duration) and `reports_per_epoch`.
+
+`parse_duration` also reads `tuner run --budget`: '90s', '10m', '1h30m', '2h', or plain
+seconds ('600', 600, 1.5e3).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from typing import Any
+
+from tuner.spec.checker import Checker, shown
+from tuner.spec.schema import TrainingSpec
+
+DURATION_FORMS = "a duration such as '90s', '10m', '1h30m' or plain seconds"
+MAX_REPORTS_PER_EPOCH = 64
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in `value`; ValueError with a short reason when it is not a positive duration."""
+    if isinstance(value, bool):
+        raise ValueError(f"got {shown(value)}: must be {DURATION_FORMS}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            found = _DURATION.fullmatch(text) if text else None
+            if found is None or not any(found.groups()):
+                raise ValueError(f"got {shown(value)}: must be {DURATION_FORMS}") from None
+            seconds = sum(
+                float(part) * _UNIT_SECONDS[unit]
+                for part, unit in zip(found.groups(), "hms", strict=True)
+                if part
+            )
+    else:
+        raise ValueError(f"got {shown(value)}: must be {DURATION_FORMS}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"got {shown(value)}: must be a positive duration ({DURATION_FORMS})")
+    return seconds
+
+
+def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
+    """The [training] table, with `budget` read as a duration and `reports_per_epoch` checked."""
+    table = check.table(data, "training")
+    budget = None
+    if "budget" in table:
+        try:
+            budget = parse_duration(table["budget"])
+        except ValueError as exc:
+            raise check.fail("[training].budget", str(exc)) from None
+    # The dataclass check types keys by their defaults; budget's is None, so it is read above.
+    rest = {key: value for key, value in table.items() if key != "budget"}
+    training = check.dataclass_section({"training": rest}, "training", TrainingSpec)
+    if not 0 <= training.reports_per_epoch <= MAX_REPORTS_PER_EPOCH:
+        raise check.fail(
+            "[training].reports_per_epoch",
+            f"must be 0 (from the dataset size) to {MAX_REPORTS_PER_EPOCH}, "
+            f"got {training.reports_per_epoch}",
+        )
+    return replace(training, budget=budget)
