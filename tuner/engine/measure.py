@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from tuner.engine.model import count_parameters
+if TYPE_CHECKING:  # torch loads when a model is measured: the spec reads MEASURES without it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,11 @@ def model_measures(
       gradients + two optimizer-state copies + every layer's output at that batch size.
     The model's weights, buffers and mode are left as they were (gradients are cleared).
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tuner.engine.model import count_parameters
+
     was_training = model.training
     image = torch.zeros(1, *input_shape, device=device)
     model.eval()
@@ -77,11 +81,14 @@ def model_measures(
 
 
 def _synchronize(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _latency_ms(model: nn.Module, image: torch.Tensor, device: torch.device) -> float:
+
     for _ in range(WARMUP_PASSES):
         model(image)
     _synchronize(device)
@@ -98,6 +105,8 @@ def _training_step_memory_mb(
     model: nn.Module, input_shape: tuple[int, int, int], batch_size: int, device: torch.device
 ) -> float:
     # Eval mode, so BatchNorm's running statistics are not moved by this zero batch.
+    import torch
+
     batch = torch.zeros(batch_size, *input_shape, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
