@@ -223,6 +223,26 @@ def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
     assert f"used of 12.0s; trials train up to {epochs} epoch" in lines
 
 
+def test_with_a_budget_and_no_trial_count_the_budget_alone_ends_the_run(
+    tmp_path, cpu_threads
+) -> None:
+    """The user chose time, not a count: the study file's `trials` does not end the run early."""
+    text = tiny_study_toml(training="max_epochs = 1\npatience = 0\ntrials = 2", space=SMALL_SPACE)
+    (tmp_path / "study.toml").write_text(text)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = RunSettings(
+        study_file=tmp_path / "study.toml", storage=storage, budget=15.0, started_at=time.time()
+    )
+    summary = run_study(settings, _quiet_console())
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert summary.reason == StopReason.BUDGET and summary.target is None
+    assert len(finished) > 2  # one-epoch digits trials: many fit in 15 s, even on a busy CPU
+    lines = "\n".join(summary_lines(summary))
+    assert f"study tiny: {len(finished)} finished trials, best" in lines
+    assert "left:" not in lines  # no count, so nothing is "left"
+
+
 def _quiet_console():
     from rich.console import Console
 

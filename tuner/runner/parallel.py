@@ -26,15 +26,15 @@ from rich.console import Console
 from tuner import attrs
 from tuner.engine import available_cpus
 from tuner.errors import TunerError
-from tuner.runner.settings import RunSettings, WorkerSlot, worker_seed_offset
+from tuner.runner.settings import RunSettings, WorkerSlot, trial_target, worker_seed_offset
 from tuner.runner.signals import STOP_SIGNALS
 from tuner.runner.summary import (
     RunSummary,
     StopReason,
     TrialCounts,
     most_serious,
-    plural,
     study_state,
+    target_text,
 )
 from tuner.runner.worker import report_command, run_worker
 
@@ -108,7 +108,7 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
 
     started = time.monotonic()
     spec = load_spec(settings.study_file)
-    total = settings.trials or spec.training.trials
+    total = trial_target(settings.trials, spec, settings.budget or spec.training.budget)
     devices = resolve_devices(settings.devices, settings.device)
     for name in devices:
         pick_device(name)  # fail here, once, rather than in every worker
@@ -124,7 +124,7 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     )
     console.print(
         f"study [bold]{spec.name}[/bold]: {count} workers on {', '.join(devices)}, "
-        f"{plural(total, 'trial')} in total, storage {mask_url(settings.storage)}"
+        f"{target_text(total)}, storage {mask_url(settings.storage)}"
     )
     launches = plan_workers(settings, count, devices)
     outcomes, interrupted = run_workers(launches)

@@ -73,7 +73,7 @@ class TrialProgress:
         self,
         console: Console,
         study: optuna.Study,
-        total_trials: int,
+        total_trials: int | None,
         max_epochs: int,
         *,
         live: bool = True,
@@ -209,7 +209,8 @@ class TrialProgress:
         ran = self.ran
         return [
             *facts,
-            f"finished {self.finished}/{self.total_trials}",
+            f"finished {self.finished}"
+            + ("" if self.total_trials is None else f"/{self.total_trials}"),
             f"best {_format(self.best_value)}",
             f"this run {ran.complete} complete {ran.pruned} pruned {ran.failed} failed",
         ]
@@ -226,6 +227,8 @@ class TrialProgress:
             per_trial = per_epoch * self.max_epochs
         else:
             return None
+        if self.total_trials is None:
+            return None  # the budget ends the run: its line says how long is left
         after = max(0, self.total_trials - self.finished - (running is not None))
         return trial_left + per_trial * after / self.workers
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuner.spec import StudySpec
+
 import logging
 import os
 import socket
@@ -91,3 +96,14 @@ class RunSettings:
     def parallel(self) -> bool:
         """Whether this run starts worker processes instead of training itself."""
         return self.slot is None and (self.workers > 1 or self.jobs_per_device is not None)
+
+
+def trial_target(trials: int | None, spec: StudySpec, budget: float | None) -> int | None:
+    """The finished-trial total a run aims for; None when a budget alone ends it.
+
+    `--trials` wins. With a budget (the flag or [training].budget) and no `--trials`, the
+    user chose time, not a count: the run uses the whole budget. Else the study file's count.
+    """
+    if trials is not None:
+        return trials
+    return None if budget is not None else spec.training.trials

@@ -71,7 +71,7 @@ class RunSummary:
     reason: StopReason
     ran: TrialCounts  # trials this run ended (all its workers)
     finished: int  # the study's finished (complete + pruned) trials now, all runs together
-    target: int  # --trials
+    target: int | None  # --trials; None: the budget alone ends the run
     seconds: float  # wall time of the run
     report_command: str  # the command that writes the study's report
     metric: str = "value"
@@ -90,7 +90,7 @@ class RunSummary:
 
     @property
     def left(self) -> int:
-        return max(0, self.target - self.finished)
+        return 0 if self.target is None else max(0, self.target - self.finished)
 
 
 def study_state(study: optuna.Study) -> dict[str, Any]:
@@ -159,7 +159,12 @@ def summary_lines(summary: RunSummary) -> list[str]:
             else f"; trials train up to {plural(s.budget_epochs, 'epoch')}"
         )
         lines.append(f"budget: {duration(s.seconds)} used of {duration(s.budget)}{epochs}")
-    lines.append(f"study {s.study}: {s.finished}/{plural(s.target, 'finished trial')}, {best}")
+    finished = (
+        plural(s.finished, "finished trial")
+        if s.target is None
+        else f"{s.finished}/{plural(s.target, 'finished trial')}"
+    )
+    lines.append(f"study {s.study}: {finished}, {best}")
     if s.left:
         lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
     lines.append(f"report: {s.report_command}")
@@ -186,7 +191,7 @@ def _stop_line(s: RunSummary) -> str:
         limit = "" if s.timeout is None else f" of {duration(s.timeout)}"
         return (
             f"stopped: the --timeout{limit} ran out, so no new trial was started "
-            f"({s.finished} of {s.target} finished)"
+            f"({s.finished} of {s.target if s.target is not None else 'no limit'} finished)"
         )
     if s.reason == StopReason.BUDGET:
         return (
@@ -196,3 +201,10 @@ def _stop_line(s: RunSummary) -> str:
     if s.ran.total == 0:
         return f"study {s.study} already has {plural(s.finished, 'finished trial')}"
     return f"done: study {s.study} reached {plural(s.target, 'finished trial')}"
+
+
+def target_text(target: int | None) -> str:
+    """How a run's first line states its trial target."""
+    if target is None:
+        return "trials until the budget ends"
+    return f"{plural(target, 'trial')} in total"

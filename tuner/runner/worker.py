@@ -11,9 +11,9 @@ from rich.console import Console
 from tuner.errors import TunerError
 from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
 from tuner.runner.progress import TrialProgress
-from tuner.runner.settings import RunSettings, worker_seed_offset
+from tuner.runner.settings import RunSettings, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
-from tuner.runner.summary import RunSummary, StopReason, plural, study_state
+from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
 
 
 def report_command(study_name: str, settings: RunSettings) -> str:
@@ -42,7 +42,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     started = time.monotonic()
     started_at = time.time()
     spec = load_spec(settings.study_file)
-    total = settings.trials or spec.training.trials
+    total = trial_target(settings.trials, spec, settings.budget or spec.training.budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     slot = settings.slot
     with interrupt_on_signals():
@@ -85,7 +85,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         worker = "" if slot is None else f"worker {slot.index}: "
         console.print(
             f"{worker}study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} "
-            f"on {device}, {plural(total, 'trial')} in total, storage {mask_url(settings.storage)}"
+            f"on {device}, {target_text(total)}, storage {mask_url(settings.storage)}"
         )
         progress = TrialProgress(
             console,
@@ -119,9 +119,10 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                     gc_after_trial=device.type == "cuda",
                     budget=clock,
                 )
-                timed_out = settings.timeout is not None and outcome.finished_after < total
+                short = total is None or outcome.finished_after < total
+                timed_out = settings.timeout is not None and short
                 reason = StopReason.TIMEOUT if timed_out else StopReason.TRIALS
-                if clock is not None and clock.exhausted and outcome.finished_after < total:
+                if clock is not None and clock.exhausted and short:
                     reason = StopReason.BUDGET
             except KeyboardInterrupt:
                 # Optuna has marked the running trial FAIL; every finished trial is stored.

@@ -140,13 +140,13 @@ class RunOutcome:
 
     finished_before: int
     finished_after: int
-    total_target: int
+    total_target: int | None  # None: no count, a budget or timeout ends the run
 
 
 def run_trials(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
-    total_trials: int,
+    total_trials: int | None,
     *,
     timeout: float | None = None,
     callbacks: list[TrialCallback] | None = None,
@@ -212,10 +212,12 @@ def run_trials(
     return RunOutcome(finished_before, count_finished(study), total_trials)
 
 
-def _done(study: optuna.Study, total_trials: int) -> bool:
+def _done(study: optuna.Study, total_trials: int | None) -> bool:
     """Enough finished trials, and none queued (a dead worker's trial waiting for its retry)."""
     states = [trial.state for trial in study.get_trials(deepcopy=False)]
     finished = sum(state in FINISHED_STATES for state in states)
+    if total_trials is None:  # no count: a budget or timeout ends the run
+        return False
     return finished >= total_trials and TrialState.WAITING not in states
 
 
@@ -224,7 +226,7 @@ def _queued(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _stop_when_done(total_trials: int) -> TrialCallback:
+def _stop_when_done(total_trials: int | None) -> TrialCallback:
     """Optuna's MaxTrialsCallback, except that a queued retry keeps the worker going."""
 
     def stop(study: optuna.Study, _trial: FrozenTrial) -> None:
