@@ -102,13 +102,7 @@ def study_name(study: str, studies: Path | None) -> str:
 
 def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
     """Study `name` from the storage `--storage` names; a one-line error when it isn't there."""
-    from tuner.storage import mask_url, open_storage, resolve_storage_url
+    from tuner.storage import load_stored_study as load
+    from tuner.storage import resolve_storage_url
 
-    url = resolve_storage_url(storage_option)
-    storage = open_storage(url, must_exist=True)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        raise TunerError(
-            f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
-        )
-    return optuna.load_study(study_name=name, storage=storage)
+    return load(name, resolve_storage_url(storage_option))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import optuna
-
 from tuner.errors import TunerError
 from tuner.runner.settings import RunSettings
 
@@ -20,28 +18,15 @@ class WarmStart:
     copy: bool = False  # copy its finished trials in (--from)
 
 
-def load_source(name: str, url: str) -> optuna.Study:
-    """The stored study `name`, or a one-line error listing the studies there."""
-    from tuner.storage import mask_url, open_storage
-
-    storage = open_storage(url, must_exist=True)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        raise TunerError(
-            f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
-        )
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def apply_warm_start(settings: RunSettings, warm: WarmStart) -> str:
     """Create (or open) the run's study and seed it from `warm.source`; a line saying what."""
     from tuner.search.study import open_study
     from tuner.search.warmstart import copy_trials, enqueue_best
     from tuner.spec import load_spec
-    from tuner.storage import open_storage
+    from tuner.storage import load_stored_study, open_storage
 
     spec = load_spec(settings.study_file)
-    source = load_source(warm.source, warm.storage or settings.storage)
+    source = load_stored_study(warm.source, warm.storage or settings.storage)
     if source.study_name == spec.name and warm.storage is None:
         raise TunerError(f"--from/--enqueue-from {warm.source!r} is the study being run")
     study = open_study(spec, open_storage(settings.storage), force=settings.force)

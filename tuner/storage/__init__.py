@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 from optuna.storages import BaseStorage
 
 from tuner.errors import TunerError
@@ -55,6 +56,7 @@ __all__ = [
     "RetryingStorage",
     "StorageLostError",
     "check_local_workers",
+    "load_stored_study",
     "mask_url",
     "open_storage",
     "resolve_retry_seconds",
@@ -138,3 +140,15 @@ def _require_file(path: Path, url: str) -> None:
             f"no study storage at {path} ({mask_url(url)}): nothing has been run there yet; "
             f"`tuner run` creates it, or pass --storage / set {STORAGE_ENV}"
         )
+
+
+def load_stored_study(name: str, url: str) -> optuna.Study:
+    """The study `name` in the storage at `url` (which must exist); a one-line TunerError
+    listing the studies there when it is not one of them."""
+    storage = open_storage(url, must_exist=True)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise TunerError(
+            f"no study {name!r} in {mask_url(url)}; studies there: {', '.join(names) or '(none)'}"
+        )
+    return optuna.load_study(study_name=name, storage=storage)
