@@ -6,14 +6,6 @@ confirm_verb (confirm), views (the tables they print). The work itself is in the
 of `tuner`.
 """
 
-import os
-
-# OpenMP threads that spin at barriers while other processes want the same cores (other trials,
-# other jobs, CPU quotas) made training steps 4-11x slower than passive waiting (bench/RESULTS.md,
-# "OpenMP wait policy"). libgomp reads this once, when torch loads it, so it is set here, before
-# any verb imports torch; worker processes inherit it. A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # isort: off
 # Verbs register when imported, in the order `tuner --help` lists them.
 from tuner.cli import study_verbs, model_verbs, confirm_verb  # noqa: F401
