@@ -47,11 +47,13 @@ OPTUNA_CONTENDERS = {
 RAY_CONTENDER = "ray-asha"
 
 
-def race_spec(path: Path, seed: int, train_limit: int) -> StudySpec:
-    """The study with the run's seed for trial seeds, and at most `train_limit` train images."""
+def race_spec(path: Path, seed: int, train_limit: int, max_epochs: int = 0) -> StudySpec:
+    """The study with the run's seed for trial seeds, at most `train_limit` train images and
+    `max_epochs` epochs per trial (0: the study file's)."""
     spec = load_spec(path)
     dataset = replace(spec.dataset, train_subset=train_limit or spec.dataset.train_subset)
-    return replace(spec, dataset=dataset, training=replace(spec.training, seed=seed))
+    training = replace(spec.training, seed=seed, max_epochs=max_epochs or spec.training.max_epochs)
+    return replace(spec, dataset=dataset, training=training)
 
 
 def usual_script(spec: StudySpec, dataset_dir: Path, into: Path) -> UsualScript:
@@ -163,6 +165,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, help="seconds")
     parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=0, help="run: epochs per trial")
     parser.add_argument("--storage", help="Optuna storage URL of an optuna contender")
     parser.add_argument("--out", type=Path, required=True, help="run folder, or retrain's JSON")
     parser.add_argument("--params", help="retrain: the configuration's params as JSON")
@@ -170,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    spec = race_spec(args.study, args.seed, args.train_limit)
+    spec = race_spec(args.study, args.seed, args.train_limit, args.max_epochs)
     with tempfile.TemporaryDirectory(prefix="race-torchvision-") as into:
         usual = usual_script(spec, args.dataset_dir, Path(into))
         print(f"torch threads {torch.get_num_threads()}, device {usual.device}", flush=True)

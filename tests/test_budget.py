@@ -114,6 +114,30 @@ def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:
     assert budget_epochs(10, 20, 5) == 1
 
 
+@pytest.mark.parametrize(
+    ("pruner", "expected"),
+    [
+        # Two epochs of warm-up at 8 reports an epoch: 16 steps, not a quarter of an epoch.
+        (
+            'name = "median"\noptions = { n_warmup_steps = 2, interval_steps = 1 }',
+            {"_n_warmup_steps": 16, "_interval_steps": 8},
+        ),
+        (
+            'name = "hyperband"\noptions = { min_resource = 2, max_resource = 6 }',
+            {"_min_resource": 16, "_max_resource": 48},
+        ),
+        ('name = "successive-halving"\noptions = { min_resource = 3 }', {"_min_resource": 24}),
+        ('name = "successive-halving"', {"_min_resource": 1}),  # a slice of one epoch
+    ],
+)
+def test_pruner_options_in_the_study_file_count_epochs(
+    tmp_path: Path, pruner: str, expected: dict
+) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml().replace('name = "none"', pruner))
+    built = rung_pruner(spec, max_epochs=6, steps_per_epoch=8)
+    assert {key: getattr(built, key) for key in expected} == expected
+
+
 def test_every_rung_is_reported_and_the_pruner_counts_in_steps(tmp_path, cpu_threads) -> None:
     text = tiny_study_toml(training="max_epochs = 2\npatience = 0").replace(
         'name = "none"', 'name = "hyperband"'

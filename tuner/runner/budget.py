@@ -44,6 +44,14 @@ MAX_DEFAULT_STEPS = 8
 # The running trial is cut this long before the deadline: its record and the summary fit.
 END_MARGIN_SECONDS = 1.0
 RUNG_PRUNERS = ("hyperband", "successive-halving")
+# Pruner options a study file writes in epochs: the unit its author thinks in, and the one
+# every shipped file was written in before in-epoch reports existed (median's
+# n_warmup_steps = 2 meant two epochs, not a quarter of one).
+EPOCH_OPTIONS = {
+    "median": ("n_warmup_steps", "interval_steps"),
+    "hyperband": ("min_resource", "max_resource"),
+    "successive-halving": ("min_resource",),
+}
 
 
 def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
@@ -56,9 +64,13 @@ def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
 def rung_pruner(
     spec: StudySpec, max_epochs: int, steps_per_epoch: int
 ) -> optuna.pruners.BasePruner:
-    """The study file's pruner, its rungs counted in steps: a Hyperband or successive-halving
-    pruner without min_resource/max_resource gets 1 step and the full schedule."""
+    """The study file's pruner, its rungs counted in steps: the file's step options count
+    epochs (EPOCH_OPTIONS) and become steps; a Hyperband or successive-halving pruner without
+    min_resource/max_resource gets 1 step and the full schedule."""
     options = dict(spec.pruner.options)
+    for key in EPOCH_OPTIONS.get(spec.pruner.name, ()):
+        if isinstance(options.get(key), int):  # "auto" stays Optuna's
+            options[key] *= steps_per_epoch
     if spec.pruner.name in RUNG_PRUNERS:
         options.setdefault("min_resource", 1)
         if spec.pruner.name == "hyperband":
