@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from studies import SMALL_SPACE, spec_from, tiny_study_toml
 from tuner import attrs
+from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine import to_device
 from tuner.errors import TunerError
@@ -20,6 +21,7 @@ from tuner.runner.budget import (
     BudgetClock,
     budget_epochs,
     default_steps_per_epoch,
+    first_config,
     rung_pruner,
 )
 from tuner.runner.run import run_study
@@ -106,6 +108,19 @@ def test_default_rungs_follow_the_dataset_size(tmp_path: Path) -> None:
     assert default_steps_per_epoch(spec, 54_000) == 8  # Fashion-MNIST: eighths of an epoch
     given = spec_from(tmp_path, tiny_study_toml(training="reports_per_epoch = 3"))
     assert default_steps_per_epoch(given, 54_000) == 3
+
+
+def test_the_budget_probe_times_the_configuration_trained_first(tmp_path: Path) -> None:
+    # The known good configuration of [[enqueue]] is what the first trial trains, so its
+    # batch size and model are what the epoch count is planned on.
+    known = "[[enqueue]]\nlearning_rate = 0.005\n"
+    spec = spec_from(tmp_path, tiny_study_toml(space=SMALL_SPACE) + known)
+    config = first_config(spec)
+    assert (config.learning_rate, config.batch_size, config.filters) == (0.005, 64, (4,))
+    # A partial table leaves parameters to the sampler: the model is not known yet.
+    space = SMALL_SPACE + 'dropout = { type = "float", low = 0.1, high = 0.5 }\n'
+    partial = spec_from(tmp_path, tiny_study_toml(space=space) + known)
+    assert first_config(partial) == TrialConfig()
 
 
 def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:

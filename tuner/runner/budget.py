@@ -8,6 +8,7 @@ finish before then are not started; the trial running at the deadline is cut ins
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import statistics
@@ -22,16 +23,24 @@ from tuner import attrs
 from tuner.config import TrialConfig
 from tuner.engine import DeviceData, TrainingStopped, build_cnn, fit
 from tuner.search.samplers import build_pruner
+from tuner.search.space import suggest
 from tuner.spec import StudySpec
+from tuner.spec.enqueue import trial_params
 
 log = logging.getLogger(__name__)
 
-# Before this study has measured anything, a probe times a few batches of the default model
-# (TrialConfig()) on this machine, now (its load included: the same trial took 9 ms an image
-# on an idle 2-core CPU and 17 ms with 8 other jobs). Its rate, times this factor for the
-# validation share and bigger models, is the guess until trials measure their own.
-PROBE_BATCHES = 6  # the first is warm-up, not timed
-PROBE_SAFETY = 1.5
+# Before this study has measured anything, a probe times a few batches of the configuration
+# the run trains first (the study's first [[enqueue]] table, else TrialConfig()) on this
+# machine, now (its load included: the same trial took 9 ms an image on an idle 2-core CPU
+# and 17 ms with 8 other jobs). Its rate, times this factor for the validation reports (~3%)
+# and noise, is the guess until trials measure their own. The lower quartile of the batch
+# times is the measure: the first dozens of batches run up to 2x slower than the rest of the
+# epoch while allocations and threads warm up (Fashion-MNIST, batch 128: 51, 47, 41 ms, then
+# 20-33 ms, against 24 ms over a whole epoch), and with their mean the known good model's 10 s
+# epochs were guessed at 25 s, their median at 16-19 s (bench/RESULTS.md).
+PROBE_BATCHES = 24
+PROBE_WARMUP_BATCHES = 2  # not timed
+PROBE_SAFETY = 1.2
 # A full-fidelity trial may take at most this share of the budget, so a budget run sees
 # several configurations finish.
 FULL_TRIAL_SHARE = 0.3
@@ -90,9 +99,24 @@ def measured_seconds_per_image(study: optuna.Study) -> float | None:
     return statistics.median(rates) if rates else None
 
 
-def probe_seconds_per_image(data: DeviceData, device: torch.device) -> float:
-    """Seconds per training image of the default model here, from PROBE_BATCHES batches."""
-    config = TrialConfig(max_epochs=1, patience=0)
+def first_config(spec: StudySpec) -> TrialConfig:
+    """The configuration a new study trains first: its first [[enqueue]] table when that fixes
+    every parameter, else the default model (TrialConfig())."""
+    if spec.enqueue:
+        fixed = optuna.trial.FixedTrial(trial_params(spec.enqueue[0], spec.space))
+        try:
+            return suggest(fixed, spec)
+        except ValueError:  # a partial table: the rest is sampled, the model is unknown
+            pass
+    return TrialConfig()
+
+
+def probe_seconds_per_image(
+    data: DeviceData, device: torch.device, config: TrialConfig | None = None
+) -> float:
+    """Seconds per training image of `config` (default TrialConfig()) here: the lower quartile
+    of PROBE_BATCHES batches after the warm-up ones, times PROBE_SAFETY."""
+    config = dataclasses.replace(config or TrialConfig(), max_epochs=1, patience=0)
     torch.manual_seed(0)
     model = build_cnn(config, data.input_shape, data.num_classes)
     polls: list[float] = []
@@ -106,10 +130,12 @@ def probe_seconds_per_image(data: DeviceData, device: torch.device) -> float:
             pass  # an epoch shorter than the probe: the polls so far are the measure
     except TrainingStopped:
         pass
-    batches = len(polls) - 2  # timed from the end of the warm-up batch to the last poll
-    if batches < 1:
+    batch_seconds = [later - earlier for earlier, later in itertools.pairwise(polls)]
+    timed = batch_seconds[PROBE_WARMUP_BATCHES:] or batch_seconds
+    if not timed:
         return 0.0
-    return PROBE_SAFETY * (polls[-1] - polls[1]) / (batches * config.batch_size)
+    quartile = statistics.quantiles(timed, n=4)[0] if len(timed) > 1 else timed[0]
+    return PROBE_SAFETY * quartile / config.batch_size
 
 
 def budget_epochs(budget: float, epoch_seconds: float, max_epochs: int) -> int:
@@ -177,7 +203,9 @@ def plan_budget(
     study's measured cost or the guess; the first budget run of a study fixes it, in the study's
     user attrs), and the run's clock."""
     train_count = len(data.train_labels)
-    rate = measured_seconds_per_image(study) or probe_seconds_per_image(data, device)
+    rate = measured_seconds_per_image(study) or probe_seconds_per_image(
+        data, device, first_config(spec)
+    )
     stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
     if stored is None:
         epochs = budget_epochs(budget, rate * train_count, spec.training.max_epochs)
