@@ -32,15 +32,16 @@ log = logging.getLogger(__name__)
 # Before this study has measured anything, a probe times a few batches of the configuration
 # the run trains first (the study's first [[enqueue]] table, else TrialConfig()) on this
 # machine, now (its load included: the same trial took 9 ms an image on an idle 2-core CPU
-# and 17 ms with 8 other jobs). Its rate, times this factor for the validation reports (~3%)
-# and noise, is the guess until trials measure their own. The lower quartile of the batch
-# times is the measure: the first dozens of batches run up to 2x slower than the rest of the
-# epoch while allocations and threads warm up (Fashion-MNIST, batch 128: 51, 47, 41 ms, then
-# 20-33 ms, against 24 ms over a whole epoch), and with their mean the known good model's 10 s
-# epochs were guessed at 25 s, their median at 16-19 s (bench/RESULTS.md).
-PROBE_BATCHES = 24
-PROBE_WARMUP_BATCHES = 2  # not timed
-PROBE_SAFETY = 1.2
+# and 17 ms with 8 other jobs). That rate is the guess until trials measure their own. The
+# lower quartile of the batch times after a warm-up is the measure: a fresh process runs its
+# first batches up to 2x slower than the rest of the epoch (Fashion-MNIST, batch 128: 51, 47,
+# 41 ms, then 20-33 ms). Even so the probe stays on the safe side: it guesses 12.5-15 s for the
+# known good model's epochs that take ~10.5 s with their validation reports (idle AMD EPYC,
+# bench/RESULTS.md), so no extra safety factor is applied; with the mean of 5 batches times
+# 1.5 it had guessed 25 s.
+PROBE_BATCHES = 32
+PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process warms up longer
+PROBE_SAFETY = 1.0  # see above: the warm-up is safety enough
 # A full-fidelity trial may take at most this share of the budget, so a budget run sees
 # several configurations finish.
 FULL_TRIAL_SHARE = 0.3
