@@ -284,6 +284,8 @@ def main() -> None:
     if args.retrain:
         retrained = summary.done_keys(records, kind="retrain")
         for contender, budget_s in sorted({(r["contender"], r["budget_s"]) for r in records}):
+            if contender not in args.contenders or budget_s not in args.budgets:
+                continue  # e.g. `--retrain --contenders tuner --budgets 30m`; older variants
             best = summary.best_run(records, contender, budget_s)
             if best is None or summary.run_key(best) in retrained:
                 continue

@@ -153,6 +153,13 @@ def test_pruner_options_in_the_study_file_count_epochs(
     assert {key: getattr(built, key) for key in expected} == expected
 
 
+def test_hyperband_never_plans_rungs_beyond_the_budget_epochs(tmp_path: Path) -> None:
+    text = 'name = "hyperband"\noptions = { min_resource = 1, max_resource = 30 }'
+    spec = spec_from(tmp_path, tiny_study_toml().replace('name = "none"', text))
+    built = rung_pruner(spec, max_epochs=13, steps_per_epoch=8)  # a budget chose 13 epochs
+    assert (built._min_resource, built._max_resource) == (8, 13 * 8)
+
+
 def test_every_rung_is_reported_and_the_pruner_counts_in_steps(tmp_path, cpu_threads) -> None:
     text = tiny_study_toml(training="max_epochs = 2\npatience = 0").replace(
         'name = "none"', 'name = "hyperband"'

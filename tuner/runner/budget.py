@@ -84,7 +84,11 @@ def rung_pruner(
     if spec.pruner.name in RUNG_PRUNERS:
         options.setdefault("min_resource", 1)
         if spec.pruner.name == "hyperband":
-            options.setdefault("max_resource", max_epochs * steps_per_epoch)
+            # A budget may fix fewer epochs than the file's max_resource: no trial could reach
+            # the rungs beyond, and Hyperband would size its brackets for them.
+            schedule = max_epochs * steps_per_epoch
+            given = options.get("max_resource", schedule)
+            options["max_resource"] = min(given, schedule) if isinstance(given, int) else given
     return build_pruner(spec.pruner.name, options)
 
 
