@@ -29,7 +29,7 @@ from tuner.runner.settings import RunSettings
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
 from tuner.search.study import open_study, run_trials
-from tuner.spec.budget import parse_duration
+from tuner.spec.budget import format_duration, parse_duration
 
 # ---------------------------------------------------------------- durations and the spec key
 
@@ -121,6 +121,16 @@ def test_the_budget_probe_times_the_configuration_trained_first(tmp_path: Path) 
     space = SMALL_SPACE + 'dropout = { type = "float", low = 0.1, high = 0.5 }\n'
     partial = spec_from(tmp_path, tiny_study_toml(space=space) + known)
     assert first_config(partial) == TrialConfig()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "0.25s"), (42.5, "42.5s"), (185, "3m 05s"), (7620, "2h 07m")],
+)
+def test_durations_are_written_as_the_budget_flag_reads_them(seconds: float, text: str) -> None:
+    # One spelling in progress lines, summaries and reports; a user can paste it back.
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds, abs=0.05)
 
 
 def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:

@@ -270,7 +270,7 @@ def test_multi_objective_studies_get_a_report_naming_their_objectives() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(None, "—"), (42.25, "42.2 s"), (725, "12m 05s"), (11000, "3h 03m")]
+    ("seconds", "text"), [(None, "—"), (42.25, "42.2s"), (725, "12m 05s"), (11000, "3h 03m")]
 )
 def test_format_seconds(seconds: float | None, text: str) -> None:
     assert format_seconds(seconds) == text

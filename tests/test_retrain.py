@@ -18,10 +18,11 @@ from tuner.config import TrialConfig
 from tuner.data import load_dataset
 from tuner.engine import DivergedError, EpochResult
 from tuner.errors import TunerError
+from tuner.report import RETRAIN_REPORT_FILE as REPORT_FILE
 from tuner.trained.card import CARD_FILE, WEIGHTS_FILE, load_model
 from tuner.trained.export import BestConfig
 from tuner.trained.predict import probabilities
-from tuner.trained.retrain import REPORT_FILE, Retrained, epochs_for, retrain, save
+from tuner.trained.retrain import Retrained, epochs_for, retrain, save
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -530,7 +530,8 @@ def test_a_run_of_a_finished_study_fails_a_stale_trial_and_runs_its_retry(
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
-def test_status_fails_a_dead_workers_trial_and_queues_its_retry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verb", ["status", "studies"])
+def test_status_fails_a_dead_workers_trial_and_queues_its_retry(tmp_path: Path, verb: str) -> None:
     url = f"sqlite:///{tmp_path}/tuner.db"
     study = optuna.create_study(study_name="s", storage=open_storage(url))
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
@@ -542,9 +543,13 @@ def test_status_fails_a_dead_workers_trial_and_queues_its_retry(tmp_path: Path) 
             f"INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, {an_hour_ago})",
             (dead._trial_id,),
         )
-    result = tuner_cli("status", "--study", "s", "--storage", url)
+    study_args = ("--study", "s") if verb == "status" else ()
+    result = tuner_cli(verb, *study_args, "--storage", url)
     assert result.returncode == 0, result.stderr
-    assert "study s (?): 2 complete, 1 fail, 1 waiting" in result.stdout
+    if verb == "status":
+        assert "study s (?): 2 complete, 1 fail, 1 waiting" in result.stdout
+    else:  # the storage table: s, 2 complete, 0 pruned, 1 failed, 0 running
+        assert re.search(r"\bs\s*│\s*2\s*│\s*0\s*│\s*1\s*│\s*0\s*│", result.stdout)
     assert study.trials[dead.number].state == TrialState.FAIL
 
 

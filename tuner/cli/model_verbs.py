@@ -137,6 +137,7 @@ def retrain(
     from tuner.data import load_dataset
     from tuner.engine import pick_device
     from tuner.files import study_slug
+    from tuner.report import write_retrain_report
     from tuner.trained.retrain import epochs_for, save
     from tuner.trained.retrain import retrain as retrain_model
 
@@ -154,7 +155,8 @@ def retrain(
         f"{epochs_for(chosen, epochs)} epochs on {torch_device}"
     )
     result = retrain_model(chosen, dataset, torch_device, epochs)
-    weights, report_path = save(out_dir, result)
+    weights = save(out_dir, result)
+    report_path = write_retrain_report(out_dir, result.card)
     out_console.print(
         f"test accuracy {result.card.test_accuracy:.4f} on {result.card.test_count} held-out "
         f"images\nmodel: {weights}\nreport: {report_path}"

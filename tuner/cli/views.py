@@ -63,7 +63,7 @@ def state_counts(study: optuna.Study) -> dict[TrialState, int]:
 def print_studies(console: Console, folder: Path, storage: str | None) -> None:
     """The study files in `folder`, then the studies in storage with trials by state."""
     from tuner.spec import list_study_files, load_spec
-    from tuner.storage import mask_url, open_storage, resolve_storage_url
+    from tuner.storage import mask_url, open_storage, resolve_storage_url, settle_stale_trials
 
     files = Table("study file", "dataset", "sampler", "pruner", "description", title=str(folder))
     for path in list_study_files(folder):
@@ -86,7 +86,9 @@ def print_studies(console: Console, folder: Path, storage: str | None) -> None:
     summaries = optuna.get_all_study_summaries(opened, include_best_trial=True)
     stored = Table("study", "complete", "pruned", "failed", "running", "best", title=mask_url(url))
     for summary in sorted(summaries, key=lambda s: s.study_name):
-        counts = state_counts(optuna.load_study(study_name=summary.study_name, storage=opened))
+        study = optuna.load_study(study_name=summary.study_name, storage=opened)
+        settle_stale_trials(study)  # a dead worker's trial shows as failed, as in `status`
+        counts = state_counts(study)
         best = summary.best_trial.value if summary.best_trial else None
         stored.add_row(
             summary.study_name,

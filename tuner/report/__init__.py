@@ -4,12 +4,13 @@ Every figure is collected as plain data first, then drawn with Plotly; every pag
 `page.Page` rendered by `render`.
 """
 
-from tuner.report.model_page import retrain_page
+from tuner.report.model_page import RETRAIN_REPORT_FILE, retrain_page, write_retrain_report
 from tuner.report.page import Page, Section, render
 from tuner.report.study_report import build_report, write_report
 from tuner.report.visualize import test_image, visualization_page, write_visualization
 
 __all__ = [
+    "RETRAIN_REPORT_FILE",
     "Page",
     "Section",
     "build_report",
@@ -18,5 +19,6 @@ __all__ = [
     "test_image",
     "visualization_page",
     "write_report",
+    "write_retrain_report",
     "write_visualization",
 ]

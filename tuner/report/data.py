@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
+from tuner.spec.budget import format_duration
 
 MISSING = "—"  # shown where a trial has no value for a column
 UNKNOWN_WORKER = "(unknown worker)"
@@ -235,13 +236,5 @@ def format_count(value: Any) -> str:
 
 
 def format_seconds(seconds: float | None) -> str:
-    """42.5 -> "42.5 s", 725 -> "12m 05s", 11000 -> "3h 03m"."""
-    if seconds is None:
-        return MISSING
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    """format_duration, with MISSING for a time that is not known."""
+    return MISSING if seconds is None else format_duration(seconds)

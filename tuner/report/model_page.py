@@ -8,17 +8,27 @@ only draw it.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
 
-from tuner.report.page import Card, Page, Section, generated_line
+from tuner.files import write_text_atomic
+from tuner.report.page import Card, Page, Section, generated_line, render
 from tuner.trained.card import ModelCard
 
 
 def model_source(card: ModelCard) -> str:
     """Where the model's configuration came from, in words."""
     return f"trial {card.trial} of study {card.study}" if card.study else "a config file"
+
+
+RETRAIN_REPORT_FILE = "retrain.html"
+
+
+def write_retrain_report(directory: Path, card: ModelCard) -> Path:
+    """retrain.html next to the retrained model: its test results and training curve."""
+    return write_text_atomic(Path(directory) / RETRAIN_REPORT_FILE, render(retrain_page(card)))
 
 
 def retrain_page(card: ModelCard) -> Page:

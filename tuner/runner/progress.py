@@ -21,8 +21,9 @@ from rich.text import Text
 
 from tuner import attrs
 from tuner.engine import EpochResult
-from tuner.runner.summary import TrialCounts, duration
+from tuner.runner.summary import TrialCounts
 from tuner.search.study import count_finished
+from tuner.spec.budget import format_duration
 
 log = logging.getLogger("tuner.runner.progress")
 
@@ -192,20 +193,20 @@ class TrialProgress:
         facts = []
         per_epoch = running.epoch_estimate(now)
         if per_epoch is not None:
-            facts.append(f"epoch ~{duration(per_epoch)}")
+            facts.append(f"epoch ~{format_duration(per_epoch)}")
         trial_left = running.seconds_left(now, self.max_epochs)
         if trial_left is not None:
-            facts.append(f"trial ~{duration(trial_left)} left")
+            facts.append(f"trial ~{format_duration(trial_left)} left")
         return facts
 
     def _study_facts(self, now: float) -> list[str]:
         """Elapsed time, the study's estimate, finished trials and the best value."""
-        facts = [f"elapsed {duration(now - self.started)}"]
+        facts = [f"elapsed {format_duration(now - self.started)}"]
         if self.deadline is not None:
-            facts.append(f"budget {duration(max(0.0, self.deadline - now))} left")
+            facts.append(f"budget {format_duration(max(0.0, self.deadline - now))} left")
         study_left = self._study_seconds_left(now)
         if study_left is not None:
-            facts.append(f"study ~{duration(study_left)} left")
+            facts.append(f"study ~{format_duration(study_left)} left")
         ran = self.ran
         return [
             *facts,

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from tuner import attrs
 from tuner.search.study import count_finished
+from tuner.spec.budget import format_duration
 
 
 class StopReason(enum.StrEnum):
@@ -125,26 +126,13 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def duration(seconds: float) -> str:
-    """'0.25s', '4.2s', '3m 05s', '2h 07m'."""
-    if seconds < 1:
-        return f"{seconds:.2g}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 def summary_lines(summary: RunSummary) -> list[str]:
     """The summary a run ends with: why it stopped, what it did, what is left, what next."""
     s = summary
     lines = [_stop_line(s)]
     ran = s.ran
     lines.append(
-        f"this run: {plural(ran.total, 'trial')} in {duration(s.seconds)} "
+        f"this run: {plural(ran.total, 'trial')} in {format_duration(s.seconds)} "
         f"({ran.complete} complete, {ran.pruned} pruned, {ran.failed} failed)"
     )
     best = (
@@ -158,7 +146,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
             if s.budget_epochs is None
             else f"; trials train up to {plural(s.budget_epochs, 'epoch')}"
         )
-        lines.append(f"budget: {duration(s.seconds)} used of {duration(s.budget)}{epochs}")
+        used, budget = format_duration(s.seconds), format_duration(s.budget)
+        lines.append(f"budget: {used} used of {budget}{epochs}")
     finished = (
         plural(s.finished, "finished trial")
         if s.target is None
@@ -188,15 +177,15 @@ def _stop_line(s: RunSummary) -> str:
     if s.reason == StopReason.ERROR:
         return "stopped by an error (the `error:` line says which)"
     if s.reason == StopReason.TIMEOUT:
-        limit = "" if s.timeout is None else f" of {duration(s.timeout)}"
+        limit = "" if s.timeout is None else f" of {format_duration(s.timeout)}"
         return (
             f"stopped: the --timeout{limit} ran out, so no new trial was started "
             f"({s.finished} of {s.target if s.target is not None else 'no limit'} finished)"
         )
     if s.reason == StopReason.BUDGET:
         return (
-            f"stopped: the budget of {duration(s.budget or 0)} ran out (a trial running at the "
-            "deadline is cut and pruned; none starts that could not report once in time)"
+            f"stopped: the budget of {format_duration(s.budget or 0)} ran out (a trial running "
+            "at the deadline is cut and pruned; none starts that could not report once in time)"
         )
     if s.ran.total == 0:
         return f"study {s.study} already has {plural(s.finished, 'finished trial')}"

@@ -1,7 +1,8 @@
 """The [training] table's time keys: `budget` (a duration) and `reports_per_epoch`.
 
 `parse_duration` also reads `tuner run --budget`: '90s', '10m', '1h30m', '2h', or plain
-seconds ('600', 600, 1.5e3).
+seconds ('600', 600, 1.5e3). `format_duration` writes durations the way it reads them, for
+every message, progress line and report.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ DURATION_FORMS = "a duration such as '90s', '10m', '1h30m' or plain seconds"
 MAX_REPORTS_PER_EPOCH = 64
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def format_duration(seconds: float) -> str:
+    """'0.25s', '42.5s', '3m 05s', '2h 07m': what parse_duration reads back."""
+    if seconds < 1:
+        return f"{seconds:.2g}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
 
 
 def parse_duration(value: Any) -> float:

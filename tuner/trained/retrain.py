@@ -38,14 +38,11 @@ from tuner.engine import (
     to_device,
 )
 from tuner.errors import TunerError
-from tuner.files import write_text_atomic
-from tuner.report import render, retrain_page
 from tuner.trained.card import ModelCard, save_model
 from tuner.trained.export import BestConfig
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "retrain.html"
 # Training images that `fit` scores in eval mode after each epoch, in place of the validation
 # set retraining does not have. They only show progress (the final weights are kept regardless,
 # and nothing stops early), so a sample keeps epochs cheap. The card records them as such.
@@ -219,8 +216,7 @@ def _test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
     )
 
 
-def save(directory: Path, retrained: Retrained) -> tuple[Path, Path]:
-    """Write model.safetensors, model.json and retrain.html into `directory`."""
-    weights = save_model(directory, retrained.model, retrained.card)
-    report = write_text_atomic(Path(directory) / REPORT_FILE, render(retrain_page(retrained.card)))
-    return weights, report
+def save(directory: Path, retrained: Retrained) -> Path:
+    """Write model.safetensors and model.json into `directory`; the weights' path. (The page
+    about them is the report package's: tuner.report.write_retrain_report.)"""
+    return save_model(directory, retrained.model, retrained.card)
