@@ -88,7 +88,6 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _latency_ms(model: nn.Module, image: torch.Tensor, device: torch.device) -> float:
-
     for _ in range(WARMUP_PASSES):
         model(image)
     _synchronize(device)

@@ -37,11 +37,10 @@ log = logging.getLogger(__name__)
 # first batches up to 2x slower than the rest of the epoch (Fashion-MNIST, batch 128: 51, 47,
 # 41 ms, then 20-33 ms). Even so the probe stays on the safe side: it guesses 12.5-15 s for the
 # known good model's epochs that take ~10.5 s with their validation reports (idle AMD EPYC,
-# bench/RESULTS.md), so no extra safety factor is applied; with the mean of 5 batches times
-# 1.5 it had guessed 25 s.
+# bench/RESULTS.md), so no safety factor is applied; with the mean of 5 batches times 1.5
+# it had guessed 25 s.
 PROBE_BATCHES = 32
 PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process warms up longer
-PROBE_SAFETY = 1.0  # see above: the warm-up is safety enough
 # A full-fidelity trial may take at most this share of the budget, so a budget run sees
 # several configurations finish.
 FULL_TRIAL_SHARE = 0.3
@@ -120,7 +119,7 @@ def probe_seconds_per_image(
     data: DeviceData, device: torch.device, config: TrialConfig | None = None
 ) -> float:
     """Seconds per training image of `config` (default TrialConfig()) here: the lower quartile
-    of PROBE_BATCHES batches after the warm-up ones, times PROBE_SAFETY."""
+    of PROBE_BATCHES batches after the warm-up ones."""
     config = dataclasses.replace(config or TrialConfig(), max_epochs=1, patience=0)
     torch.manual_seed(0)
     model = build_cnn(config, data.input_shape, data.num_classes)
@@ -140,7 +139,7 @@ def probe_seconds_per_image(
     if not timed:
         return 0.0
     quartile = statistics.quantiles(timed, n=4)[0] if len(timed) > 1 else timed[0]
-    return PROBE_SAFETY * quartile / config.batch_size
+    return quartile / config.batch_size
 
 
 def budget_epochs(budget: float, epoch_seconds: float, max_epochs: int) -> int:

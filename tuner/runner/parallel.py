@@ -26,7 +26,13 @@ from rich.console import Console
 from tuner import attrs
 from tuner.engine import available_cpus
 from tuner.errors import TunerError
-from tuner.runner.settings import RunSettings, WorkerSlot, trial_target, worker_seed_offset
+from tuner.runner.settings import (
+    RunSettings,
+    WorkerSlot,
+    run_budget,
+    trial_target,
+    worker_seed_offset,
+)
 from tuner.runner.signals import STOP_SIGNALS
 from tuner.runner.summary import (
     RunSummary,
@@ -108,7 +114,8 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
 
     started = time.monotonic()
     spec = load_spec(settings.study_file)
-    total = trial_target(settings.trials, spec, settings.budget or spec.training.budget)
+    budget = run_budget(settings, spec)
+    total = trial_target(settings.trials, spec, budget)
     devices = resolve_devices(settings.devices, settings.device)
     for name in devices:
         pick_device(name)  # fail here, once, rather than in every worker
@@ -150,10 +157,8 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
         seconds=time.monotonic() - started,
         report_command=report_command(spec.name, settings),
         timeout=settings.timeout,
-        budget=settings.budget or spec.training.budget,
-        budget_epochs=study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
-        if settings.budget or spec.training.budget
-        else None,
+        budget=budget,
+        budget_epochs=None if budget is None else study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS),
         retried=tuple(sorted(retried)),
         detail="; ".join(details) if reason == StopReason.ERROR else None,
         **study_state(study),

@@ -98,6 +98,12 @@ class RunSettings:
         return self.slot is None and (self.workers > 1 or self.jobs_per_device is not None)
 
 
+def run_budget(settings: RunSettings, spec: StudySpec) -> float | None:
+    """The run's wall-clock budget in seconds: --budget, else the study file's
+    [training].budget, else None."""
+    return settings.budget or spec.training.budget
+
+
 def trial_target(trials: int | None, spec: StudySpec, budget: float | None) -> int | None:
     """The finished-trial total a run aims for; None when a budget alone ends it.
 

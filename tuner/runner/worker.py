@@ -11,7 +11,7 @@ from rich.console import Console
 from tuner.errors import TunerError
 from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
 from tuner.runner.progress import TrialProgress
-from tuner.runner.settings import RunSettings, trial_target, worker_seed_offset
+from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
 from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
 
@@ -42,7 +42,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     started = time.monotonic()
     started_at = time.time()
     spec = load_spec(settings.study_file)
-    total = trial_target(settings.trials, spec, settings.budget or spec.training.budget)
+    budget = run_budget(settings, spec)
+    total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     slot = settings.slot
     with interrupt_on_signals():
@@ -66,7 +67,6 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         )
         # The schedule: rungs per epoch, and with a budget the epochs it allows and its clock.
         steps = default_steps_per_epoch(spec, len(data.train_labels))
-        budget = settings.budget or spec.training.budget
         clock = None
         if budget is not None:
             epochs, clock = plan_budget(

@@ -214,10 +214,10 @@ def run_trials(
 
 def _done(study: optuna.Study, total_trials: int | None) -> bool:
     """Enough finished trials, and none queued (a dead worker's trial waiting for its retry)."""
-    states = [trial.state for trial in study.get_trials(deepcopy=False)]
-    finished = sum(state in FINISHED_STATES for state in states)
     if total_trials is None:  # no count: a budget or timeout ends the run
         return False
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    finished = sum(state in FINISHED_STATES for state in states)
     return finished >= total_trials and TrialState.WAITING not in states
 
 
