@@ -45,6 +45,7 @@ OPTUNA_CONTENDERS = {
     "random": lambda seed: (optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()),
 }
 RAY_CONTENDER = "ray-asha"
+EPOCH_LOG = "epochs.jsonl"  # in a run's folder: the usual script's epoch-level log
 
 
 def race_spec(path: Path, seed: int, train_limit: int, max_epochs: int = 0) -> StudySpec:
@@ -56,15 +57,19 @@ def race_spec(path: Path, seed: int, train_limit: int, max_epochs: int = 0) -> S
     return replace(spec, dataset=dataset, training=training)
 
 
-def usual_script(spec: StudySpec, dataset_dir: Path, into: Path) -> UsualScript:
-    """The usual script on the study's split, normalized with its training split's mean/std."""
+def usual_script(
+    spec: StudySpec, dataset_dir: Path, into: Path, epoch_log: Path | None = None
+) -> UsualScript:
+    """The usual script on the study's split, normalized with its training split's mean/std;
+    with `epoch_log`, each finished epoch is appended there (the race's epoch-level curve)."""
     dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
     root = torchvision_root(dataset_class, dataset_dir, into)
     images = dataset_class(str(root), train=True).data
     indices = split_indices(spec, len(images))
     train = images[indices[0]].float() / 255
     stats = ((train.mean().item(),), (train.std().item(),))
-    return UsualScript(spec, root, indices, stats, pick_device("auto"), loader_workers=0)
+    device = pick_device("auto")
+    return UsualScript(spec, root, indices, stats, device, loader_workers=0, epoch_log=epoch_log)
 
 
 def run_optuna(contender: str, usual: UsualScript, seed: int, budget: float, url: str) -> None:
@@ -85,16 +90,57 @@ def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
     race_ray.run_ray(usual, seed, budget, out)
 
 
-def read_optuna_run(url: str, started: datetime.datetime, budget_s: float) -> dict[str, Any]:
-    """Points, trial counts and best trial of the one study in an Optuna storage.
+def tuner_epoch_points(
+    trials: list[optuna.trial.FrozenTrial], started: datetime.datetime
+) -> list[list[float]]:
+    """[seconds since `started`, validation accuracy] at the end of each epoch tuner's trials
+    ran, from their stored history (a pruned trial's epochs count too).
+
+    tuner stores each epoch's duration, not its end: an epoch's end is taken as the trial's
+    datetime_complete less the epochs after it. That errs late (against tuner) by the work
+    after the last whole epoch, e.g. the slices of a trial pruned mid-epoch.
+    """
+    points = []
+    for trial in trials:
+        history = trial.user_attrs.get("history") or []
+        if trial.datetime_complete is None or not history:
+            continue
+        end = (trial.datetime_complete - started).total_seconds()
+        for epoch in reversed(history):
+            points.append([end, epoch["val_accuracy"]])
+            end -= epoch["seconds"]
+    return sorted(points)
+
+
+def logged_epoch_points(epoch_log: Path, started: float) -> list[list[float]]:
+    """The usual script's epoch log (UsualScript.epoch_log) as [seconds since `started` (epoch
+    seconds), validation accuracy]; a line cut by a stopped run is skipped."""
+    if not epoch_log.is_file():
+        return []
+    points = []
+    for line in epoch_log.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        points.append([entry["wall"] - started, entry["value"]])
+    return sorted(points)
+
+
+def read_optuna_run(
+    url: str, started: datetime.datetime, budget_s: float, epoch_log: Path | None = None
+) -> dict[str, Any]:
+    """Points, epoch points, trial counts and best trial of the one study in an Optuna storage.
 
     Works for tuner's storage as for the usual script's: a point is a COMPLETE trial's value at
     its datetime_complete, in seconds since `started` (naive local time, as Optuna stores it).
-    Trials still RUNNING, or FAILed after the budget (the race stopped the run), are unfinished.
+    Epoch points are every epoch's validation accuracy at its end, from `epoch_log` (the usual
+    script) or the trials' history (tuner). Trials still RUNNING, or FAILed after the budget
+    (the race stopped the run), are unfinished.
     """
     names = optuna.get_all_study_names(url)
     if not names:
-        return {"points": [], "trials": {}, "best": None}
+        return {"points": [], "epoch_points": [], "trials": {}, "best": None}
     trials = optuna.load_study(study_name=names[0], storage=url).get_trials(deepcopy=False)
     states = optuna.trial.TrialState
     complete = [t for t in trials if t.state == states.COMPLETE and t.value is not None]
@@ -112,8 +158,13 @@ def read_optuna_run(url: str, started: datetime.datetime, budget_s: float) -> di
         "failed": sum(t.state == states.FAIL and not cut(t) for t in trials),
         "unfinished": sum(t.state == states.RUNNING or cut(t) for t in trials),
     }
+    if epoch_log is None:
+        epoch_points = tuner_epoch_points(trials, started)
+    else:
+        epoch_points = logged_epoch_points(epoch_log, started.timestamp())
     return {
         "points": points,
+        "epoch_points": epoch_points,
         "trials": counts,
         "best": None
         if best is None
@@ -128,9 +179,13 @@ def read_optuna_run(url: str, started: datetime.datetime, budget_s: float) -> di
 
 def read_ray_run(path: Path, started: float) -> dict[str, Any]:
     """The same for ray-asha: a finished trial's value (tuner's rule: the accuracy of its epoch
-    with the lowest validation loss) at its last report, in seconds since `started` (epoch s)."""
+    with the lowest validation loss) at its last report, in seconds since `started` (epoch s);
+    epoch points from every trial's reports."""
     trials = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     points, best = [], None
+    epoch_points = sorted(
+        [wall - started, accuracy] for trial in trials for wall, _, _, accuracy in trial["epochs"]
+    )
     for trial in trials:
         if trial["state"] != "finished":
             continue
@@ -145,7 +200,7 @@ def read_ray_run(path: Path, started: float) -> dict[str, Any]:
             for state in ("pruned", "finished", "failed", "unfinished")
         },
     }
-    return {"points": points, "trials": counts, "best": best}
+    return {"points": points, "epoch_points": epoch_points, "trials": counts, "best": best}
 
 
 def retrain_usual(usual: UsualScript, params: dict[str, Any], epochs: int) -> float:
@@ -175,7 +230,8 @@ def main() -> None:
 
     spec = race_spec(args.study, args.seed, args.train_limit, args.max_epochs)
     with tempfile.TemporaryDirectory(prefix="race-torchvision-") as into:
-        usual = usual_script(spec, args.dataset_dir, Path(into))
+        epoch_log = args.out / EPOCH_LOG if args.action == "run" else None
+        usual = usual_script(spec, args.dataset_dir, Path(into), epoch_log)
         print(f"torch threads {torch.get_num_threads()}, device {usual.device}", flush=True)
         if args.action == "retrain":
             started = time.perf_counter()

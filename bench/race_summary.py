@@ -2,10 +2,13 @@
 
 Pure functions (and the seeded copy of the study file tuner runs) over the race's records: one
 JSON object per contender run, one line each in the results file, so they can be tested on
-small synthetic records. A run record holds `contender`, `seed`, `budget_s`, `points`
+small synthetic records. A run record holds `contender`, `seed`, `budget_s`, `machine` (CPU
+name and vector extensions: runs on different machines are never compared), `points`
 ([seconds since the run started, validation accuracy] of every trial that finished with a
-value), `trials` (counts by state), `best` (value, params, best_epoch) and `error` (one line,
-or null). A retrain record has `kind: "retrain"`, the same key and `test_accuracy`.
+value), `epoch_points` (the same at the end of every epoch of every trial, pruned ones too;
+absent in records from before session 5), `trials` (counts by state), `best` (value, params,
+best_epoch) and `error` (one line, or null). A retrain record has `kind: "retrain"`, the same
+key and `test_accuracy`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import plotly.graph_objects as go
 
 Record = dict[str, Any]
 Point = tuple[float, float]
-RunKey = tuple[str, int, int]
+RunKey = tuple[str, int, int, str]
 
 # The issue's checkpoints (5, 10 and 30 minutes) and accuracy thresholds.
 CHECKPOINTS_S = (300, 600, 1800)
@@ -29,9 +32,30 @@ THRESHOLDS = (0.89, 0.90, 0.91)
 TRIAL_STATES = ("started", "pruned", "finished", "failed")
 
 
+def vector_extensions(flags: set[str]) -> str:
+    """The widest x86 vector extensions in /proc/cpuinfo's flags, as RESULTS.md names them."""
+    if "avx512_bf16" in flags:
+        return "AVX-512 BF16"
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def machine_kind(record: Record) -> str:
+    """'AMD EPYC, AVX2': the CPU a run (or a retrain, which carries its run's) ran on."""
+    machine = record.get("machine") or {}
+    return f"{machine.get('cpu', 'unknown CPU')}, {machine.get('isa', 'unknown extensions')}"
+
+
 def run_key(record: Record) -> RunKey:
-    """What identifies a run: a rerun of the same key is skipped."""
-    return (record["contender"], int(record["seed"]), int(record["budget_s"]))
+    """What identifies a run: a rerun of the same key is skipped. The machine is part of it:
+    the same contender, seed and budget on another kind of CPU is another run."""
+    return (
+        record["contender"],
+        int(record["seed"]),
+        int(record["budget_s"]),
+        machine_kind(record),
+    )
 
 
 def read_records(path: Path) -> list[Record]:
@@ -67,10 +91,13 @@ def done_keys(records: Iterable[Record], kind: str = "run") -> set[RunKey]:
     return {run_key(r) for r in records if r.get("kind", "run") == kind and not r.get("error")}
 
 
-def pending(order: Sequence[RunKey], records: Iterable[Record]) -> list[RunKey]:
-    """The planned runs still to do: resuming skips every key already done."""
+def pending(
+    order: Sequence[tuple[str, int, int]], records: Iterable[Record], kind: str
+) -> list[tuple[str, int, int]]:
+    """The planned (contender, seed, budget) runs still to do on a machine of `kind`:
+    resuming skips every one already done there."""
     done = done_keys(records)
-    return [key for key in order if key not in done]
+    return [key for key in order if (*key, kind) not in done]
 
 
 def best_so_far(points: Iterable[Sequence[float]]) -> list[Point]:
@@ -119,13 +146,11 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
     many runs the race had to stop. Runs that failed (error set) show their error, no numbers.
     """
     retrained = {run_key(r): r for r in records if r.get("kind") == "retrain"}
-    groups: dict[tuple[str, int], list[Record]] = {}
-    for record in runs(records):
-        groups.setdefault((record["contender"], int(record["budget_s"])), []).append(record)
     rows = []
-    for (contender, budget_s), group in sorted(groups.items()):
+    for (kind, contender, budget_s), group in _groups(records):
         ok = [r for r in group if not r.get("error")]
         row = {
+            "machine": kind,
             "contender": contender,
             "budget": f"{budget_s / 60:g} min",
             "seeds": ", ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
@@ -167,6 +192,50 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
     return rows
 
 
+def _groups(records: Sequence[Record]) -> list[tuple[tuple[str, str, int], list[Record]]]:
+    """Runs grouped by (machine, contender, budget), in that order."""
+    groups: dict[tuple[str, str, int], list[Record]] = {}
+    for record in runs(records):
+        key = (machine_kind(record), record["contender"], int(record["budget_s"]))
+        groups.setdefault(key, []).append(record)
+    return sorted(groups.items())
+
+
+def epoch_rows(records: Sequence[Record]) -> list[dict[str, str]]:
+    """Time to each threshold counting every epoch-end evaluation (any trial, pruned ones too),
+    as MLPerf times training to a target quality; one row per (machine, contender, budget).
+
+    Stricter than nothing, looser than `summary_rows`: a model that reached the accuracy at an
+    epoch's end existed then, but only a finished trial's is what the run hands the user.
+    Records from before epoch points were kept are left out.
+    """
+    rows = []
+    for (kind, contender, budget_s), group in _groups(records):
+        ok = [r for r in group if not r.get("error") and "epoch_points" in r]
+        if not ok:
+            continue
+        row = {
+            "machine": kind,
+            "contender": contender,
+            "budget": f"{budget_s / 60:g} min",
+            "seeds": ", ".join(str(r["seed"]) for r in sorted(ok, key=lambda r: r["seed"])),
+        }
+        firsts = [min(t for t, _ in r["epoch_points"]) for r in ok if r["epoch_points"]]
+        row["first epoch"] = _minutes(statistics.median(firsts)) if firsts else "-"
+        for threshold in THRESHOLDS:
+            times = [
+                t for r in ok if (t := time_to(r["epoch_points"], threshold, budget_s)) is not None
+            ]
+            label = f"to {threshold:.0%}"
+            row[label] = (
+                f"{_minutes(statistics.median(times))} ({len(times)}/{len(ok)})" if times else "-"
+            )
+        bests = [v for r in ok if (v := best_at(r["epoch_points"], budget_s)) is not None]
+        row["best epoch value"] = _spread(bests, 4) if bests else "-"
+        rows.append(row)
+    return rows
+
+
 def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     """The rows as a Markdown table for RESULTS.md (columns with no value anywhere dropped)."""
     if not rows:
@@ -180,46 +249,63 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_run(records: Sequence[Record], contender: str, budget_s: int) -> Record | None:
-    """The seed whose run reached the highest validation accuracy: the one to retrain."""
+def best_run(records: Sequence[Record], contender: str, budget_s: int, kind: str) -> Record | None:
+    """The seed whose run on a `kind` machine reached the highest validation accuracy: the
+    one to retrain."""
     candidates = [
         r
         for r in runs(records)
         if r["contender"] == contender
         and int(r["budget_s"]) == budget_s
+        and machine_kind(r) == kind
         and not r.get("error")
         and r.get("best")
     ]
     return max(candidates, key=lambda r: r["best"]["value"], default=None)
 
 
-def curve_figure(records: Sequence[Record]) -> go.Figure:
-    """Best validation accuracy so far against minutes, one step line per run."""
+def _held_curve(points: Iterable[Sequence[float]], budget_s: int) -> list[Point]:
+    """The anytime curve within the budget, its best held to the budget's end."""
+    curve = [p for p in best_so_far(points) if p[0] <= budget_s]
+    if curve:
+        curve.append((float(budget_s), curve[-1][1]))
+    return curve
+
+
+def curve_figure(records: Sequence[Record], machine: str = "") -> go.Figure:
+    """Best validation accuracy so far against minutes, one step line per run (finished
+    trials), and a thin line of the same colour for its epoch-level curve where recorded."""
     figure = go.Figure()
-    colors = {}
+    colors: dict[str, str] = {}
     palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
     for record in sorted(runs(records), key=run_key):
-        contender, seed, budget_s = run_key(record)
+        contender, seed, budget_s, _ = run_key(record)
         color = colors.setdefault(contender, palette[len(colors) % len(palette)])
-        curve = [p for p in best_so_far(record["points"]) if p[0] <= budget_s]
-        if curve:  # hold the best to the end of the budget
-            curve.append((float(budget_s), curve[-1][1]))
-        figure.add_trace(
-            go.Scatter(
-                x=[t / 60 for t, _ in curve],
-                y=[v for _, v in curve],
-                mode="lines+markers",
-                line={"shape": "hv", "color": color, "dash": "solid" if seed == 0 else "dot"},
-                name=f"{contender} seed {seed}, {budget_s / 60:g} min",
-                legendgroup=contender,
+        dash = "solid" if seed == 0 else "dot"
+        name = f"{contender} seed {seed}, {budget_s / 60:g} min"
+        curves = [(name, record["points"], 2.5, 1.0)]
+        if "epoch_points" in record:
+            curves.append((f"{name}, any epoch", record["epoch_points"], 1.0, 0.5))
+        for label, points, width, opacity in curves:
+            curve = _held_curve(points, budget_s)
+            figure.add_trace(
+                go.Scatter(
+                    x=[t / 60 for t, _ in curve],
+                    y=[v for _, v in curve],
+                    mode="lines+markers" if width > 1 else "lines",
+                    line={"shape": "hv", "color": color, "dash": dash, "width": width},
+                    opacity=opacity,
+                    name=label,
+                    legendgroup=contender,
+                )
             )
-        )
     for threshold in THRESHOLDS:
         figure.add_hline(y=threshold, line={"width": 1, "color": "#999", "dash": "dash"})
+    title = "Search race on Fashion-MNIST: best validation accuracy so far"
     figure.update_layout(
-        title="Search race on Fashion-MNIST: best validation accuracy so far",
+        title=f"{title} ({machine})" if machine else title,
         xaxis_title="wall-clock minutes since the run started",
-        yaxis_title="best validation accuracy",
+        yaxis_title="best validation accuracy (thick: finished trials; thin: any epoch's end)",
         template="plotly_white",
         width=1100,
         height=650,

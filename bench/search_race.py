@@ -60,14 +60,19 @@ def parse_seconds(text: str) -> int:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, torch threads and load: what every record carries."""
-    cpu = "unknown"
+    """CPU model and vector extensions, cores, torch threads and load: what every record
+    carries. The extensions tell machines apart that share a model name ("AMD EPYC" has been
+    both an AVX-512 BF16 and an AVX2-only machine here), and runs on different ones are never
+    compared (race_summary.machine_kind)."""
+    cpu, flags = "unknown", set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+        if line.startswith("model name") and cpu == "unknown":
             cpu = line.split(":", 1)[1].strip()
-            break
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
     return {
         "cpu": cpu,
+        "isa": summary.vector_extensions(flags),
         "cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "load_before": round(os.getloadavg()[0], 2),
@@ -124,15 +129,16 @@ def contender_command(
 
 def run_contender(contender: str, seed: int, budget_s: int, args: argparse.Namespace) -> dict:
     """One run, start to record."""
-    from race_contenders import read_optuna_run, read_ray_run
+    from race_contenders import EPOCH_LOG, read_optuna_run, read_ray_run
 
-    run_dir = args.work_dir / f"{contender}-seed{seed}-{budget_s}s"
+    name = label(contender, args)
+    run_dir = args.work_dir / f"{name}-seed{seed}-{budget_s}s"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     command = contender_command(contender, seed, budget_s, run_dir, args)
     record: dict[str, Any] = {
         "kind": "run",
-        "contender": contender,
+        "contender": name,
         "seed": seed,
         "budget_s": budget_s,
         "train_limit": args.train_limit,
@@ -149,7 +155,9 @@ def run_contender(contender: str, seed: int, budget_s: int, args: argparse.Names
     if contender == "ray-asha":
         record.update(read_ray_run(run_dir / "ray_trials.json", started))
     else:
-        record.update(read_optuna_run(f"sqlite:///{run_dir / 'trials.db'}", started_at, budget_s))
+        epoch_log = None if contender == "tuner" else run_dir / EPOCH_LOG
+        url = f"sqlite:///{run_dir / 'trials.db'}"
+        record.update(read_optuna_run(url, started_at, budget_s, epoch_log))
     failed = outcome["returncode"] != 0 and not outcome["killed"]
     record["error"] = f"{contender}: {last_line(run_dir / 'log.txt')}" if failed else None
     return record
@@ -161,7 +169,7 @@ def retrain(record: dict, args: argparse.Namespace) -> dict:
     out = run_dir / "retrain"
     shutil.rmtree(out, ignore_errors=True)
     epochs = args.retrain_epochs or record["best"].get("best_epoch")
-    if record["contender"] == "tuner":
+    if record["contender"].startswith("tuner"):  # tuner and its variants (--tuner-label)
         command = [
             shutil.which("tuner") or "tuner", "retrain", "--study", str(run_dir / "study.toml"),
             "--storage", f"sqlite:///{run_dir / 'trials.db'}", "--data-dir",
@@ -190,7 +198,8 @@ def retrain(record: dict, args: argparse.Namespace) -> dict:
     result = json.loads(result_file.read_text(encoding="utf-8"))
     return {
         "kind": "retrain",
-        **{key: record[key] for key in ("contender", "seed", "budget_s")},
+        **{key: record[key] for key in ("contender", "seed", "budget_s", "machine")},
+        "retrain_machine": machine(),  # `machine` is where the run found the configuration
         "test_accuracy": result["test_accuracy"],
         "epochs": result.get("epochs", epochs),
         "seconds": round(time.time() - started, 1),
@@ -199,10 +208,12 @@ def retrain(record: dict, args: argparse.Namespace) -> dict:
     }
 
 
-def write_figures(records: list[dict], html: Path) -> Path | None:
-    """The curves as Plotly HTML (plotly.js inline: opens offline) and a PNG screenshot of it
-    taken by headless Chromium; returns the PNG, or None without a Chromium."""
-    figure = summary.curve_figure(records)
+def write_figures(records: list[dict], html: Path, kind: str) -> Path | None:
+    """The curves of the runs on a `kind` machine as Plotly HTML (plotly.js inline: opens
+    offline) and a PNG screenshot of it taken by headless Chromium; returns the PNG, or None
+    without a Chromium."""
+    same_machine = [r for r in records if summary.machine_kind(r) == kind]
+    figure = summary.curve_figure(same_machine, kind)
     html.parent.mkdir(parents=True, exist_ok=True)
     figure.write_html(html, include_plotlyjs=True)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -220,6 +231,16 @@ def write_figures(records: list[dict], html: Path) -> Path | None:
             capture_output=True, timeout=120, check=True,
         )  # fmt: skip
     return png
+
+
+def label(contender: str, args: argparse.Namespace) -> str:
+    """The name a contender's runs are recorded under (tuner's: --tuner-label)."""
+    return args.tuner_label if contender == "tuner" else contender
+
+
+def slug(kind: str) -> str:
+    """'AMD EPYC, AVX-512 BF16' -> 'amd-epyc-avx-512-bf16', for file names."""
+    return "-".join("".join(c if c.isalnum() else " " for c in kind.lower()).split())
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
@@ -254,6 +275,15 @@ def main() -> None:
         help="epochs per trial of the usual script's contenders (0: the study file's)",
     )
     parser.add_argument("--tuner-arg", action="append", default=[], help="more `tuner run` args")
+    parser.add_argument(
+        "--tuner-label",
+        default="tuner",
+        help="the name tuner's runs are recorded under, for a variant (e.g. with --tuner-arg)",
+    )
+    parser.add_argument(
+        "--machine",
+        help="figures of the runs on this machine kind ('AMD EPYC, AVX2'; default: this one's)",
+    )
     parser.add_argument("--summarize", action="store_true", help="no new runs")
     parser.add_argument("--retrain", action="store_true", help="test each best config once")
     parser.add_argument("--retrain-epochs", type=int, help="instead of the best trial's epoch")
@@ -269,10 +299,13 @@ def main() -> None:
     if not args.summarize and not list(args.dataset_dir.glob("train-images-idx3-ubyte*")):
         parser.error(f"--dataset-dir {args.dataset_dir}: no train-images-idx3-ubyte(.gz) there")
 
+    kind = args.machine or summary.machine_kind({"machine": machine()})
     if not args.summarize:
         order = plan(args)
-        todo = summary.pending(order, summary.read_records(args.results))
-        print(f"{len(order) - len(todo)} of {len(order)} runs already in {args.results}")
+        recorded = [(label(c, args), seed, budget_s) for c, seed, budget_s in order]
+        waiting = set(summary.pending(recorded, summary.read_records(args.results), kind))
+        todo = [key for key, name in zip(order, recorded, strict=True) if name in waiting]
+        print(f"{len(order) - len(todo)} of {len(order)} runs already in {args.results} ({kind})")
         for contender, seed, budget_s in todo:
             print(f"run {contender} seed {seed} for {budget_s}s ...", flush=True)
             record = run_contender(contender, seed, budget_s, args)
@@ -284,18 +317,22 @@ def main() -> None:
     if args.retrain:
         retrained = summary.done_keys(records, kind="retrain")
         for contender, budget_s in sorted({(r["contender"], r["budget_s"]) for r in records}):
-            if contender not in args.contenders or budget_s not in args.budgets:
+            wanted = {label(c, args) for c in args.contenders}
+            if contender not in wanted or budget_s not in args.budgets:
                 continue  # e.g. `--retrain --contenders tuner --budgets 30m`; older variants
-            best = summary.best_run(records, contender, budget_s)
+            best = summary.best_run(records, contender, budget_s, kind)
             if best is None or summary.run_key(best) in retrained:
                 continue
             print(f"retrain {summary.run_key(best)} ...", flush=True)
             summary.append_record(args.results, retrain(best, args))
         records = summary.read_records(args.results)
 
-    png = write_figures(records, args.html or args.results.with_suffix(".html"))
-    print(f"\ncurves: {args.html or args.results.with_suffix('.html')}, {png}\n")
+    html = args.html or args.results.with_name(f"{args.results.stem}-{slug(kind)}.html")
+    png = write_figures(records, html, kind)
+    print(f"\ncurves of the runs on {kind}: {html}, {png}\n")
     print(summary.markdown_table(summary.summary_rows(records)))
+    print("\nCounting every epoch's end (any trial, pruned ones too):\n")
+    print(summary.markdown_table(summary.epoch_rows(records)))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import math
 import statistics
 import tempfile
@@ -117,8 +118,12 @@ class UsualScript:
         stats: tuple[tuple[float, ...], tuple[float, ...]],
         device: torch.device,
         loader_workers: int,
+        epoch_log: Path | None = None,
     ) -> None:
         self.spec = spec
+        # The search race's epoch-level curve: one JSON line per finished epoch (trial, epoch,
+        # wall time, accuracy), appended as it happens so a stopped run keeps every line.
+        self.epoch_log = epoch_log
         self.root = root
         self.train_indices, self.val_indices = split_indices
         self.normalize = transforms.Normalize(*stats)  # the training split's channel mean, std
@@ -208,6 +213,10 @@ class UsualScript:
             if val_loss < best_loss:
                 best_loss, best_accuracy = val_loss, accuracy
                 trial.set_user_attr("best_epoch", epoch)
+            if self.epoch_log is not None:
+                line = {"trial": trial.number, "epoch": epoch, "wall": time.time()}
+                with self.epoch_log.open("a", encoding="utf-8") as log:
+                    log.write(json.dumps({**line, "value": accuracy}) + "\n")
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -23,7 +23,11 @@ def race():
     return module
 
 
-def run(contender, seed, budget_s, points, error=None, **trials):
+ZEN4 = {"cpu": "AMD EPYC", "isa": "AVX-512 BF16"}
+MACHINE = "AMD EPYC, AVX-512 BF16"
+
+
+def run(contender, seed, budget_s, points, error=None, machine=ZEN4, **trials):
     counts = {"started": 0, "pruned": 0, "finished": len(points), "failed": 0, **trials}
     best = max(points, key=lambda p: p[1]) if points else None
     return {
@@ -31,6 +35,7 @@ def run(contender, seed, budget_s, points, error=None, **trials):
         "contender": contender,
         "seed": seed,
         "budget_s": budget_s,
+        "machine": machine,
         "points": points,
         "trials": counts,
         "best": {"value": best[1], "params": {"lr": seed}} if best else None,
@@ -67,16 +72,19 @@ def test_resume_skips_runs_done_and_reruns_failed_ones(race, tmp_path: Path):
     race.append_record(results, run("tuner", 0, 600, [[50.0, 0.8]]))
     race.append_record(results, run("ray-asha", 0, 600, [], error="ray-asha: no ray"))
     race.append_record(results, {"kind": "retrain", "contender": "tuner", "seed": 0,
-                                 "budget_s": 600, "test_accuracy": 0.9})  # fmt: skip
+                                 "budget_s": 600, "machine": ZEN4,
+                                 "test_accuracy": 0.9})  # fmt: skip
     order = [("tuner", 0, 600), ("ray-asha", 0, 600), ("tuner", 1, 600)]
     records = race.read_records(results)
-    assert race.pending(order, records) == [("ray-asha", 0, 600), ("tuner", 1, 600)]
-    assert race.done_keys(records, kind="retrain") == {("tuner", 0, 600)}
+    assert race.pending(order, records, MACHINE) == [("ray-asha", 0, 600), ("tuner", 1, 600)]
+    assert race.done_keys(records, kind="retrain") == {("tuner", 0, 600, MACHINE)}
+    # On another kind of CPU nothing is done yet: its runs are a race of their own.
+    assert race.pending(order, records, "AMD EPYC, AVX2") == order
 
     # The failed run, run again successfully, is the one the summary uses.
     race.append_record(results, run("ray-asha", 0, 600, [[80.0, 0.7]]))
     records = race.read_records(results)
-    assert race.pending(order, records) == [("tuner", 1, 600)]
+    assert race.pending(order, records, MACHINE) == [("tuner", 1, 600)]
     assert [r["error"] for r in race.runs(records)] == [None, None]
     assert race.read_records(tmp_path / "missing.jsonl") == []
 
@@ -89,7 +97,7 @@ def test_summary_table_medians_spread_thresholds_and_test_accuracy(race):
         run("optuna-recipe", 0, 600, [[700.0, 0.91]], started=1),  # after the budget
         run("ray-asha", 0, 600, [], error="ray-asha: error: ray-asha needs ray[tune]"),
         {"kind": "retrain", "contender": "tuner", "seed": 0, "budget_s": 600,
-         "test_accuracy": 0.9123},
+         "machine": ZEN4, "test_accuracy": 0.9123},
     ]  # fmt: skip
     rows = {(row["contender"], row["budget"]): row for row in race.summary_rows(records)}
 
@@ -113,7 +121,9 @@ def test_summary_table_medians_spread_thresholds_and_test_accuracy(race):
 
     table = race.markdown_table(list(rows.values()))
     lines = table.splitlines()
-    assert lines[0].startswith("| contender | budget | seeds | val@5 | val@10 | val@30 | val@end |")
+    assert lines[0].startswith(
+        "| machine | contender | budget | seeds | val@5 | val@10 | val@30 | val@end |"
+    )
     assert len(lines) == 2 + len(rows)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
@@ -124,18 +134,62 @@ def test_best_run_is_the_seed_with_the_highest_validation_accuracy(race):
         run("tuner", 1, 600, [[100.0, 0.91]]),
         run("tuner", 2, 600, [], error="boom"),
     ]
-    assert race.best_run(records, "tuner", 600)["seed"] == 1
-    assert race.best_run(records, "tuner", 1800) is None
+    assert race.best_run(records, "tuner", 600, MACHINE)["seed"] == 1
+    assert race.best_run(records, "tuner", 1800, MACHINE) is None
+    assert race.best_run(records, "tuner", 600, "AMD EPYC, AVX2") is None
+
+
+def test_runs_on_different_cpus_are_separate_rows(race):
+    avx2 = {"cpu": "AMD EPYC", "isa": "AVX2"}
+    records = [
+        run("tuner", 0, 600, [[100.0, 0.93]]),
+        run("tuner", 0, 600, [[150.0, 0.91]], machine=avx2),  # same key, other machine
+        run("tuner", 1, 600, [[160.0, 0.92]], machine=avx2),
+    ]
+    rows = {row["machine"]: row for row in race.summary_rows(records)}
+    assert rows[MACHINE]["seeds"] == "0" and rows[MACHINE]["val@10"] == "0.9300"
+    assert rows["AMD EPYC, AVX2"]["seeds"] == "0, 1"
+    assert rows["AMD EPYC, AVX2"]["val@10"] == "0.9150 (0.9100-0.9200)"
+    assert race.machine_kind({"contender": "x"}) == "unknown CPU, unknown extensions"
+
+
+def test_vector_extensions_name_the_widest(race):
+    assert race.vector_extensions({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512 BF16"
+    assert race.vector_extensions({"avx2", "avx512f"}) == "AVX-512"
+    assert race.vector_extensions({"avx", "avx2"}) == "AVX2"
+    assert race.vector_extensions({"sse4_2"}) == "no AVX2"
+
+
+def test_epoch_rows_count_every_epoch_end_within_the_budget(race):
+    with_epochs = run("tuner", 0, 600, [[300.0, 0.93]])
+    with_epochs["epoch_points"] = [[40.0, 0.87], [60.0, 0.905], [80.0, 0.899], [290.0, 0.93]]
+    other_seed = run("tuner", 1, 600, [[310.0, 0.92]])
+    other_seed["epoch_points"] = [[50.0, 0.88], [120.0, 0.895], [700.0, 0.95]]
+    old = run("optuna-recipe", 0, 600, [[300.0, 0.92]])  # from before epoch points were kept
+    rows = race.epoch_rows([with_epochs, other_seed, old])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["seeds"] == "0, 1"
+    assert row["first epoch"] == "0.8 min"  # median of 40 s and 50 s
+    assert row["to 89%"] == "1.5 min (2/2)"  # 60 s and 120 s
+    assert row["to 90%"] == "1.0 min (1/2)"  # seed 1's 0.95 came after its budget
+    assert row["to 91%"] == "4.8 min (1/2)"
+    assert row["best epoch value"] == "0.9125 (0.8950-0.9300)"
 
 
 def test_curve_figure_has_one_line_per_run_held_to_the_budget(race):
     records = [run("tuner", 0, 600, [[100.0, 0.85], [300.0, 0.88]]), run("random", 0, 600, [])]
-    figure = race.curve_figure(records)
+    records[0]["epoch_points"] = [[40.0, 0.8], [90.0, 0.86], [300.0, 0.88]]
+    figure = race.curve_figure(records, MACHINE)
     lines = {trace.name: trace for trace in figure.data}
     tuner = lines["tuner seed 0, 10 min"]
     assert list(tuner.x) == pytest.approx([100 / 60, 300 / 60, 10.0])
     assert list(tuner.y) == [0.85, 0.88, 0.88]
+    epochs = lines["tuner seed 0, 10 min, any epoch"]
+    assert list(epochs.y) == [0.8, 0.86, 0.88, 0.88]
     assert list(lines["random seed 0, 10 min"].x) == []
+    assert "random seed 0, 10 min, any epoch" not in lines  # none recorded
+    assert MACHINE in figure.layout.title.text
 
 
 def test_seeded_study_copy_is_the_study_with_the_run_seed(race, tmp_path: Path):
