@@ -60,7 +60,10 @@ def main() -> None:
     started = time.perf_counter()
     dataset = load_dataset(spec.dataset.name, args.dataset_dir, args.cache_dir, download=False)
     dataset = replace(dataset, train=dataset.train.subset(torch.arange(args.train_images)))
-    data = to_device(split(dataset, spec.dataset), CPU)
+    data = to_device(
+        split(dataset, val_fraction=spec.dataset.val_fraction, split_seed=spec.dataset.split_seed),
+        CPU,
+    )
     loading = time.perf_counter() - started
     configs = [config for _, config in sample_configs(spec, args.trials, args.epochs)]
     if args.same_config:

@@ -282,7 +282,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--machine",
-        help="figures of the runs on this machine kind ('AMD EPYC, AVX2'; default: this one's)",
+        help="the machine kind whose runs the figures show and --retrain picks from "
+        "('AMD EPYC, AVX2'; default: this machine's)",
     )
     parser.add_argument("--summarize", action="store_true", help="no new runs")
     parser.add_argument("--retrain", action="store_true", help="test each best config once")
@@ -299,13 +300,14 @@ def main() -> None:
     if not args.summarize and not list(args.dataset_dir.glob("train-images-idx3-ubyte*")):
         parser.error(f"--dataset-dir {args.dataset_dir}: no train-images-idx3-ubyte(.gz) there")
 
-    kind = args.machine or summary.machine_kind({"machine": machine()})
+    here = summary.machine_kind({"machine": machine()})
+    kind = args.machine or here  # whose runs the figures show and --retrain picks from
     if not args.summarize:
         order = plan(args)
         recorded = [(label(c, args), seed, budget_s) for c, seed, budget_s in order]
-        waiting = set(summary.pending(recorded, summary.read_records(args.results), kind))
+        waiting = set(summary.pending(recorded, summary.read_records(args.results), here))
         todo = [key for key, name in zip(order, recorded, strict=True) if name in waiting]
-        print(f"{len(order) - len(todo)} of {len(order)} runs already in {args.results} ({kind})")
+        print(f"{len(order) - len(todo)} of {len(order)} runs already in {args.results} ({here})")
         for contender, seed, budget_s in todo:
             print(f"run {contender} seed {seed} for {budget_s}s ...", flush=True)
             record = run_contender(contender, seed, budget_s, args)

@@ -17,11 +17,13 @@ from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine import to_device
 from tuner.errors import TunerError
+from tuner.runner import budget
 from tuner.runner.budget import (
     BudgetClock,
     budget_epochs,
     default_steps_per_epoch,
     first_config,
+    plan_budget,
     rung_pruner,
 )
 from tuner.runner.run import run_study
@@ -61,6 +63,15 @@ def test_the_study_file_budget_key(tmp_path: Path) -> None:
     assert spec.training.budget == 5400 and spec.training.reports_per_epoch == 3
     assert spec_from(tmp_path, tiny_study_toml(training="budget = 90")).training.budget == 90
     assert spec_from(tmp_path, tiny_study_toml()).training.budget is None
+    assert spec_from(tmp_path, tiny_study_toml()).training.full_trial_share == 0.3
+    given = spec_from(tmp_path, tiny_study_toml(training="full_trial_share = 0.8"))
+    assert given.training.full_trial_share == 0.8
+    assert (
+        spec_from(
+            tmp_path, tiny_study_toml(training="full_trial_share = 1")
+        ).training.full_trial_share
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,6 +82,9 @@ def test_the_study_file_budget_key(tmp_path: Path) -> None:
         ("budget = true", "[training].budget"),
         ("reports_per_epoch = -1", "[training].reports_per_epoch"),
         ('reports_per_epoch = "4"', "[training].reports_per_epoch"),
+        ("full_trial_share = 0", "[training].full_trial_share"),
+        ("full_trial_share = 1.5", "[training].full_trial_share"),
+        ('full_trial_share = "most"', "[training].full_trial_share"),
     ],
 )
 def test_bad_budget_keys_name_the_file_and_key(tmp_path: Path, training, key) -> None:
@@ -134,9 +148,36 @@ def test_durations_are_written_as_the_budget_flag_reads_them(seconds: float, tex
 
 
 def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:
-    assert budget_epochs(600, 20, 50) == 9  # 30% of 600 s at 20 s an epoch
-    assert budget_epochs(600, 20, 5) == 5  # never above the study's max_epochs
-    assert budget_epochs(10, 20, 5) == 1
+    assert budget_epochs(600, 20, 50, 0.3) == 9  # 30% of 600 s at 20 s an epoch
+    assert budget_epochs(600, 20, 50, 0.8) == 24  # a study that mostly trains its best guess
+    assert budget_epochs(600, 20, 5, 0.3) == 5  # never above the study's max_epochs
+    assert budget_epochs(10, 20, 5, 0.3) == 1
+    # The full trial must fit in what is left, with a margin for the estimate: at 40 s an
+    # epoch guessed (up to 50 s real) and 590 s left, 14 epochs would end after the deadline.
+    assert budget_epochs(600, 40, 30, 1.0, left=590) == 11
+    assert budget_epochs(600, 40, 30, 0.8, left=590) == 11
+    assert budget_epochs(600, 40, 30, 0.3, left=590) == 4  # a small share: unchanged
+
+
+@pytest.mark.parametrize(("share", "epochs"), [(None, 3), (0.6, 6), (1.0, 7)])
+def test_a_study_chooses_the_share_a_full_trial_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share, epochs
+) -> None:
+    """The study file's full_trial_share sets the epochs a budget run plans, up to what fits
+    in the budget with the estimate's margin (1.0: 7 of the 10 guessed, not 10), and the study
+    keeps them for its later runs."""
+    training = "max_epochs = 50" + ("" if share is None else f"\nfull_trial_share = {share}")
+    spec = spec_from(tmp_path, tiny_study_toml(training=training))
+    data = to_device(
+        split(load_dataset("digits"), val_fraction=0.2, split_seed=0), torch.device("cpu")
+    )
+    epoch_seconds = 10.0  # the probe's guess, made exact: 100 s hold 10 epochs
+    monkeypatch.setattr(
+        budget, "probe_seconds_per_image", lambda *_: epoch_seconds / len(data.train_labels)
+    )
+    study = optuna.create_study(direction="maximize")
+    planned, _ = plan_budget(study, spec, data, torch.device("cpu"), 100.0, time.time(), 1)
+    assert planned == epochs == study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
 
 
 @pytest.mark.parametrize(

@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 # known good model's epochs that take ~10.5 s with their validation reports (idle AMD EPYC,
 # bench/RESULTS.md), so no safety factor is applied; with the mean of 5 batches times 1.5
 # it had guessed 25 s.
+# A whole epoch against the probe's guess: 0.7-0.84x on the Zen 4 above (warm-up), 1.05-1.28x
+# on an AVX2-only AMD EPYC (validation and in-epoch reports, which the probe leaves out; the
+# session 5 race). A full trial is planned to fit in the time left with this margin, so a
+# study whose full_trial_share is near 1 still sees its first trial finish.
+ESTIMATE_MARGIN = 1.3
 PROBE_BATCHES = 32
 PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process warms up longer
-# A full-fidelity trial may take at most this share of the budget, so a budget run sees
-# several configurations finish.
-FULL_TRIAL_SHARE = 0.3
 # Training images per in-epoch report in the default schedule: small datasets report once
 # per epoch, 10,000 images twice, Fashion-MNIST's 54,000 eight times (MAX_DEFAULT_STEPS).
 # An in-epoch report evaluates SLICE_VAL_IMAGES (1,000) images at ~0.1 of a training image's
@@ -142,11 +144,17 @@ def probe_seconds_per_image(
     return quartile / config.batch_size
 
 
-def budget_epochs(budget: float, epoch_seconds: float, max_epochs: int) -> int:
-    """Epochs a full-fidelity trial may take: FULL_TRIAL_SHARE of the budget, 1..max_epochs."""
+def budget_epochs(
+    budget: float, epoch_seconds: float, max_epochs: int, share: float, left: float | None = None
+) -> int:
+    """Epochs a full-fidelity trial may take: `share` of the budget, and no more than fit in
+    the `left` seconds with the estimate's margin; 1..max_epochs."""
     if epoch_seconds <= 0:
         return max_epochs
-    return max(1, min(max_epochs, math.floor(FULL_TRIAL_SHARE * budget / epoch_seconds)))
+    epochs = math.floor(share * budget / epoch_seconds)
+    if left is not None:
+        epochs = min(epochs, math.floor(left / (ESTIMATE_MARGIN * epoch_seconds)))
+    return max(1, min(max_epochs, epochs))
 
 
 @dataclasses.dataclass
@@ -203,16 +211,22 @@ def plan_budget(
     started_at: float,
     steps_per_epoch: int,
 ) -> tuple[int, BudgetClock]:
-    """The max_epochs a `budget` run trains (FULL_TRIAL_SHARE of it per full trial, from the
-    study's measured cost or the guess; the first budget run of a study fixes it, in the study's
-    user attrs), and the run's clock."""
+    """The max_epochs a `budget` run trains (`[training].full_trial_share` of the budget per
+    full trial, from the study's measured cost or the guess; the first budget run of a study
+    fixes it, in the study's user attrs), and the run's clock."""
     train_count = len(data.train_labels)
     rate = measured_seconds_per_image(study) or probe_seconds_per_image(
         data, device, first_config(spec)
     )
     stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
     if stored is None:
-        epochs = budget_epochs(budget, rate * train_count, spec.training.max_epochs)
+        epochs = budget_epochs(
+            budget,
+            rate * train_count,
+            spec.training.max_epochs,
+            spec.training.full_trial_share,
+            left=started_at + budget - time.time(),  # start-up and the probe came out of it
+        )
         study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
     else:
         epochs = min(int(stored), spec.training.max_epochs)

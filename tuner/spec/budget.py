@@ -1,4 +1,5 @@
-"""The [training] table's time keys: `budget` (a duration) and `reports_per_epoch`.
+"""The [training] table's time keys: `budget` (a duration), `full_trial_share` and
+`reports_per_epoch`.
 
 `parse_duration` also reads `tuner run --budget`: '90s', '10m', '1h30m', '2h', or plain
 seconds ('600', 600, 1.5e3). `format_duration` writes durations the way it reads them, for
@@ -61,7 +62,8 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
-    """The [training] table, with `budget` read as a duration and `reports_per_epoch` checked."""
+    """The [training] table, with `budget` read as a duration, `full_trial_share` and
+    `reports_per_epoch` checked."""
     table = check.table(data, "training")
     budget = None
     if "budget" in table:
@@ -77,5 +79,11 @@ def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
             "[training].reports_per_epoch",
             f"must be 0 (from the dataset size) to {MAX_REPORTS_PER_EPOCH}, "
             f"got {training.reports_per_epoch}",
+        )
+    if not 0 < training.full_trial_share <= 1:
+        raise check.fail(
+            "[training].full_trial_share",
+            "must be above 0 and at most 1 (the share of the budget one full-length trial "
+            f"may take), got {training.full_trial_share}",
         )
     return replace(training, budget=budget)

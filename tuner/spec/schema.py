@@ -104,6 +104,8 @@ class TrainingSpec:
     trials: int = 20  # default `--trials` for this study
     seed: int = 0  # trial k trains with seed + k
     budget: float | None = None  # wall-clock seconds for a run (tuner.spec.budget)
+    # With a budget: the most of it one full-length trial may take; the epochs follow.
+    full_trial_share: float = 0.3
     reports_per_epoch: int = 0  # pruning rungs per epoch; 0: from the dataset size
 
 
