@@ -32,6 +32,7 @@ import optuna
 import torch
 from trial_throughput import TORCHVISION_DATASETS, UsualScript, split_indices, torchvision_root
 
+from tuner import attrs
 from tuner.engine import pick_device
 from tuner.search.space import suggest
 from tuner.spec import StudySpec, load_spec
@@ -102,7 +103,7 @@ def tuner_epoch_points(
     """
     points = []
     for trial in trials:
-        history = trial.user_attrs.get("history") or []
+        history = trial.user_attrs.get(attrs.HISTORY) or []
         if trial.datetime_complete is None or not history:
             continue
         end = (trial.datetime_complete - started).total_seconds()

@@ -149,12 +149,7 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
     rows = []
     for (kind, contender, budget_s), group in _groups(records):
         ok = [r for r in group if not r.get("error")]
-        row = {
-            "machine": kind,
-            "contender": contender,
-            "budget": f"{budget_s / 60:g} min",
-            "seeds": ", ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
-        }
+        row = _row_head(kind, contender, budget_s, group)
         for checkpoint in CHECKPOINTS_S:
             if checkpoint > budget_s:
                 row[f"val@{checkpoint // 60}"] = ""
@@ -162,14 +157,8 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
             values = [best_at(r["points"], checkpoint) for r in ok]
             reached = [v for v in values if v is not None]
             row[f"val@{checkpoint // 60}"] = _spread(reached, 4) if reached else "-"
-        finals = [v for r in ok if (v := best_at(r["points"], budget_s)) is not None]
-        row["val@end"] = _spread(finals, 4) if finals else "-"
-        for threshold in THRESHOLDS:
-            times = [t for r in ok if (t := time_to(r["points"], threshold, budget_s)) is not None]
-            label = f"to {threshold:.0%}"
-            row[label] = (
-                f"{_minutes(statistics.median(times))} ({len(times)}/{len(ok)})" if times else "-"
-            )
+        row["val@end"] = _best_cell(ok, "points", budget_s)
+        row.update(_threshold_cells(ok, "points", budget_s))
         for state in TRIAL_STATES:
             counts = [r["trials"].get(state, 0) for r in ok]
             row[state] = f"{statistics.median(counts):g}" if counts else "-"
@@ -190,6 +179,34 @@ def summary_rows(records: Sequence[Record]) -> list[dict[str, str]]:
         row["notes"] = "; ".join(errors)
         rows.append(row)
     return rows
+
+
+def _row_head(kind: str, contender: str, budget_s: int, runs: Sequence[Record]) -> dict[str, str]:
+    """The cells that say which runs a row summarizes."""
+    return {
+        "machine": kind,
+        "contender": contender,
+        "budget": f"{budget_s / 60:g} min",
+        "seeds": ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"])),
+    }
+
+
+def _best_cell(runs: Sequence[Record], key: str, budget_s: int) -> str:
+    """Median (spread) over the runs of the best of their `key` points within the budget."""
+    bests = [v for r in runs if (v := best_at(r[key], budget_s)) is not None]
+    return _spread(bests, 4) if bests else "-"
+
+
+def _threshold_cells(runs: Sequence[Record], key: str, budget_s: int) -> dict[str, str]:
+    """'to 89%' ... cells: the median time over the runs whose `key` points reached each
+    threshold within the budget, and how many did."""
+    cells = {}
+    for threshold in THRESHOLDS:
+        times = [t for r in runs if (t := time_to(r[key], threshold, budget_s)) is not None]
+        cells[f"to {threshold:.0%}"] = (
+            f"{_minutes(statistics.median(times))} ({len(times)}/{len(runs)})" if times else "-"
+        )
+    return cells
 
 
 def _groups(records: Sequence[Record]) -> list[tuple[tuple[str, str, int], list[Record]]]:
@@ -214,24 +231,11 @@ def epoch_rows(records: Sequence[Record]) -> list[dict[str, str]]:
         ok = [r for r in group if not r.get("error") and "epoch_points" in r]
         if not ok:
             continue
-        row = {
-            "machine": kind,
-            "contender": contender,
-            "budget": f"{budget_s / 60:g} min",
-            "seeds": ", ".join(str(r["seed"]) for r in sorted(ok, key=lambda r: r["seed"])),
-        }
+        row = _row_head(kind, contender, budget_s, ok)
         firsts = [min(t for t, _ in r["epoch_points"]) for r in ok if r["epoch_points"]]
         row["first epoch"] = _minutes(statistics.median(firsts)) if firsts else "-"
-        for threshold in THRESHOLDS:
-            times = [
-                t for r in ok if (t := time_to(r["epoch_points"], threshold, budget_s)) is not None
-            ]
-            label = f"to {threshold:.0%}"
-            row[label] = (
-                f"{_minutes(statistics.median(times))} ({len(times)}/{len(ok)})" if times else "-"
-            )
-        bests = [v for r in ok if (v := best_at(r["epoch_points"], budget_s)) is not None]
-        row["best epoch value"] = _spread(bests, 4) if bests else "-"
+        row.update(_threshold_cells(ok, "epoch_points", budget_s))
+        row["best epoch value"] = _best_cell(ok, "epoch_points", budget_s)
         rows.append(row)
     return rows
 

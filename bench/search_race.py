@@ -318,8 +318,8 @@ def main() -> None:
     records = summary.read_records(args.results)
     if args.retrain:
         retrained = summary.done_keys(records, kind="retrain")
+        wanted = {label(c, args) for c in args.contenders}
         for contender, budget_s in sorted({(r["contender"], r["budget_s"]) for r in records}):
-            wanted = {label(c, args) for c in args.contenders}
             if contender not in wanted or budget_s not in args.budgets:
                 continue  # e.g. `--retrain --contenders tuner --budgets 30m`; older variants
             best = summary.best_run(records, contender, budget_s, kind)

@@ -214,9 +214,11 @@ class UsualScript:
                 best_loss, best_accuracy = val_loss, accuracy
                 trial.set_user_attr("best_epoch", epoch)
             if self.epoch_log is not None:
-                line = {"trial": trial.number, "epoch": epoch, "wall": time.time()}
+                line = json.dumps(
+                    {"trial": trial.number, "epoch": epoch, "wall": time.time(), "value": accuracy}
+                )
                 with self.epoch_log.open("a", encoding="utf-8") as log:
-                    log.write(json.dumps({**line, "value": accuracy}) + "\n")
+                    log.write(line + "\n")
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -66,12 +66,8 @@ def test_the_study_file_budget_key(tmp_path: Path) -> None:
     assert spec_from(tmp_path, tiny_study_toml()).training.full_trial_share == 0.3
     given = spec_from(tmp_path, tiny_study_toml(training="full_trial_share = 0.8"))
     assert given.training.full_trial_share == 0.8
-    assert (
-        spec_from(
-            tmp_path, tiny_study_toml(training="full_trial_share = 1")
-        ).training.full_trial_share
-        == 1
-    )
+    whole = spec_from(tmp_path, tiny_study_toml(training="full_trial_share = 1"))
+    assert whole.training.full_trial_share == 1
 
 
 @pytest.mark.parametrize(
