@@ -68,6 +68,9 @@ def test_the_study_file_budget_key(tmp_path: Path) -> None:
     assert given.training.full_trial_share == 0.8
     whole = spec_from(tmp_path, tiny_study_toml(training="full_trial_share = 1"))
     assert whole.training.full_trial_share == 1
+    assert spec_from(tmp_path, tiny_study_toml()).training.full_trial_min_epochs == 0
+    floor = spec_from(tmp_path, tiny_study_toml(training="full_trial_min_epochs = 4"))
+    assert floor.training.full_trial_min_epochs == 4
 
 
 @pytest.mark.parametrize(
@@ -81,6 +84,9 @@ def test_the_study_file_budget_key(tmp_path: Path) -> None:
         ("full_trial_share = 0", "[training].full_trial_share"),
         ("full_trial_share = 1.5", "[training].full_trial_share"),
         ('full_trial_share = "most"', "[training].full_trial_share"),
+        ("full_trial_min_epochs = -1", "[training].full_trial_min_epochs"),
+        ("full_trial_min_epochs = 2.5", "[training].full_trial_min_epochs"),
+        ("full_trial_min_epochs = 99", "[training].full_trial_min_epochs"),  # > max_epochs
     ],
 )
 def test_bad_budget_keys_name_the_file_and_key(tmp_path: Path, training, key) -> None:
@@ -153,6 +159,12 @@ def test_budget_epochs_give_a_full_trial_a_share_of_the_budget() -> None:
     assert budget_epochs(600, 40, 30, 1.0, left=590) == 11
     assert budget_epochs(600, 40, 30, 0.8, left=590) == 11
     assert budget_epochs(600, 40, 30, 0.3, left=590) == 4  # a small share: unchanged
+    # A floor gives the full trial the epochs it needs to be worth training, when they fit:
+    # a slow machine (48 s an epoch) gets 10, not the share's 3; a fast one keeps the share's.
+    assert budget_epochs(600, 48, 30, 0.3, left=590, min_epochs=10) == 9  # only 9 fit
+    assert budget_epochs(600, 40, 30, 0.3, left=590, min_epochs=10) == 10
+    assert budget_epochs(600, 5, 30, 0.3, left=590, min_epochs=10) == 30
+    assert budget_epochs(600, 500, 30, 0.3, left=590, min_epochs=10) == 1  # never none
 
 
 @pytest.mark.parametrize(("share", "epochs"), [(None, 3), (0.6, 6), (1.0, 7)])
@@ -174,6 +186,43 @@ def test_a_study_chooses_the_share_a_full_trial_takes(
     study = optuna.create_study(direction="maximize")
     planned, _ = plan_budget(study, spec, data, torch.device("cpu"), 100.0, time.time(), 1)
     assert planned == epochs == study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
+
+
+def test_a_study_keeps_its_epochs_for_the_same_budget_and_plans_again_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers and resumed runs with the budget that chose the epochs train the same schedule;
+    a later run with a longer budget gets the epochs that budget buys, not the first one's."""
+    spec = spec_from(tmp_path, tiny_study_toml(training="max_epochs = 50"))
+    data = to_device(
+        split(load_dataset("digits"), val_fraction=0.2, split_seed=0), torch.device("cpu")
+    )
+    seconds_per_image = [10.0 / len(data.train_labels)]  # 10 s an epoch
+    monkeypatch.setattr(budget, "probe_seconds_per_image", lambda *_: seconds_per_image[0])
+    study = optuna.create_study(direction="maximize")
+    cpu = torch.device("cpu")
+    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1)[0] == 3
+    seconds_per_image[0] *= 3  # a loaded machine later: the same budget keeps its schedule
+    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1)[0] == 3
+    seconds_per_image[0] /= 3
+    assert plan_budget(study, spec, data, cpu, 1000.0, time.time(), 1)[0] == 30
+    assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == 30
+    assert study.user_attrs[attrs.STUDY_BUDGET_SECONDS] == 1000.0
+
+
+def test_a_floor_gives_the_full_trial_its_epochs_on_a_slow_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    training = "max_epochs = 50\nfull_trial_min_epochs = 6"
+    spec = spec_from(tmp_path, tiny_study_toml(training=training))
+    data = to_device(
+        split(load_dataset("digits"), val_fraction=0.2, split_seed=0), torch.device("cpu")
+    )
+    monkeypatch.setattr(budget, "probe_seconds_per_image", lambda *_: 10.0 / len(data.train_labels))
+    planned, _ = plan_budget(
+        optuna.create_study(), spec, data, torch.device("cpu"), 100.0, time.time(), 1
+    )
+    assert planned == 6  # the share alone gives 3 (30 of 100 s at 10 s an epoch)
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,10 @@ TINY = Workload(
 )
 
 
+def IDLE() -> float:  # a load average: nothing else on the cores
+    return 0.0
+
+
 def test_candidates_use_every_core_once() -> None:
     assert candidate_plans(2) == [ThreadPlan(1, 2), ThreadPlan(2, 1)]
     assert candidate_plans(4) == [ThreadPlan(1, 4), ThreadPlan(2, 2), ThreadPlan(4, 1)]
@@ -65,24 +69,40 @@ def test_the_plan_is_the_measured_fastest_and_is_cached(
         measured.append(plan)
         return rates[plan]
 
-    first = auto_plan(TINY, tmp_path, 2, measure=measure)
+    first = auto_plan(TINY, tmp_path, 2, measure=measure, load_average=IDLE)
     assert (first.plan, first.cached, sorted(measured, key=str)) == (
         chosen,
         False,
         sorted(rates, key=str),
     )
-    again = auto_plan(TINY, tmp_path, 2, measure=measure)
+    again = auto_plan(TINY, tmp_path, 2, measure=measure, load_average=IDLE)
     assert (again.plan, again.cached, len(measured)) == (chosen, True, 2)
     assert str(chosen) in again.describe() and "cached" in again.describe()
     # Another study shape is measured anew.
     bigger = Workload({**TINY.config, "batch_size": 64}, TINY.input_shape, 10)
-    auto_plan(bigger, tmp_path, 2, measure=measure)
+    auto_plan(bigger, tmp_path, 2, measure=measure, load_average=IDLE)
     assert len(measured) == 4
+
+
+def test_a_measurement_under_load_is_used_but_not_cached(tmp_path: Path) -> None:
+    """Other jobs on the cores change which plan wins: that run uses what it measured, the
+    next run on a quieter machine measures again instead of inheriting it."""
+    rates = {ThreadPlan(1, 2): 500.0, ThreadPlan(2, 1): 900.0}
+    loaded = auto_plan(TINY, tmp_path, 2, measure=lambda p, _: rates[p], load_average=lambda: 3.2)
+    assert loaded.plan == ThreadPlan(2, 1) and not loaded.cached
+    assert "under load 3.2, not cached" in loaded.describe()
+    rates = {ThreadPlan(1, 2): 1500.0, ThreadPlan(2, 1): 900.0}
+    quiet = auto_plan(TINY, tmp_path, 2, measure=lambda p, _: rates[p], load_average=IDLE)
+    assert (quiet.plan, quiet.cached, quiet.busy_load) == (ThreadPlan(1, 2), False, None)
+    again = auto_plan(TINY, tmp_path, 2, measure=lambda p, _: 0.0, load_average=lambda: 3.2)
+    assert (again.plan, again.cached) == (ThreadPlan(1, 2), True)  # the quiet one, cached
 
 
 def test_a_corrupt_cache_is_measured_again(tmp_path: Path) -> None:
     (tmp_path / CACHE_FILE).write_text("{not json")
-    plan = auto_plan(TINY, tmp_path, 2, measure=lambda plan, _: float(plan.processes))
+    plan = auto_plan(
+        TINY, tmp_path, 2, measure=lambda plan, _: float(plan.processes), load_average=IDLE
+    )
     assert plan.plan == ThreadPlan(2, 1) and not plan.cached
 
 

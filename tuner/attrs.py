@@ -36,3 +36,4 @@ STUDY_FILE = "study_file"  # str: path of the study file the study was created f
 WARM_START = "warm_start"  # trial, str: "STUDY trial N" it was copied from (`tuner run --from`)
 STUDY_SEEDED_FROM = "seeded_from"  # study, str: the study whose trials `--from` copied in
 STUDY_BUDGET_EPOCHS = "budget_epochs"  # int: max_epochs a --budget run chose (runner.budget)
+STUDY_BUDGET_SECONDS = "budget_seconds"  # float: the budget that chose budget_epochs

@@ -25,6 +25,7 @@ from tuner.engine import DeviceData, TrainingStopped, build_cnn, fit
 from tuner.search.samplers import build_pruner
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
+from tuner.spec.budget import format_duration
 from tuner.spec.enqueue import trial_params
 
 log = logging.getLogger(__name__)
@@ -145,13 +146,18 @@ def probe_seconds_per_image(
 
 
 def budget_epochs(
-    budget: float, epoch_seconds: float, max_epochs: int, share: float, left: float | None = None
+    budget: float,
+    epoch_seconds: float,
+    max_epochs: int,
+    share: float,
+    left: float | None = None,
+    min_epochs: int = 0,
 ) -> int:
-    """Epochs a full-fidelity trial may take: `share` of the budget, and no more than fit in
-    the `left` seconds with the estimate's margin; 1..max_epochs."""
+    """Epochs a full-fidelity trial may take: `share` of the budget, or `min_epochs` if more,
+    and no more than fit in the `left` seconds with the estimate's margin; 1..max_epochs."""
     if epoch_seconds <= 0:
         return max_epochs
-    epochs = math.floor(share * budget / epoch_seconds)
+    epochs = max(math.floor(share * budget / epoch_seconds), min_epochs)
     if left is not None:
         epochs = min(epochs, math.floor(left / (ESTIMATE_MARGIN * epoch_seconds)))
     return max(1, min(max_epochs, epochs))
@@ -212,23 +218,37 @@ def plan_budget(
     steps_per_epoch: int,
 ) -> tuple[int, BudgetClock]:
     """The max_epochs a `budget` run trains (`[training].full_trial_share` of the budget per
-    full trial, from the study's measured cost or the guess; the first budget run of a study
-    fixes it, in the study's user attrs), and the run's clock."""
+    full trial, at least `full_trial_min_epochs`, from the study's measured cost or the guess),
+    and the run's clock. The study keeps the epochs with the budget that chose them: later runs
+    with the same budget (and workers sharing the study) train the same schedule; a run with
+    another budget plans again."""
     train_count = len(data.train_labels)
     rate = measured_seconds_per_image(study) or probe_seconds_per_image(
         data, device, first_config(spec)
     )
     stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
-    if stored is None:
+    stored_budget = study.user_attrs.get(attrs.STUDY_BUDGET_SECONDS)
+    if stored is not None and stored_budget is not None and abs(stored_budget - budget) < 1:
+        epochs = min(int(stored), spec.training.max_epochs)
+    else:
         epochs = budget_epochs(
             budget,
             rate * train_count,
             spec.training.max_epochs,
             spec.training.full_trial_share,
             left=started_at + budget - time.time(),  # start-up and the probe came out of it
+            min_epochs=spec.training.full_trial_min_epochs,
         )
+        if stored is not None and stored != epochs:
+            # Trials of the earlier budget keep their schedule; the pruner compares this
+            # run's with theirs step by step, which favours the shorter schedules a little.
+            log.warning(
+                "budget: trials now train up to %d epochs (the earlier budget%s chose %d)",
+                epochs,
+                "" if stored_budget is None else f" of {format_duration(stored_budget)}",
+                stored,
+            )
         study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
-    else:
-        epochs = min(int(stored), spec.training.max_epochs)
+        study.set_user_attr(attrs.STUDY_BUDGET_SECONDS, budget)
     first_rung = math.ceil(train_count / steps_per_epoch)
     return epochs, BudgetClock(started_at + budget, budget, first_rung, rate)

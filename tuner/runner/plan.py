@@ -6,7 +6,9 @@ candidate plan (1 process x C threads, C processes x 1 thread, and the divisors 
 the study's typical model for a few steps on random data shaped like the dataset, every process
 of the plan at once, and the plan with the most images per second wins. The result is cached in
 the cache directory per machine (CPU model, cores, torch version) and study shape (model, batch,
-input), so the measurement costs a few seconds once.
+input), so the measurement costs a few seconds once. A measurement taken while other work kept
+the cores busy (load average above half the cores) is used for that run but not cached: it says
+which plan wins on a loaded machine, not on this one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not timed
 TIMED_STEPS = 6
 MEASURE_SECONDS = 4.0  # the timed steps of one plan stop after this, whatever is left
 MEASURE_TIMEOUT = 300.0  # seconds to wait for a measuring process (starting torch included)
+# A 1-minute load average above this share of the cores: the cores were busy with other work
+# (this process loading its data adds ~0.1-0.3), and what was measured is not cached.
+BUSY_LOAD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,20 @@ def choose_plan(measured: dict[ThreadPlan, float]) -> ThreadPlan:
 
 @dataclass(frozen=True)
 class AutoPlan:
-    """The chosen plan, what each candidate measured, and whether it came from the cache."""
+    """The chosen plan, what each candidate measured, whether it came from the cache, and the
+    load average before a measurement that was too busy to cache."""
 
     plan: ThreadPlan
     measured: dict[ThreadPlan, float]
     cached: bool
+    busy_load: float | None = None
 
     def describe(self) -> str:
         """One line for the run's first line of output."""
         figures = ", ".join(f"{plan}: {rate:.0f}" for plan, rate in self.measured.items())
         source = "cached measurement" if self.cached else "measured now"
+        if self.busy_load is not None:
+            source += f" under load {self.busy_load:.1f}, not cached"
         return f"--workers auto: {self.plan} ({source}, images/s: {figures})"
 
 
@@ -103,8 +112,10 @@ def auto_plan(
     *,
     measure: Measure | None = None,
     threads_given: int | None = None,
+    load_average: Callable[[], float] = lambda: os.getloadavg()[0],
 ) -> AutoPlan:
-    """Pick a plan for `workload` on `cores` cores: from the cache, else by measuring."""
+    """Pick a plan for `workload` on `cores` cores: from the cache, else by measuring (cached
+    unless the load average says other work kept the cores busy)."""
     plans = candidate_plans(cores, threads_given)
     if len(plans) == 1:
         return AutoPlan(plans[0], {}, cached=False)
@@ -116,7 +127,10 @@ def auto_plan(
         if set(measured) == set(plans):
             return AutoPlan(choose_plan(measured), measured, cached=True)
     measure = measure or measure_plan
+    load = load_average()
     measured = {plan: measure(plan, workload) for plan in plans}
+    if load > BUSY_LOAD_SHARE * cores:
+        return AutoPlan(choose_plan(measured), measured, cached=False, busy_load=load)
     _write_cache(path, key, measured)
     return AutoPlan(choose_plan(measured), measured, cached=False)
 

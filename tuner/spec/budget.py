@@ -1,5 +1,5 @@
-"""The [training] table's time keys: `budget` (a duration), `full_trial_share` and
-`reports_per_epoch`.
+"""The [training] table's time keys: `budget` (a duration), `full_trial_share`,
+`full_trial_min_epochs` and `reports_per_epoch`.
 
 `parse_duration` also reads `tuner run --budget`: '90s', '10m', '1h30m', '2h', or plain
 seconds ('600', 600, 1.5e3). `format_duration` writes durations the way it reads them, for
@@ -62,8 +62,8 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
-    """The [training] table, with `budget` read as a duration, `full_trial_share` and
-    `reports_per_epoch` checked."""
+    """The [training] table, with `budget` read as a duration, `full_trial_share`,
+    `full_trial_min_epochs` and `reports_per_epoch` checked."""
     table = check.table(data, "training")
     budget = None
     if "budget" in table:
@@ -85,5 +85,11 @@ def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
             "[training].full_trial_share",
             "must be above 0 and at most 1 (the share of the budget one full-length trial "
             f"may take), got {training.full_trial_share}",
+        )
+    if not 0 <= training.full_trial_min_epochs <= training.max_epochs:
+        raise check.fail(
+            "[training].full_trial_min_epochs",
+            f"must be 0 (the share alone decides) to max_epochs ({training.max_epochs}), "
+            f"got {training.full_trial_min_epochs}",
         )
     return replace(training, budget=budget)

@@ -106,6 +106,9 @@ class TrainingSpec:
     budget: float | None = None  # wall-clock seconds for a run (tuner.spec.budget)
     # With a budget: the most of it one full-length trial may take; the epochs follow.
     full_trial_share: float = 0.3
+    # With a budget: a full trial gets at least this many epochs when they fit (0: the share
+    # alone decides); a slow machine then trains the known good configuration long enough.
+    full_trial_min_epochs: int = 0
     reports_per_epoch: int = 0  # pruning rungs per epoch; 0: from the dataset size
 
 
