@@ -240,6 +240,70 @@ def epoch_rows(records: Sequence[Record]) -> list[dict[str, str]]:
     return rows
 
 
+# Issue 13's goals: tuner at 10 minutes against Optuna's recipe at 30, time to 90% at most a
+# third of the recipe's, and ahead of Ray Tune ASHA at every budget.
+GOAL_SPEED_UP = 3.0
+GOAL_THRESHOLD = 0.90
+
+
+def goal_lines(records: Sequence[Record], kind: str) -> list[str]:
+    """The goals' verdicts for the runs on a `kind` machine, one line each, with the medians
+    over seeds they compare (a seed that never reached 90% counts as never)."""
+    ok = [r for r in runs(records) if machine_kind(r) == kind and not r.get("error")]
+
+    def of(contender: str, budget_s: int) -> list[Record]:
+        return [r for r in ok if r["contender"] == contender and int(r["budget_s"]) == budget_s]
+
+    def median_best(group: Sequence[Record], seconds: int) -> float | None:
+        bests = [best_at(r["points"], seconds) or 0.0 for r in group]
+        return statistics.median(bests) if group else None
+
+    def median_time(group: Sequence[Record], key: str) -> float:
+        times = [time_to(r.get(key, ()), GOAL_THRESHOLD, r["budget_s"]) for r in group]
+        return statistics.median(float("inf") if t is None else t for t in times)
+
+    tuner, recipe = of("tuner", 600), of("optuna-recipe", 1800) or of("optuna-recipe", 600)
+    lines = []
+    if not tuner or not of("optuna-recipe", 1800):
+        lines.append("goal 1 (tuner at 10 min >= Optuna's recipe at 30 min): not measured")
+    else:
+        ours, theirs = median_best(tuner, 600), median_best(of("optuna-recipe", 1800), 1800)
+        verdict = "met" if ours >= theirs else "NOT met"
+        lines.append(
+            f"goal 1 (tuner at 10 min >= Optuna's recipe at 30 min): {ours:.4f} against "
+            f"{theirs:.4f}: {verdict}"
+        )
+    for key, what in (("points", "finished trials"), ("epoch_points", "every epoch's end")):
+        if not tuner or not recipe or any(key not in r for r in tuner + recipe):
+            lines.append(f"goal 2 (time to 90%, {what}): not measured")
+            continue
+        ours, theirs = median_time(tuner, key), median_time(recipe, key)
+        ratio = theirs / ours if ours > 0 else float("inf")
+        verdict = "met" if ratio >= GOAL_SPEED_UP else "NOT met"
+        lines.append(
+            f"goal 2 (time to 90%, {what}): tuner {_minutes_or_never(ours)}, Optuna's recipe "
+            f"{_minutes_or_never(theirs)} ({recipe[0]['budget_s'] // 60} min runs): "
+            f"{ratio:.1f}x, {verdict}"
+        )
+    for budget_s in (600, 1800):
+        ray = of("ray-asha", 1800) or of("ray-asha", budget_s)
+        ours_group = of("tuner", budget_s)
+        if not ray or not ours_group:
+            lines.append(f"ahead of Ray Tune ASHA at {budget_s // 60} min: not measured")
+            continue
+        ours, theirs = median_best(ours_group, budget_s), median_best(ray, budget_s)
+        verdict = "met" if ours > theirs else "NOT met"
+        shown = f"{theirs:.4f}" if theirs else "nothing finished"
+        lines.append(
+            f"ahead of Ray Tune ASHA at {budget_s // 60} min: {ours:.4f} against {shown}: {verdict}"
+        )
+    return lines
+
+
+def _minutes_or_never(seconds: float) -> str:
+    return "never" if seconds == float("inf") else _minutes(seconds)
+
+
 def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     """The rows as a Markdown table for RESULTS.md (columns with no value anywhere dropped)."""
     if not rows:

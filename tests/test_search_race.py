@@ -177,6 +177,34 @@ def test_epoch_rows_count_every_epoch_end_within_the_budget(race):
     assert row["best epoch value"] == "0.9125 (0.8950-0.9300)"
 
 
+def test_goal_verdicts_compare_the_medians_the_issue_names(race):
+    records = [
+        run("tuner", 0, 600, [[150.0, 0.905], [400.0, 0.928]]),
+        run("tuner", 1, 600, [[170.0, 0.902], [420.0, 0.925]]),
+        run("optuna-recipe", 0, 1800, [[600.0, 0.915], [1500.0, 0.921]]),
+        run("optuna-recipe", 1, 1800, [[700.0, 0.91]]),
+        run("ray-asha", 0, 1800, [[1200.0, 0.93]]),
+        run("tuner", 0, 600, [[60.0, 0.95]], machine={"cpu": "AMD EPYC", "isa": "AVX2"}),
+    ]
+    for record in records:
+        record["epoch_points"] = [[t / 4, v] for t, v in record["points"]]
+    lines = race.goal_lines(records, MACHINE)
+    assert lines[0].endswith("0.9265 against 0.9155: met")
+    # Finished trials: 160 s against 650 s is 4.1x; epoch ends the same, a quarter of each.
+    assert lines[1] == (
+        "goal 2 (time to 90%, finished trials): tuner 2.7 min, Optuna's recipe 10.8 min "
+        "(30 min runs): 4.1x, met"
+    )
+    assert lines[2].endswith("4.1x, met")
+    assert lines[3] == "ahead of Ray Tune ASHA at 10 min: 0.9265 against nothing finished: met"
+    assert lines[4] == "ahead of Ray Tune ASHA at 30 min: not measured"  # no 30-minute tuner
+    slow_recipe = [dict(r, points=[[t * 0.5, v] for t, v in r["points"]]) for r in records[2:4]]
+    lines = race.goal_lines(records[:2] + slow_recipe, MACHINE)
+    assert lines[1].endswith("2.0x, NOT met")
+    # Another machine's runs are never compared with these.
+    assert race.goal_lines(records, "AMD EPYC, AVX2")[0].endswith("not measured")
+
+
 def test_curve_figure_has_one_line_per_run_held_to_the_budget(race):
     records = [run("tuner", 0, 600, [[100.0, 0.85], [300.0, 0.88]]), run("random", 0, 600, [])]
     records[0]["epoch_points"] = [[40.0, 0.8], [90.0, 0.86], [300.0, 0.88]]
