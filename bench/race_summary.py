@@ -246,9 +246,10 @@ GOAL_SPEED_UP = 3.0
 GOAL_THRESHOLD = 0.90
 
 
-def goal_lines(records: Sequence[Record], kind: str) -> list[str]:
+def goal_lines(records: Sequence[Record], kind: str, tuner_label: str = "tuner") -> list[str]:
     """The goals' verdicts for the runs on a `kind` machine, one line each, with the medians
-    over seeds they compare (a seed that never reached 90% counts as never)."""
+    over seeds they compare (a seed that never reached 90% counts as never); tuner's runs are
+    those recorded as `tuner_label` (a variant's, with --tuner-label)."""
     ok = [r for r in runs(records) if machine_kind(r) == kind and not r.get("error")]
 
     def of(contender: str, budget_s: int) -> list[Record]:
@@ -262,7 +263,7 @@ def goal_lines(records: Sequence[Record], kind: str) -> list[str]:
         times = [time_to(r.get(key, ()), GOAL_THRESHOLD, r["budget_s"]) for r in group]
         return statistics.median(float("inf") if t is None else t for t in times)
 
-    tuner, recipe = of("tuner", 600), of("optuna-recipe", 1800) or of("optuna-recipe", 600)
+    tuner, recipe = of(tuner_label, 600), of("optuna-recipe", 1800) or of("optuna-recipe", 600)
     lines = []
     if not tuner or not of("optuna-recipe", 1800):
         lines.append("goal 1 (tuner at 10 min >= Optuna's recipe at 30 min): not measured")
@@ -287,7 +288,7 @@ def goal_lines(records: Sequence[Record], kind: str) -> list[str]:
         )
     for budget_s in (600, 1800):
         ray = of("ray-asha", 1800) or of("ray-asha", budget_s)
-        ours_group = of("tuner", budget_s)
+        ours_group = of(tuner_label, budget_s)
         if not ray or not ours_group:
             lines.append(f"ahead of Ray Tune ASHA at {budget_s // 60} min: not measured")
             continue

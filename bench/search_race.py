@@ -335,8 +335,8 @@ def main() -> None:
     print(summary.markdown_table(summary.summary_rows(records)))
     print("\nCounting every epoch's end (any trial, pruned ones too):\n")
     print(summary.markdown_table(summary.epoch_rows(records)))
-    print(f"\nIssue 13's goals on {kind}:\n")
-    print("\n".join(f"- {line}" for line in summary.goal_lines(records, kind)))
+    print(f"\nIssue 13's goals on {kind} ({args.tuner_label!r} for tuner):\n")
+    print("\n".join(f"- {line}" for line in summary.goal_lines(records, kind, args.tuner_label)))
 
 
 if __name__ == "__main__":

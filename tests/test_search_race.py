@@ -203,6 +203,12 @@ def test_goal_verdicts_compare_the_medians_the_issue_names(race):
     assert lines[1].endswith("2.0x, NOT met")
     # Another machine's runs are never compared with these.
     assert race.goal_lines(records, "AMD EPYC, AVX2")[0].endswith("not measured")
+    # A tuner variant (--tuner-label) is judged on its own runs, not on plain tuner's.
+    variant = dict(records[0], contender="tuner-first-result", points=[[100.0, 0.93]])
+    variant["epoch_points"] = [[100.0, 0.93]]
+    lines = race.goal_lines([*records, variant], MACHINE, "tuner-first-result")
+    assert lines[0].endswith("0.9300 against 0.9155: met")
+    assert lines[1].startswith("goal 2 (time to 90%, finished trials): tuner 1.7 min,")
 
 
 def test_curve_figure_has_one_line_per_run_held_to_the_budget(race):

@@ -21,6 +21,9 @@ HISTORY = "history"
 MEASURES = "measures"
 TRAIN_IMAGES = "train_images"  # int: training images the trial's steps saw (its cost measure)
 STEPS_PER_EPOCH = "steps_per_epoch"  # int: intermediate values reported per epoch (the rungs)
+# True on the short trial of [training].first_result_epochs (set when the study queues it):
+# it trains fewer epochs and reports nothing to the pruner
+FIRST_RESULT = "first_result"
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
 

@@ -163,6 +163,18 @@ def budget_epochs(
     return max(1, min(max_epochs, epochs))
 
 
+def first_result_budget_epochs(
+    asked: int, full_epochs: int, epoch_seconds: float, left: float
+) -> int:
+    """Epochs the first-result trial may train in a budget run: the `asked` ones, or as many
+    as fit in the `left` seconds beside one full trial of `full_epochs` (both with the
+    estimate's margin: the full trial is what the budget is for); 0 when none fit."""
+    if asked == 0 or epoch_seconds <= 0:
+        return asked
+    spare = left - ESTIMATE_MARGIN * epoch_seconds * full_epochs
+    return max(0, min(asked, math.floor(spare / (ESTIMATE_MARGIN * epoch_seconds))))
+
+
 @dataclasses.dataclass
 class BudgetClock:
     """The deadline of one run and whether it stopped the run (state: set by the stopper)."""

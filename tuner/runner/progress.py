@@ -34,6 +34,7 @@ class _RunningTrial:
 
     number: int
     started: float
+    epochs: int  # the trial's schedule (a first-result trial's is shorter)
     epoch_seconds: list[float] = field(default_factory=list)  # of the finished epochs
     batch: int = 0  # batches done in the running epoch
     batches: int = 0  # batches per epoch
@@ -49,15 +50,15 @@ class _RunningTrial:
         first, at = self.first_batch
         return (now - at) / (self.batch - first) * self.batches
 
-    def seconds_left(self, now: float, max_epochs: int) -> float | None:
+    def seconds_left(self, now: float) -> float | None:
         """Seconds until the trial ends if it runs every epoch (early stopping ends it sooner)."""
-        if len(self.epoch_seconds) >= max_epochs:
+        if len(self.epoch_seconds) >= self.epochs:
             return 0.0
         per_epoch = self.epoch_estimate(now)
         if per_epoch is None:
             return None
         done = self.batch / self.batches if self.batches else 0.0
-        epochs_after = max(0, max_epochs - len(self.epoch_seconds) - 1)
+        epochs_after = max(0, self.epochs - len(self.epoch_seconds) - 1)
         return per_epoch * (1 - done) + per_epoch * epochs_after
 
 
@@ -81,11 +82,13 @@ class TrialProgress:
         workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
+        first_result_epochs: int = 0,
     ):
         self.console = console
         self.study = study
         self.total_trials = total_trials
         self.max_epochs = max_epochs
+        self.first_result_epochs = first_result_epochs  # the FIRST_RESULT trial's epochs
         self.workers = workers
         self.clock = clock
         self.deadline = deadline  # on `clock`: when the run's budget ends, if it has one
@@ -126,8 +129,10 @@ class TrialProgress:
 
         def watched(trial: optuna.Trial) -> float:
             now = self.clock()
+            short = trial.user_attrs.get(attrs.FIRST_RESULT)
+            epochs = self.first_result_epochs if short else self.max_epochs
             with self._lock:
-                self.current = _RunningTrial(trial.number, started=now)
+                self.current = _RunningTrial(trial.number, started=now, epochs=epochs)
             return objective(trial)
 
         return watched
@@ -149,7 +154,7 @@ class TrialProgress:
         with self._lock:
             running = self.current
             if running is None or running.number != trial_number:
-                running = self.current = _RunningTrial(trial_number, now)
+                running = self.current = _RunningTrial(trial_number, now, self.max_epochs)
             running.epoch_seconds.append(result.seconds)
             running.batch, running.first_batch, running.last = 0, None, result
         if self.live is None:
@@ -157,7 +162,7 @@ class TrialProgress:
                 "trial %d epoch %d/%d: val_accuracy %.4f val_loss %.4f (%.1fs); %s",
                 trial_number,
                 result.epoch,
-                self.max_epochs,
+                running.epochs,
                 result.val_accuracy,
                 result.val_loss,
                 result.seconds,
@@ -194,7 +199,7 @@ class TrialProgress:
         per_epoch = running.epoch_estimate(now)
         if per_epoch is not None:
             facts.append(f"epoch ~{format_duration(per_epoch)}")
-        trial_left = running.seconds_left(now, self.max_epochs)
+        trial_left = running.seconds_left(now)
         if trial_left is not None:
             facts.append(f"trial ~{format_duration(trial_left)} left")
         return facts
@@ -219,7 +224,7 @@ class TrialProgress:
     def _study_seconds_left(self, now: float) -> float | None:
         """Until the study has its trials, if every trial takes as long as the ones so far."""
         running = self.current
-        trial_left = 0.0 if running is None else running.seconds_left(now, self.max_epochs)
+        trial_left = 0.0 if running is None else running.seconds_left(now)
         if trial_left is None:
             return None
         if self.trial_seconds:
@@ -244,8 +249,8 @@ class TrialProgress:
             ]
             running = self.current
             if running is not None:
-                epoch = min(len(running.epoch_seconds) + 1, self.max_epochs)
-                facts = [f"trial {running.number}", f"epoch {epoch}/{self.max_epochs}"]
+                epoch = min(len(running.epoch_seconds) + 1, running.epochs)
+                facts = [f"trial {running.number}", f"epoch {epoch}/{running.epochs}"]
                 if running.batch:
                     facts.append(f"batch {running.batch}/{running.batches}")
                 facts += self._trial_facts(now)

@@ -9,7 +9,12 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
-from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
+from tuner.runner.budget import (
+    default_steps_per_epoch,
+    first_result_budget_epochs,
+    plan_budget,
+    rung_pruner,
+)
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
@@ -68,6 +73,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         # The schedule: rungs per epoch, and with a budget the epochs it allows and its clock.
         steps = default_steps_per_epoch(spec, len(data.train_labels))
         clock = None
+        first_result_epochs = spec.training.first_result_epochs
         if budget is not None:
             epochs, clock = plan_budget(
                 study,
@@ -80,6 +86,12 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             )
             spec = dataclasses.replace(
                 spec, training=dataclasses.replace(spec.training, max_epochs=epochs)
+            )
+            first_result_epochs = first_result_budget_epochs(
+                first_result_epochs,
+                epochs,
+                clock.seconds_per_image * len(data.train_labels),
+                clock.left(),
             )
         study.pruner = rung_pruner(spec, spec.training.max_epochs, steps)
         worker = "" if slot is None else f"worker {slot.index}: "
@@ -95,6 +107,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             live=slot is None,  # workers share the terminal: log lines, not live views
             workers=1 if slot is None else slot.count,
             deadline=None if clock is None else started + (clock.deadline - started_at),
+            first_result_epochs=first_result_epochs,
         )
         retried: tuple[int, ...] = ()
         detail = None
@@ -108,6 +121,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 options=engine,
                 should_stop=None if clock is None else clock.should_stop,
                 steps_per_epoch=steps,
+                first_result_epochs=first_result_epochs,
             )
             try:
                 outcome = run_trials(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -58,6 +59,7 @@ def make_objective(
     on_batch: BatchCallback | None = None,
     should_stop: StopCheck | None = None,
     steps_per_epoch: int = 1,
+    first_result_epochs: int = 0,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
@@ -78,10 +80,27 @@ def make_objective(
     the whole set), so a pruner's rungs can judge a trial on a slice of the training set before
     it earns the rest. When `should_stop()` turns True (the run's deadline) the trial is cut
     within its epoch and ends pruned with stop_reason "budget", its reported values kept.
+
+    The short trial of [training].first_result_epochs (marked FIRST_RESULT when it was queued)
+    trains `first_result_epochs` epochs and reports nothing: the pruner must not judge the full
+    trials by a schedule that decays sooner. With 0 (a budget with no time for it), or once the
+    study has a complete trial, it is not trained and ends pruned.
     """
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         config = suggest(trial, spec)
+        first_result = bool(trial.user_attrs.get(attrs.FIRST_RESULT))
+        if first_result:
+            _skip_needless_first_result(trial, first_result_epochs)
+            if first_result_epochs < spec.training.first_result_epochs:
+                log.info(
+                    "first result: %d of the %d epochs asked fit beside a full trial in the budget",
+                    first_result_epochs,
+                    spec.training.first_result_epochs,
+                )
+            config = dataclasses.replace(
+                config, max_epochs=min(first_result_epochs, config.max_epochs)
+            )
         trial.set_user_attr(attrs.CONFIG, config.to_dict())
         trial.set_user_attr(attrs.SEED, config.seed)
         trial.set_user_attr(attrs.DEVICE, str(device))
@@ -120,7 +139,7 @@ def make_objective(
         def report(value: float, step: int, where: str) -> None:
             # Optuna cannot prune multi-objective studies (report raises): skip it; early
             # stopping inside `fit` and the budget still apply.
-            if spec.multi_objective:
+            if spec.multi_objective or first_result:
                 return
             trial.report(value, step)
             if trial.should_prune():
@@ -194,6 +213,22 @@ def make_objective(
         return tuple(values) if spec.multi_objective else values[0]
 
     return objective
+
+
+def _skip_needless_first_result(trial: optuna.Trial, first_result_epochs: int) -> None:
+    """End the first-result trial untrained when the run's budget left it no epoch, or when
+    the study has a finished trial already (a retry of an interrupted short trial is queued
+    behind the full one)."""
+    if first_result_epochs < 1:
+        why = "the budget has time for the full trial only"
+    elif trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        why = "the study has a finished trial already"
+    else:
+        return
+    reason = f"first result skipped: {why} (not trained)"
+    trial.set_user_attr(attrs.STOP_REASON, reason)
+    trial.set_user_attr(attrs.EPOCHS_RUN, 0)
+    raise optuna.TrialPruned(reason)
 
 
 def _measure_before_training(

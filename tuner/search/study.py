@@ -120,11 +120,18 @@ def open_study(
 def enqueue_known(study: optuna.Study, spec: StudySpec) -> None:
     """Queue the study file's [[enqueue]] parameter sets as the study's first trials.
 
-    `skip_if_exists` keeps two processes creating the study at the same moment (replicas of one
-    command) from queueing a set twice.
+    With [training].first_result_epochs, the first set is queued twice: first marked
+    FIRST_RESULT (the objective trains it short), then as a full trial. `skip_if_exists` keeps
+    two processes creating the study at the same moment (replicas of one command) from queueing
+    a set twice; the short copy is queued only into an empty study, for the same reason.
     """
-    for values in spec.enqueue:
-        study.enqueue_trial(trial_params(values, spec.space), skip_if_exists=True)
+    known = [trial_params(values, spec.space) for values in spec.enqueue]
+    if known and spec.training.first_result_epochs and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(known[0], user_attrs={attrs.FIRST_RESULT: True})
+        study.enqueue_trial(known[0])  # skip_if_exists would see the short copy
+        known = known[1:]
+    for params in known:
+        study.enqueue_trial(params, skip_if_exists=True)
     if spec.enqueue:
         log.info("%s: %d known configurations queued first", spec.name, len(spec.enqueue))
 

@@ -1,5 +1,5 @@
 """The [training] table's time keys: `budget` (a duration), `full_trial_share`,
-`full_trial_min_epochs` and `reports_per_epoch`.
+`full_trial_min_epochs`, `first_result_epochs` and `reports_per_epoch`.
 
 `parse_duration` also reads `tuner run --budget`: '90s', '10m', '1h30m', '2h', or plain
 seconds ('600', 600, 1.5e3). `format_duration` writes durations the way it reads them, for
@@ -63,7 +63,7 @@ def parse_duration(value: Any) -> float:
 
 def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
     """The [training] table, with `budget` read as a duration, `full_trial_share`,
-    `full_trial_min_epochs` and `reports_per_epoch` checked."""
+    `full_trial_min_epochs`, `first_result_epochs` and `reports_per_epoch` checked."""
     table = check.table(data, "training")
     budget = None
     if "budget" in table:
@@ -91,5 +91,11 @@ def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
             "[training].full_trial_min_epochs",
             f"must be 0 (the share alone decides) to max_epochs ({training.max_epochs}), "
             f"got {training.full_trial_min_epochs}",
+        )
+    if not 0 <= training.first_result_epochs <= training.max_epochs:
+        raise check.fail(
+            "[training].first_result_epochs",
+            f"must be 0 (off) to max_epochs ({training.max_epochs}), "
+            f"got {training.first_result_epochs}",
         )
     return replace(training, budget=budget)

@@ -122,6 +122,11 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         validate_grid(check, space)
     trial_run(check, sampler, pruner, space)
     enqueue = parse_enqueue(check, data, space, sampler.name)
+    if training.first_result_epochs and not enqueue:
+        raise check.fail(
+            "[training].first_result_epochs",
+            "needs an [[enqueue]] table: the configuration the first result trains",
+        )
     constraints = parse_constraints(check, data, sampler.name)
 
     return StudySpec(

@@ -109,6 +109,9 @@ class TrainingSpec:
     # With a budget: a full trial gets at least this many epochs when they fit (0: the share
     # alone decides); a slow machine then trains the known good configuration long enough.
     full_trial_min_epochs: int = 0
+    # The first [[enqueue]] configuration first trains this many epochs as a trial of its own
+    # (0: off), so the run has a finished result early; then it trains the full schedule.
+    first_result_epochs: int = 0
     reports_per_epoch: int = 0  # pruning rungs per epoch; 0: from the dataset size
 
 

@@ -1,0 +1,175 @@
+"""[training].first_result_epochs: the known good configuration first trains a short trial of
+its own, so a run has a finished result early, without misleading the pruner."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from rich.console import Console
+
+from studies import SMALL_SPACE, spec_from, tiny_study_toml
+from tuner import attrs
+from tuner.data import load_dataset, split
+from tuner.engine import to_device
+from tuner.errors import TunerError
+from tuner.runner.budget import first_result_budget_epochs
+from tuner.runner.run import run_study
+from tuner.runner.settings import RunSettings
+from tuner.search.objective import make_objective
+from tuner.search.study import open_study, run_trials
+
+KNOWN = """
+[[enqueue]]
+learning_rate = 0.01
+"""
+
+
+def study_text(training: str, enqueue: str = KNOWN, pruner: str = 'name = "none"') -> str:
+    text = tiny_study_toml(training=training, space=SMALL_SPACE) + enqueue
+    return text.replace('[pruner]\nname = "none"', f"[pruner]\n{pruner}")
+
+
+@pytest.fixture(scope="module")
+def cpu_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(spec):
+    splits = split(
+        load_dataset("digits"),
+        val_fraction=spec.dataset.val_fraction,
+        split_seed=spec.dataset.split_seed,
+        train_subset=spec.dataset.train_subset,
+    )
+    return to_device(splits, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("training", "enqueue", "words"),
+    [
+        ("max_epochs = 3\nfirst_result_epochs = 4", KNOWN, ["max_epochs (3)", "got 4"]),
+        ("max_epochs = 3\nfirst_result_epochs = -1", KNOWN, ["0 (off)", "got -1"]),
+        ('max_epochs = 3\nfirst_result_epochs = "soon"', KNOWN, ["int"]),
+        ("max_epochs = 3\nfirst_result_epochs = 1", "", ["needs an [[enqueue]] table"]),
+    ],
+)
+def test_bad_first_result_keys_name_the_file_and_key(
+    tmp_path: Path, training: str, enqueue: str, words: list[str]
+) -> None:
+    with pytest.raises(TunerError) as error:
+        spec_from(tmp_path, study_text(training, enqueue))
+    message = str(error.value)
+    assert "study.toml" in message and "[training].first_result_epochs" in message
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_a_new_study_queues_the_known_configuration_short_then_full(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, study_text("max_epochs = 3\nfirst_result_epochs = 1"))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(spec, storage)
+    study = open_study(spec, storage)  # a resumed run queues nothing again
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in queued] == [{"learning_rate": 0.01}] * 2
+    assert [bool(t.user_attrs.get(attrs.FIRST_RESULT)) for t in queued] == [True, False]
+
+
+def test_without_the_key_the_known_configuration_is_queued_once(tmp_path: Path) -> None:
+    study = open_study(spec_from(tmp_path, study_text("max_epochs = 3")), "sqlite://")
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert len(queued) == 1 and attrs.FIRST_RESULT not in queued[0].user_attrs
+
+
+def test_the_first_result_trains_its_epochs_and_reports_nothing_to_the_pruner(
+    tmp_path: Path, cpu_threads
+) -> None:
+    # The median pruner with one startup trial: had the short trial reported its (sooner
+    # decayed) values, it would be the yardstick of the full trial of the same configuration.
+    pruner = 'name = "median"\noptions = { n_startup_trials = 1, n_warmup_steps = 0 }'
+    text = study_text("max_epochs = 3\npatience = 0\nfirst_result_epochs = 1", pruner=pruner)
+    spec = spec_from(tmp_path, text)
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=1)
+    run_trials(study, objective, 2)
+    short, full = study.trials
+    assert short.state == TrialState.COMPLETE and short.value is not None
+    assert short.user_attrs[attrs.EPOCHS_RUN] == 1
+    assert short.user_attrs[attrs.CONFIG]["max_epochs"] == 1
+    assert short.intermediate_values == {}
+    assert attrs.STOP_REASON not in short.user_attrs  # it ran its whole (short) schedule
+    assert full.params == short.params
+    assert full.state == TrialState.COMPLETE
+    assert full.user_attrs[attrs.EPOCHS_RUN] == 3 and sorted(full.intermediate_values) == [1, 2, 3]
+
+
+def test_a_budget_with_no_room_for_it_ends_the_first_result_untrained(
+    tmp_path: Path, cpu_threads
+) -> None:
+    spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=0)
+    run_trials(study, objective, 2)
+    skipped, full = study.trials
+    assert skipped.state == TrialState.PRUNED
+    assert skipped.user_attrs[attrs.EPOCHS_RUN] == 0
+    assert "first result skipped" in skipped.user_attrs[attrs.STOP_REASON]
+    assert attrs.HISTORY not in skipped.user_attrs  # not trained at all
+    assert full.state == TrialState.COMPLETE and full.user_attrs[attrs.EPOCHS_RUN] == 2
+
+
+def test_a_retried_first_result_behind_a_finished_trial_is_not_trained(
+    tmp_path: Path, cpu_threads
+) -> None:
+    """An interrupted short trial is retried at the back of the queue, after the full one."""
+    spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    study.enqueue_trial({"learning_rate": 0.02}, user_attrs={attrs.FIRST_RESULT: True})
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=1)
+    run_trials(study, objective, 3)
+    short, full, retried = study.trials
+    assert short.state == full.state == TrialState.COMPLETE
+    assert retried.state == TrialState.PRUNED and retried.user_attrs[attrs.EPOCHS_RUN] == 0
+    assert "finished trial already" in retried.user_attrs[attrs.STOP_REASON]
+
+
+@pytest.mark.parametrize(
+    ("asked", "full_epochs", "epoch_seconds", "left", "epochs"),
+    [
+        (4, 10, 22.0, 590.0, 4),  # an Intel Xeon with AMX, 10 minutes: both fit
+        (4, 10, 40.0, 590.0, 1),  # 520 s of the full trial (with the margin) leave one epoch
+        (4, 10, 48.0, 590.0, 0),  # the full trial alone needs more than is left
+        (0, 10, 22.0, 590.0, 0),  # off
+        (4, 10, 0.0, 590.0, 4),  # nothing measured: as asked
+    ],
+)
+def test_a_budget_gives_the_first_result_what_the_full_trial_leaves(
+    asked: int, full_epochs: int, epoch_seconds: float, left: float, epochs: int
+) -> None:
+    assert first_result_budget_epochs(asked, full_epochs, epoch_seconds, left) == epochs
+
+
+def test_a_run_shows_and_records_the_short_schedule(
+    tmp_path: Path, cpu_threads, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = study_text("max_epochs = 2\npatience = 0\ntrials = 2\nfirst_result_epochs = 1")
+    (tmp_path / "study.toml").write_text(text)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = RunSettings(study_file=tmp_path / "study.toml", storage=storage)
+    with caplog.at_level(logging.INFO, logger="tuner.runner.progress"):
+        run_study(settings, Console(file=io.StringIO(), force_terminal=False))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [t.user_attrs[attrs.EPOCHS_RUN] for t in study.trials] == [1, 2]
+    assert study.best_value == max(t.value for t in study.trials)
+    epochs_shown = [m for m in caplog.messages if m.startswith("trial ") and " epoch " in m]
+    assert epochs_shown[0].startswith("trial 0 epoch 1/1:")
+    assert epochs_shown[1].startswith("trial 1 epoch 1/2:")
