@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from tuner.data import load_dataset, split
+from tuner.engine import DeviceData, to_device
 from tuner.spec import StudySpec, load_spec
 
 TWO_EPOCHS = """\
@@ -58,3 +62,14 @@ def spec_from(tmp_path: Path, text: str, name: str = "study.toml") -> StudySpec:
     path = tmp_path / name
     path.write_text(text)
     return load_spec(path)
+
+
+def tiny_data(spec: StudySpec) -> DeviceData:
+    """The digits splits `spec`'s [dataset] asks for, on the CPU."""
+    splits = split(
+        load_dataset("digits"),
+        val_fraction=spec.dataset.val_fraction,
+        split_seed=spec.dataset.split_seed,
+        train_subset=spec.dataset.train_subset,
+    )
+    return to_device(splits, torch.device("cpu"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from studies import SMALL_SPACE, spec_from, tiny_study_toml
+from studies import SMALL_SPACE, spec_from, tiny_data, tiny_study_toml
 from tuner import attrs
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
@@ -105,16 +105,6 @@ def cpu_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_data(spec):
-    splits = split(
-        load_dataset("digits"),
-        val_fraction=spec.dataset.val_fraction,
-        split_seed=spec.dataset.split_seed,
-        train_subset=spec.dataset.train_subset,
-    )
-    return to_device(splits, torch.device("cpu"))
 
 
 def test_default_rungs_follow_the_dataset_size(tmp_path: Path) -> None:

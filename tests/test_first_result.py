@@ -13,10 +13,8 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from studies import SMALL_SPACE, spec_from, tiny_study_toml
+from studies import SMALL_SPACE, spec_from, tiny_data, tiny_study_toml
 from tuner import attrs
-from tuner.data import load_dataset, split
-from tuner.engine import to_device
 from tuner.errors import TunerError
 from tuner.runner.budget import first_result_budget_epochs
 from tuner.runner.run import run_study
@@ -33,24 +31,6 @@ learning_rate = 0.01
 def study_text(training: str, enqueue: str = KNOWN, pruner: str = 'name = "none"') -> str:
     text = tiny_study_toml(training=training, space=SMALL_SPACE) + enqueue
     return text.replace('[pruner]\nname = "none"', f"[pruner]\n{pruner}")
-
-
-@pytest.fixture(scope="module")
-def cpu_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_data(spec):
-    splits = split(
-        load_dataset("digits"),
-        val_fraction=spec.dataset.val_fraction,
-        split_seed=spec.dataset.split_seed,
-        train_subset=spec.dataset.train_subset,
-    )
-    return to_device(splits, torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -91,7 +71,7 @@ def test_without_the_key_the_known_configuration_is_queued_once(tmp_path: Path) 
 
 
 def test_the_first_result_trains_its_epochs_and_reports_nothing_to_the_pruner(
-    tmp_path: Path, cpu_threads
+    tmp_path: Path, one_torch_thread
 ) -> None:
     # The median pruner with one startup trial: had the short trial reported its (sooner
     # decayed) values, it would be the yardstick of the full trial of the same configuration.
@@ -113,7 +93,7 @@ def test_the_first_result_trains_its_epochs_and_reports_nothing_to_the_pruner(
 
 
 def test_a_budget_with_no_room_for_it_ends_the_first_result_untrained(
-    tmp_path: Path, cpu_threads
+    tmp_path: Path, one_torch_thread
 ) -> None:
     spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
     study = open_study(spec, optuna.storages.InMemoryStorage())
@@ -128,7 +108,7 @@ def test_a_budget_with_no_room_for_it_ends_the_first_result_untrained(
 
 
 def test_a_retried_first_result_behind_a_finished_trial_is_not_trained(
-    tmp_path: Path, cpu_threads
+    tmp_path: Path, one_torch_thread
 ) -> None:
     """An interrupted short trial is retried at the back of the queue, after the full one."""
     spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
@@ -159,7 +139,7 @@ def test_a_budget_gives_the_first_result_what_the_full_trial_leaves(
 
 
 def test_a_run_shows_and_records_the_short_schedule(
-    tmp_path: Path, cpu_threads, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, one_torch_thread, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = study_text("max_epochs = 2\npatience = 0\ntrials = 2\nfirst_result_epochs = 1")
     (tmp_path / "study.toml").write_text(text)
