@@ -174,8 +174,8 @@ def test_a_study_chooses_the_share_a_full_trial_takes(
         budget, "probe_seconds_per_image", lambda *_: epoch_seconds / len(data.train_labels)
     )
     study = optuna.create_study(direction="maximize")
-    planned, _ = plan_budget(study, spec, data, torch.device("cpu"), 100.0, time.time(), 1)
-    assert planned == epochs == study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
+    planned = plan_budget(study, spec, data, torch.device("cpu"), 100.0, time.time(), 1)
+    assert planned.epochs == epochs == study.user_attrs[attrs.STUDY_BUDGET_EPOCHS]
 
 
 def test_a_study_keeps_its_epochs_for_the_same_budget_and_plans_again_for_another(
@@ -191,11 +191,11 @@ def test_a_study_keeps_its_epochs_for_the_same_budget_and_plans_again_for_anothe
     monkeypatch.setattr(budget, "probe_seconds_per_image", lambda *_: seconds_per_image[0])
     study = optuna.create_study(direction="maximize")
     cpu = torch.device("cpu")
-    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1)[0] == 3
+    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1).epochs == 3
     seconds_per_image[0] *= 3  # a loaded machine later: the same budget keeps its schedule
-    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1)[0] == 3
+    assert plan_budget(study, spec, data, cpu, 100.0, time.time(), 1).epochs == 3
     seconds_per_image[0] /= 3
-    assert plan_budget(study, spec, data, cpu, 1000.0, time.time(), 1)[0] == 30
+    assert plan_budget(study, spec, data, cpu, 1000.0, time.time(), 1).epochs == 30
     assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == 30
     assert study.user_attrs[attrs.STUDY_BUDGET_SECONDS] == 1000.0
 
@@ -209,10 +209,10 @@ def test_a_floor_gives_the_full_trial_its_epochs_on_a_slow_machine(
         split(load_dataset("digits"), val_fraction=0.2, split_seed=0), torch.device("cpu")
     )
     monkeypatch.setattr(budget, "probe_seconds_per_image", lambda *_: 10.0 / len(data.train_labels))
-    planned, _ = plan_budget(
+    planned = plan_budget(
         optuna.create_study(), spec, data, torch.device("cpu"), 100.0, time.time(), 1
     )
-    assert planned == 6  # the share alone gives 3 (30 of 100 s at 10 s an epoch)
+    assert planned.epochs == 6  # the share alone gives 3 (30 of 100 s at 10 s an epoch)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,8 @@ from rich.console import Console
 from studies import SMALL_SPACE, spec_from, tiny_data, tiny_study_toml
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.runner.budget import first_result_budget_epochs
+from tuner.runner import budget
+from tuner.runner.budget import first_result_budget_epochs, plan_budget
 from tuner.runner.run import run_study
 from tuner.runner.settings import RunSettings
 from tuner.search.objective import make_objective
@@ -126,16 +128,57 @@ def test_a_retried_first_result_behind_a_finished_trial_is_not_trained(
     ("asked", "full_epochs", "epoch_seconds", "left", "epochs"),
     [
         (4, 10, 22.0, 590.0, 4),  # an Intel Xeon with AMX, 10 minutes: both fit
-        (4, 10, 40.0, 590.0, 1),  # 520 s of the full trial (with the margin) leave one epoch
+        (4, 10, 40.0, 590.0, 0),  # 728 s for both with the margin: skipped, not cut to 1
         (4, 10, 48.0, 590.0, 0),  # the full trial alone needs more than is left
+        (4, 7, 10.0, 590.0, 0),  # a full trial under twice the short one: not worth it
+        (4, 8, 10.0, 590.0, 4),
         (0, 10, 22.0, 590.0, 0),  # off
         (4, 10, 0.0, 590.0, 4),  # nothing measured: as asked
     ],
 )
-def test_a_budget_gives_the_first_result_what_the_full_trial_leaves(
+def test_a_budget_gives_the_first_result_all_its_epochs_or_none(
     asked: int, full_epochs: int, epoch_seconds: float, left: float, epochs: int
 ) -> None:
     assert first_result_budget_epochs(asked, full_epochs, epoch_seconds, left) == epochs
+
+
+@pytest.mark.parametrize(
+    ("epoch_seconds", "finished_before", "full_epochs", "first_epochs"),
+    [
+        # The probe's guess on the Xeon under load (34 s): the full trial alone would get the
+        # floor's 10; 4 short epochs first leave it 9, over twice theirs: both run.
+        (34.0, False, 9, 4),
+        # An AVX2-only EPYC (~55 s): after 4 short epochs the full trial would get 4: skipped,
+        # the full trial gets what fits alone (8 with the margin).
+        (55.0, False, 8, 0),
+        # A resumed study with a finished trial never trains the short one: nothing reserved.
+        (34.0, True, 10, 0),
+    ],
+)
+def test_a_budget_plans_the_full_trial_after_the_first_result(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    epoch_seconds: float,
+    finished_before: bool,
+    full_epochs: int,
+    first_epochs: int,
+) -> None:
+    training = "max_epochs = 30\nfull_trial_min_epochs = 10\nfirst_result_epochs = 4"
+    spec = spec_from(tmp_path, study_text(training))
+    data = tiny_data(spec)
+    monkeypatch.setattr(
+        budget, "probe_seconds_per_image", lambda *_: epoch_seconds / len(data.train_labels)
+    )
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    if finished_before:
+        study.add_trial(optuna.trial.create_trial(value=0.5))
+    plan = plan_budget(study, spec, data, torch.device("cpu"), 600.0, time.time(), 1)
+    assert (plan.epochs, plan.first_result_epochs) == (full_epochs, first_epochs)
+    assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == full_epochs
+    # A second worker on the same study and budget trains the same: the stored epochs, and
+    # the short trial when it is still queued.
+    again = plan_budget(study, spec, data, torch.device("cpu"), 600.0, time.time(), 1)
+    assert (again.epochs, again.first_result_epochs) == (full_epochs, first_epochs)
 
 
 def test_a_run_shows_and_records_the_short_schedule(

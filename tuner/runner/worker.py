@@ -9,12 +9,7 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
-from tuner.runner.budget import (
-    default_steps_per_epoch,
-    first_result_budget_epochs,
-    plan_budget,
-    rung_pruner,
-)
+from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
@@ -75,7 +70,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         clock = None
         first_result_epochs = spec.training.first_result_epochs
         if budget is not None:
-            epochs, clock = plan_budget(
+            plan = plan_budget(
                 study,
                 spec,
                 data,
@@ -84,14 +79,9 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 settings.started_at or started_at,
                 steps,
             )
+            clock, first_result_epochs = plan.clock, plan.first_result_epochs
             spec = dataclasses.replace(
-                spec, training=dataclasses.replace(spec.training, max_epochs=epochs)
-            )
-            first_result_epochs = first_result_budget_epochs(
-                first_result_epochs,
-                epochs,
-                clock.seconds_per_image * len(data.train_labels),
-                clock.left(),
+                spec, training=dataclasses.replace(spec.training, max_epochs=plan.epochs)
             )
         study.pruner = rung_pruner(spec, spec.training.max_epochs, steps)
         worker = "" if slot is None else f"worker {slot.index}: "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import socket
 import time
@@ -32,8 +31,6 @@ from tuner.engine.measure import MEASURES, model_measures
 from tuner.search.constraints import broken, set_constraints
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
-
-log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, EpochResult], None]
 TRAINING_MEASURES = {name for name, measure in MEASURES.items() if measure.from_training}
@@ -92,12 +89,6 @@ def make_objective(
         first_result = bool(trial.user_attrs.get(attrs.FIRST_RESULT))
         if first_result:
             _skip_needless_first_result(trial, first_result_epochs)
-            if first_result_epochs < spec.training.first_result_epochs:
-                log.info(
-                    "first result: %d of the %d epochs asked fit beside a full trial in the budget",
-                    first_result_epochs,
-                    spec.training.first_result_epochs,
-                )
             config = dataclasses.replace(
                 config, max_epochs=min(first_result_epochs, config.max_epochs)
             )
