@@ -196,3 +196,87 @@ def test_a_run_shows_and_records_the_short_schedule(
     epochs_shown = [m for m in caplog.messages if m.startswith("trial ") and " epoch " in m]
     assert epochs_shown[0].startswith("trial 0 epoch 1/1:")
     assert epochs_shown[1].startswith("trial 1 epoch 1/2:")
+
+
+def finished_first_result(study: optuna.Study, epoch_seconds: float, train_count: int) -> None:
+    """The short trial of 4 epochs ends COMPLETE, having measured `epoch_seconds` an epoch."""
+    short = study.ask()  # the queued short trial is asked first
+    assert short.user_attrs.get(attrs.FIRST_RESULT)
+    short.set_user_attr(attrs.TRAIN_IMAGES, 4 * train_count)
+    short.set_user_attr(attrs.TRAIN_SECONDS, 4 * epoch_seconds)
+    study.tell(short, 0.91)
+
+
+@pytest.mark.parametrize(
+    ("measured", "another_started", "epochs"),
+    [
+        # The probe guessed 35 s an epoch (8 epochs after the short trial); the short trial ran
+        # 27 s an epoch, and ~7.5 minutes are left: 10 epochs (the floor) fit with the margin.
+        (27.0, False, 10),
+        (45.0, False, 7),  # slower than guessed: fewer, so the full trial still fits
+        (27.0, True, 8),  # another worker's full trial runs the 8 planned: kept
+    ],
+)
+def test_the_full_trial_is_planned_again_from_the_first_results_speed(
+    tmp_path: Path, measured: float, another_started: bool, epochs: int
+) -> None:
+    training = "max_epochs = 30\nfull_trial_min_epochs = 10\nfirst_result_epochs = 4"
+    spec = spec_from(tmp_path, study_text(training))
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    clock = budget.BudgetClock(time.time() + 450, 600.0, 1_000, 35.0 / 1_000)
+    plan = budget.BudgetPlan(8, 4, clock, spec, train_count=1_000)
+    finished_first_result(study, measured, 1_000)
+    if another_started:
+        study.ask()
+    short = study.trials[0]
+    assert plan.replan_after_first_result(study, short) == (epochs != 8)
+    assert plan.epochs == epochs
+    if epochs != 8:
+        assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == epochs
+    # Only the first result's end plans again: a full trial's end keeps the schedule.
+    full = study.trials[-1]
+    assert not plan.replan_after_first_result(study, full)
+
+
+def test_the_objective_asks_each_trial_its_epochs(tmp_path: Path, one_torch_thread) -> None:
+    """A budget run's full trials train the epochs planned when they start, not the probe's."""
+    spec = spec_from(tmp_path, study_text("max_epochs = 5\npatience = 0\nfirst_result_epochs = 1"))
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    planned = [3]
+
+    def replanned(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        planned[0] = 2
+
+    objective = make_objective(
+        spec,
+        tiny_data(spec),
+        torch.device("cpu"),
+        first_result_epochs=1,
+        max_epochs=lambda: planned[0],
+    )
+    run_trials(study, objective, 2, callbacks=[replanned])
+    short, full = study.trials
+    assert short.user_attrs[attrs.EPOCHS_RUN] == 1
+    assert (
+        full.user_attrs[attrs.EPOCHS_RUN] == 2 and full.user_attrs[attrs.CONFIG]["max_epochs"] == 2
+    )
+
+
+def test_a_budget_run_trains_full_trials_on_the_measured_schedule(
+    tmp_path: Path, one_torch_thread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe guesses 10 s an epoch (3 epochs planned); the short trial measures the real
+    speed (well under a second on digits), so the full trial trains all 4 epochs of the file."""
+    text = study_text("max_epochs = 4\npatience = 0\ntrials = 2\nfirst_result_epochs = 1")
+    (tmp_path / "study.toml").write_text(text)
+    spec = spec_from(tmp_path, text)
+    train_count = len(tiny_data(spec).train_labels)
+    monkeypatch.setattr(budget, "probe_seconds_per_image", lambda *_: 10.0 / train_count)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = RunSettings(
+        study_file=tmp_path / "study.toml", storage=storage, budget=100.0, trials=2
+    )
+    summary = run_study(settings, Console(file=io.StringIO(), force_terminal=False))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [t.user_attrs[attrs.EPOCHS_RUN] for t in study.trials] == [1, 4]
+    assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == summary.budget_epochs == 4

@@ -240,13 +240,55 @@ class BudgetClock:
             study.stop()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class BudgetPlan:
-    """What a budget run trains: a full trial's epochs, the first-result trial's, the clock."""
+    """What a budget run trains: a full trial's epochs, the first-result trial's, the clock.
+
+    State: `epochs` is planned again once, from the first result's measured speed, before any
+    full trial has started (`replan_after_first_result`).
+    """
 
     epochs: int
     first_result_epochs: int  # 0: the first result is skipped (or none was asked)
     clock: BudgetClock
+    spec: StudySpec
+    train_count: int
+
+    def replan_after_first_result(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """After the first-result trial: plan the full trial's epochs again from its measured
+        speed (the probe guessed 34-36 s an epoch for the 26-28 s the Xeon of session 7 ran,
+        which cost the full trial 2 of its 10 epochs), unless a full trial has started (a
+        worker sharing the study): the pruner compares trials of one schedule. Whether the
+        epochs changed."""
+        if not trial.user_attrs.get(attrs.FIRST_RESULT) or trial.state != TrialState.COMPLETE:
+            return False
+        others = (t for t in study.get_trials(deepcopy=False) if t.number != trial.number)
+        if any(t.state != TrialState.WAITING for t in others):
+            return False
+        rate = measured_seconds_per_image(study)
+        if rate is None:
+            return False
+        training = self.spec.training
+        epochs = budget_epochs(
+            self.clock.budget,
+            rate * self.train_count,
+            training.max_epochs,
+            training.full_trial_share,
+            left=self.clock.left(),
+            min_epochs=training.full_trial_min_epochs,
+        )
+        if epochs == self.epochs:
+            return False
+        log.info(
+            "budget: the first result measured %.0fs an epoch: full trials train %d epochs "
+            "(the probe's guess planned %d)",
+            rate * self.train_count,
+            epochs,
+            self.epochs,
+        )
+        self.epochs = epochs
+        study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
+        return True
 
 
 def plan_budget(
@@ -318,4 +360,4 @@ def plan_budget(
         )
     first_rung = math.ceil(train_count / steps_per_epoch)
     clock = BudgetClock(started_at + budget, budget, first_rung, rate)
-    return BudgetPlan(epochs, first_result, clock)
+    return BudgetPlan(epochs, first_result, clock, spec, train_count)

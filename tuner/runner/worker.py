@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from rich.console import Console
@@ -14,6 +15,10 @@ from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
 from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 
 def report_command(study_name: str, settings: RunSettings) -> str:
@@ -67,7 +72,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         )
         # The schedule: rungs per epoch, and with a budget the epochs it allows and its clock.
         steps = default_steps_per_epoch(spec, len(data.train_labels))
-        clock = None
+        clock = plan = None
         first_result_epochs = spec.training.first_result_epochs
         if budget is not None:
             plan = plan_budget(
@@ -112,14 +117,24 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 should_stop=None if clock is None else clock.should_stop,
                 steps_per_epoch=steps,
                 first_result_epochs=first_result_epochs,
+                max_epochs=None if plan is None else lambda: plan.epochs,
             )
+            callbacks = [progress.on_trial_end]
+            if plan is not None:
+
+                def replan(study: optuna.Study, trial: FrozenTrial) -> None:
+                    if plan.replan_after_first_result(study, trial):
+                        progress.max_epochs = plan.epochs
+                        study.pruner = rung_pruner(spec, plan.epochs, steps)
+
+                callbacks.append(replan)
             try:
                 outcome = run_trials(
                     study,
                     progress.watch(objective),
                     total,
                     timeout=settings.timeout,
-                    callbacks=[progress.on_trial_end],
+                    callbacks=callbacks,
                     gc_after_trial=device.type == "cuda",
                     budget=clock,
                 )
@@ -151,7 +166,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             report_command=report_command(spec.name, settings),
             timeout=settings.timeout,
             budget=budget,
-            budget_epochs=None if clock is None else spec.training.max_epochs,
+            budget_epochs=None if plan is None else plan.epochs,
             retried=retried,
             detail=detail,
             **state,

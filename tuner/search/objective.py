@@ -57,6 +57,7 @@ def make_objective(
     should_stop: StopCheck | None = None,
     steps_per_epoch: int = 1,
     first_result_epochs: int = 0,
+    max_epochs: Callable[[], int] | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """Build the Optuna objective for `spec`, training on `data` (already on `device`).
 
@@ -82,10 +83,15 @@ def make_objective(
     trains `first_result_epochs` epochs and reports nothing: the pruner must not judge the full
     trials by a schedule that decays sooner. With 0 (a budget with no time for it), or once the
     study has a complete trial, it is not trained and ends pruned.
+
+    `max_epochs()`, when given, is asked as each trial starts for the full schedule's epochs
+    (a budget run plans them again once it has measured its speed); else the spec's.
     """
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         config = suggest(trial, spec)
+        if max_epochs is not None:
+            config = dataclasses.replace(config, max_epochs=max_epochs())
         first_result = bool(trial.user_attrs.get(attrs.FIRST_RESULT))
         if first_result:
             _skip_needless_first_result(trial, first_result_epochs)
