@@ -128,7 +128,8 @@ def test_a_retried_first_result_behind_a_finished_trial_is_not_trained(
     ("asked", "full_epochs", "epoch_seconds", "left", "epochs"),
     [
         (4, 10, 22.0, 590.0, 4),  # an Intel Xeon with AMX, 10 minutes: both fit
-        (4, 10, 40.0, 590.0, 0),  # 728 s for both with the margin: skipped, not cut to 1
+        (4, 10, 40.0, 590.0, 0),  # 680 s (the full trial's 520 with the margin): skipped
+        (4, 8, 40.0, 590.0, 4),  # 576 s
         (4, 10, 48.0, 590.0, 0),  # the full trial alone needs more than is left
         (4, 7, 10.0, 590.0, 0),  # a full trial under twice the short one: not worth it
         (4, 8, 10.0, 590.0, 4),
@@ -145,10 +146,12 @@ def test_a_budget_gives_the_first_result_all_its_epochs_or_none(
 @pytest.mark.parametrize(
     ("epoch_seconds", "finished_before", "full_epochs", "first_epochs"),
     [
-        # The probe's guess on the Xeon under load (34 s): the full trial alone would get the
-        # floor's 10; 4 short epochs first leave it 9, over twice theirs: both run.
-        (34.0, False, 9, 4),
-        # An AVX2-only EPYC (~55 s): after 4 short epochs the full trial would get 4: skipped,
+        # The probe's guess on the Xeon (34 s): 4 short epochs leave the full trial the
+        # floor's 10, as it would have alone.
+        (34.0, False, 10, 4),
+        # The Xeon's probe of session 8 (40 s for 31 s): 4 short epochs leave 8, twice theirs.
+        (40.0, False, 8, 4),
+        # An AVX2-only EPYC (~55 s): after 4 short epochs the full trial would get 5: skipped,
         # the full trial gets what fits alone (8 with the margin).
         (55.0, False, 8, 0),
         # A resumed study with a finished trial never trains the short one: nothing reserved.

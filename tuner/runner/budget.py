@@ -172,14 +172,18 @@ def first_result_budget_epochs(
 ) -> int:
     """Epochs of the first-result trial in a budget run: all `asked`, or 0 (skipped). It runs
     when the full trial of `full_epochs` trains at least FIRST_RESULT_MIN_RATIO times as many
-    and both fit in the `left` seconds with the estimate's margin. Never a cut: a short
-    schedule decays its rate sooner and lands under what the study asked for (Fashion-MNIST:
-    2 epochs gave 0.885 where 4 give 0.909-0.913)."""
+    and both fit in the `left` seconds, the full trial with the estimate's margin. The short
+    trial's own time needs none: it is measured before the full trial is planned for good
+    (`BudgetPlan.replan_after_first_result`), so a guess too fast shortens the full trial then
+    rather than breaking the deadline, while a guess too slow (the probe on the Xeon of
+    session 8: 40 s an epoch for 31 s) would have skipped it. Never a cut: a short schedule
+    decays its rate sooner and lands under what the study asked for (Fashion-MNIST: 2 epochs
+    gave 0.885 where 4 give 0.909-0.913)."""
     if asked == 0 or full_epochs < FIRST_RESULT_MIN_RATIO * asked:
         return 0
     if epoch_seconds <= 0:
         return asked
-    needed = ESTIMATE_MARGIN * epoch_seconds * (asked + full_epochs)
+    needed = epoch_seconds * (asked + ESTIMATE_MARGIN * full_epochs)
     return asked if needed <= left else 0
 
 
@@ -334,7 +338,7 @@ def plan_budget(
             )
 
         epochs = full_epochs(left)
-        after_first = full_epochs(left - ESTIMATE_MARGIN * epoch_seconds * asked)
+        after_first = full_epochs(left - epoch_seconds * asked)
         first_result = first_result_budget_epochs(asked, after_first, epoch_seconds, left)
         if first_result:
             epochs = after_first
