@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.config import TrialConfig
-from tuner.engine import DeviceData, TrainingStopped, build_cnn, fit
+from tuner.engine import DeviceData, EngineOptions, TrainingStopped, build_cnn, fit
 from tuner.search.samplers import build_pruner
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 # known good model's epochs that take ~10.5 s with their validation reports (idle AMD EPYC,
 # bench/RESULTS.md), so no safety factor is applied; with the mean of 5 batches times 1.5
 # it had guessed 25 s.
-# A whole epoch against the probe's guess: 0.7-0.84x on the Zen 4 above (warm-up), 1.05-1.28x
-# on an AVX2-only AMD EPYC (validation and in-epoch reports, which the probe leaves out; the
-# session 5 race). A full trial is planned to fit in the time left with this margin, so a
-# study whose full_trial_share is near 1 still sees its first trial finish.
+# A whole epoch against the probe's guess: 0.7-0.84x on the Zen 4 above, 1.05-1.28x on an
+# AVX2-only AMD EPYC (validation and in-epoch reports, which the probe leaves out; the session
+# 5 race). Until session 8 the probe trained in fp32 while the trials autocast to bf16 on CPUs
+# with native bf16, which explains the Zen 4's figures: on the Xeon with AMX the fp32 probe
+# guessed 43 s, the bf16 one 25 s, for a bf16 epoch of 28.7 s (1.15x). A full trial is
+# planned to fit in the time left with this margin, so a study whose full_trial_share is near
+# 1 still sees its first trial finish.
 ESTIMATE_MARGIN = 1.3
 # A first result (the short trial of [training].first_result_epochs) is worth its time when
 # the full trial after it trains at least twice its epochs: then it arrives in at most a third
@@ -123,13 +126,22 @@ def first_config(spec: StudySpec) -> TrialConfig:
 
 
 def probe_seconds_per_image(
-    data: DeviceData, device: torch.device, config: TrialConfig | None = None
+    data: DeviceData,
+    device: torch.device,
+    config: TrialConfig | None = None,
+    options: EngineOptions | None = None,
 ) -> float:
-    """Seconds per training image of `config` (default TrialConfig()) here: the lower quartile
-    of PROBE_BATCHES batches after the warm-up ones."""
+    """Seconds per training image of `config` (default TrialConfig()) here, in the precision
+    the trials train in (`options` resolved for this model, as the objective does): the lower
+    quartile of PROBE_BATCHES batches after the warm-up ones."""
     config = dataclasses.replace(config or TrialConfig(), max_epochs=1, patience=0)
     torch.manual_seed(0)
     model = build_cnn(config, data.input_shape, data.num_classes)
+    # Not compiled: a probe of 40 batches cannot pay back the compile time (a compiled
+    # trial's own measure replaces the guess once it has ended).
+    engine = dataclasses.replace(options or EngineOptions(), compile=False).resolve(
+        model, data.input_shape, config.batch_size, device
+    )
     polls: list[float] = []
 
     def stop_after_probe() -> bool:
@@ -137,7 +149,7 @@ def probe_seconds_per_image(
         return len(polls) > PROBE_BATCHES
 
     try:
-        for _ in fit(model, data, config, device, should_stop=stop_after_probe):
+        for _ in fit(model, data, config, device, engine, should_stop=stop_after_probe):
             pass  # an epoch shorter than the probe: the polls so far are the measure
     except TrainingStopped:
         pass
@@ -303,6 +315,7 @@ def plan_budget(
     budget: float,
     started_at: float,
     steps_per_epoch: int,
+    options: EngineOptions | None = None,
 ) -> BudgetPlan:
     """The max_epochs a `budget` run trains (`[training].full_trial_share` of the budget per
     full trial, at least `full_trial_min_epochs`, from the study's measured cost or the guess),
@@ -315,7 +328,7 @@ def plan_budget(
     schedule; a run with another budget plans again."""
     train_count = len(data.train_labels)
     rate = measured_seconds_per_image(study) or probe_seconds_per_image(
-        data, device, first_config(spec)
+        data, device, first_config(spec), options
     )
     epoch_seconds = rate * train_count
     left = started_at + budget - time.time()  # start-up and the probe came out of it

@@ -83,6 +83,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 budget,
                 settings.started_at or started_at,
                 steps,
+                engine,
             )
             clock, first_result_epochs = plan.clock, plan.first_result_epochs
             spec = dataclasses.replace(
