@@ -187,8 +187,8 @@ def first_result_budget_epochs(
     and both fit in the `left` seconds, the full trial with the estimate's margin. The short
     trial's own time needs none: it is measured before the full trial is planned for good
     (`BudgetPlan.replan_after_first_result`), so a guess too fast shortens the full trial then
-    rather than breaking the deadline, while a guess too slow (the probe on the Xeon of
-    session 8: 40 s an epoch for 31 s) would have skipped it. Never a cut: a short schedule
+    rather than breaking the deadline, while a guess too slow would skip it (session 8's
+    probe, still in fp32, guessed 40 s an epoch for 31 s). Never a cut: a short schedule
     decays its rate sooner and lands under what the study asked for (Fashion-MNIST: 2 epochs
     gave 0.885 where 4 give 0.909-0.913)."""
     if asked == 0 or full_epochs < FIRST_RESULT_MIN_RATIO * asked:
@@ -272,10 +272,10 @@ class BudgetPlan:
 
     def replan_after_first_result(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """After the first-result trial: plan the full trial's epochs again from its measured
-        speed (the probe guessed 34-36 s an epoch for the 26-28 s the Xeon of session 7 ran,
-        which cost the full trial 2 of its 10 epochs), unless a full trial has started (a
-        worker sharing the study): the pruner compares trials of one schedule. Whether the
-        epochs changed."""
+        speed: four whole epochs with validation, against the probe's few batches (1.15x off
+        on the Xeon of session 8; the host's speed also swings 2x within an hour). Not when a
+        full trial has started (a worker sharing the study): the pruner compares trials of
+        one schedule. Whether the epochs changed."""
         if not trial.user_attrs.get(attrs.FIRST_RESULT) or trial.state != TrialState.COMPLETE:
             return False
         others = (t for t in study.get_trials(deepcopy=False) if t.number != trial.number)
