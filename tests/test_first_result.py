@@ -227,7 +227,7 @@ def test_the_full_trial_is_planned_again_from_the_first_results_speed(
     spec = spec_from(tmp_path, study_text(training))
     study = open_study(spec, optuna.storages.InMemoryStorage())
     clock = budget.BudgetClock(time.time() + 450, 600.0, 1_000, 35.0 / 1_000)
-    plan = budget.BudgetPlan(8, 4, clock, spec, train_count=1_000)
+    plan = budget.BudgetPlan(8, 4, clock, spec.training, train_count=1_000)
     finished_first_result(study, measured, 1_000)
     if another_started:
         study.ask()

@@ -24,7 +24,7 @@ from tuner.config import TrialConfig
 from tuner.engine import DeviceData, EngineOptions, TrainingStopped, build_cnn, fit
 from tuner.search.samplers import build_pruner
 from tuner.search.space import suggest
-from tuner.spec import StudySpec
+from tuner.spec import StudySpec, TrainingSpec
 from tuner.spec.budget import format_duration
 from tuner.spec.enqueue import trial_params
 
@@ -179,6 +179,21 @@ def budget_epochs(
     return max(1, min(max_epochs, epochs))
 
 
+def full_trial_epochs(
+    training: TrainingSpec, budget: float, epoch_seconds: float, left: float
+) -> int:
+    """`budget_epochs` with the study file's [training] keys: its max_epochs,
+    full_trial_share and full_trial_min_epochs."""
+    return budget_epochs(
+        budget,
+        epoch_seconds,
+        training.max_epochs,
+        training.full_trial_share,
+        left=left,
+        min_epochs=training.full_trial_min_epochs,
+    )
+
+
 def first_result_budget_epochs(
     asked: int, full_epochs: int, epoch_seconds: float, left: float
 ) -> int:
@@ -267,7 +282,7 @@ class BudgetPlan:
     epochs: int
     first_result_epochs: int  # 0: the first result is skipped (or none was asked)
     clock: BudgetClock
-    spec: StudySpec
+    training: TrainingSpec  # the study file's, before the budget fixed max_epochs
     train_count: int
 
     def replan_after_first_result(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -284,14 +299,8 @@ class BudgetPlan:
         rate = measured_seconds_per_image(study)
         if rate is None:
             return False
-        training = self.spec.training
-        epochs = budget_epochs(
-            self.clock.budget,
-            rate * self.train_count,
-            training.max_epochs,
-            training.full_trial_share,
-            left=self.clock.left(),
-            min_epochs=training.full_trial_min_epochs,
+        epochs = full_trial_epochs(
+            self.training, self.clock.budget, rate * self.train_count, self.clock.left()
         )
         if epochs == self.epochs:
             return False
@@ -339,19 +348,10 @@ def plan_budget(
         epochs = min(int(stored), spec.training.max_epochs)
         first_result = first_result_budget_epochs(asked, epochs, epoch_seconds, left)
     else:
-
-        def full_epochs(seconds_left: float) -> int:
-            return budget_epochs(
-                budget,
-                epoch_seconds,
-                spec.training.max_epochs,
-                spec.training.full_trial_share,
-                left=seconds_left,
-                min_epochs=spec.training.full_trial_min_epochs,
-            )
-
-        epochs = full_epochs(left)
-        after_first = full_epochs(left - epoch_seconds * asked)
+        epochs = full_trial_epochs(spec.training, budget, epoch_seconds, left)
+        after_first = full_trial_epochs(
+            spec.training, budget, epoch_seconds, left - epoch_seconds * asked
+        )
         first_result = first_result_budget_epochs(asked, after_first, epoch_seconds, left)
         if first_result:
             epochs = after_first
@@ -377,4 +377,4 @@ def plan_budget(
         )
     first_rung = math.ceil(train_count / steps_per_epoch)
     clock = BudgetClock(started_at + budget, budget, first_rung, rate)
-    return BudgetPlan(epochs, first_result, clock, spec, train_count)
+    return BudgetPlan(epochs, first_result, clock, spec.training, train_count)
