@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
+from tuner.search.portfolio import load_portfolio, place_portfolio
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.spec import StudySpec
 from tuner.spec.enqueue import trial_params
@@ -61,8 +62,12 @@ def open_study(
     *,
     seed_offset: int = 0,
     force: bool = False,
+    portfolio: bool = True,
 ) -> optuna.Study:
     """Create the study, or resume it when it exists (`load_if_exists`).
+
+    A new study queues its [[enqueue]] sets first, or without them the shipped portfolio
+    (unless the study file or `portfolio=False`, a warm start's own first trials, says no).
 
     Resuming with a study file whose search space differs from the stored one is refused
     with a diff, unless `force` is set (then the stored space is replaced).
@@ -97,8 +102,10 @@ def open_study(
             f"{spec.path}: metric: study {spec.name!r} in storage optimises "
             f"{', '.join(stored_directions)}, the file says {', '.join(spec.directions)}"
         )
-    if stored_space is None:
-        enqueue_known(study, spec)  # a new study: once, not again on resume or per worker
+    if stored_space is None:  # a new study: once, not again on resume or per worker
+        enqueue_known(study, spec)
+        if portfolio and spec.portfolio and not spec.enqueue and spec.sampler.name != "grid":
+            enqueue_portfolio(study, spec)
     if stored_space != current_space:
         study.set_user_attr(attrs.STUDY_SPACE, current_space)
     if study.metric_names != list(spec.objectives):
@@ -126,14 +133,40 @@ def enqueue_known(study: optuna.Study, spec: StudySpec) -> None:
     a set twice; the short copy is queued only into an empty study, for the same reason.
     """
     known = [trial_params(values, spec.space) for values in spec.enqueue]
+    source = {attrs.SOURCE: attrs.SOURCE_ENQUEUE}
     if known and spec.training.first_result_epochs and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(known[0], user_attrs={attrs.FIRST_RESULT: True})
-        study.enqueue_trial(known[0])  # skip_if_exists would see the short copy
+        study.enqueue_trial(known[0], user_attrs={attrs.FIRST_RESULT: True, **source})
+        study.enqueue_trial(known[0], user_attrs=source)  # skip_if_exists would see the short copy
         known = known[1:]
     for params in known:
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=source, skip_if_exists=True)
     if spec.enqueue:
         log.info("%s: %d known configurations queued first", spec.name, len(spec.enqueue))
+
+
+def first_queued_params(spec: StudySpec) -> dict[str, Any] | None:
+    """Trial parameters of the first trial a new study of `spec` queues: its first [[enqueue]]
+    set, else the first portfolio configuration placed in its space; None when it queues none
+    (`portfolio = false`, a grid study, nothing placed)."""
+    if spec.enqueue:
+        return trial_params(spec.enqueue[0], spec.space)
+    if not spec.portfolio or spec.sampler.name == "grid":
+        return None
+    placed = place_portfolio(spec.space, load_portfolio())
+    return trial_params(placed[0].values, spec.space) if placed else None
+
+
+def enqueue_portfolio(study: optuna.Study, spec: StudySpec) -> None:
+    """Queue the shipped portfolio (tuner.search.portfolio), projected into the study's space,
+    as the study's first trials; each records its place in the portfolio as its `source`."""
+    placed = place_portfolio(spec.space, load_portfolio())
+    for one in placed:
+        study.enqueue_trial(
+            trial_params(one.values, spec.space),
+            user_attrs={attrs.SOURCE: one.source},
+            skip_if_exists=True,
+        )
+    log.info("%s: %d portfolio configurations queued first", spec.name, len(placed))
 
 
 def count_finished(study: optuna.Study) -> int:

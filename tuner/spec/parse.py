@@ -128,6 +128,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
             "needs an [[enqueue]] table: the configuration the first result trains",
         )
     constraints = parse_constraints(check, data, sampler.name)
+    portfolio = check.typed(data.get("portfolio", True), bool, "portfolio")
 
     return StudySpec(
         name=name,
@@ -145,6 +146,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         space=space,
         model=model,
         enqueue=enqueue,
+        portfolio=portfolio,
     )
 
 

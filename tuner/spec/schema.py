@@ -139,6 +139,8 @@ class StudySpec:
     space: dict[str, ParamSpec] = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
     enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]]: parameter sets to try first
+    # Without [[enqueue]], the shipped portfolio's configurations run first (tuner.search.portfolio)
+    portfolio: bool = True
     # All objectives in order (metric is the first); several make a multi-objective study.
     metrics: tuple[str, ...] = ()
     constraints: dict[str, float] = field(default_factory=dict)  # measure -> upper limit
@@ -173,5 +175,6 @@ TOP_LEVEL_KEYS = {
     "space",
     "model",
     "enqueue",
+    "portfolio",
     "constraints",
 }
