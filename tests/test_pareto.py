@@ -23,6 +23,7 @@ from tuner.families import build_model
 from tuner.report.pareto import draw_pareto, pareto_data, pareto_table
 from tuner.report.study_report import build_report
 from tuner.search.objective import make_objective
+from tuner.search.preflight import checked_spec
 from tuner.search.study import open_study, run_trials
 from tuner.spec import parse_spec
 
@@ -103,7 +104,7 @@ def test_measures_of_a_built_model() -> None:
 )
 def test_bad_objectives_and_constraints_are_one_line_errors(changes, key, message) -> None:
     with pytest.raises(TunerError) as error:
-        parse_spec(study_data(**changes), Path("two.toml"))
+        checked_spec(study_data(**changes), Path("two.toml"))
     text = str(error.value)
     assert text.startswith(f"two.toml: {key}: ") and message in text and "\n" not in text
 

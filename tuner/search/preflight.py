@@ -24,7 +24,7 @@ import optuna
 from tuner.checking import Checker, shown, type_name
 from tuner.search.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from tuner.search.space import common_distributions
-from tuner.spec.parse import read_spec
+from tuner.spec.parse import parse_spec, read_spec
 
 if TYPE_CHECKING:
     from tuner.spec.schema import ParamSpec, PrunerSpec, SamplerSpec, StudySpec
@@ -42,6 +42,13 @@ _PROBE_SHAPE = (3, 32, 32)
 def load_spec(path: Path) -> StudySpec:
     """Read, validate and pre-flight a study file. Raises TunerError naming file and key."""
     spec = read_spec(path)
+    preflight(spec)
+    return spec
+
+
+def checked_spec(data: dict[str, Any], path: Path) -> StudySpec:
+    """`load_spec` for already-read TOML data (a study given as a dict); `path` names it."""
+    spec = parse_spec(data, path)
     preflight(spec)
     return spec
 

@@ -1,7 +1,8 @@
 """Sampling: a trial + the study's search space -> a concrete `TrialConfig`.
 
-Also the space as Optuna sees it (parameter names, distributions, the grid and its size), so
-the spec can check a study file against exactly what `suggest` will sample.
+Also the space as Optuna sees it (parameter names, distributions, the grid), so the pre-flight
+step (`tuner.search.preflight`) tries the sampler on exactly what `suggest` will sample. The
+grid's arithmetic lives with the spec (`tuner.spec.grid`), which counts it without Optuna.
 """
 
 from __future__ import annotations
