@@ -87,6 +87,7 @@ def _families(spec: StudySpec) -> list[str]:
 
 def check_weights(check: Checker, path: Path, families: list[str]) -> None:
     """The weights file must give tensors to every family that takes weights."""
+    # torch loads only for studies that name a weights file: listing studies stays fast.
     import torch
 
     from tuner.config import TrialConfig
