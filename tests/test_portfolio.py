@@ -12,6 +12,7 @@ import pytest
 
 from studies import spec_from, tiny_study_toml
 from tuner import attrs
+from tuner.checking import Checker
 from tuner.errors import TunerError
 from tuner.report.data import best_table
 from tuner.search.portfolio import (
@@ -24,7 +25,6 @@ from tuner.search.portfolio import (
 from tuner.search.space import suggest
 from tuner.search.study import open_study, run_trials
 from tuner.spec import load_spec
-from tuner.spec.checker import Checker
 from tuner.spec.enqueue import check_values
 
 WIDE = """\
