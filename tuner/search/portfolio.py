@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.search.space import SEED_CNN
+from tuner.families import SEED_CNN
 from tuner.spec.schema import ParamSpec
 
 log = logging.getLogger(__name__)
