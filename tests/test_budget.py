@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -17,20 +19,14 @@ from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine import EngineOptions, to_device
 from tuner.errors import TunerError
-from tuner.runner import budget
-from tuner.runner.budget import (
-    BudgetClock,
-    budget_epochs,
-    default_steps_per_epoch,
-    first_config,
-    plan_budget,
-    probe_seconds_per_image,
-    rung_pruner,
-)
+from tuner.runner import budget, probe
+from tuner.runner.budget import BudgetClock, budget_epochs, first_config, plan_budget
+from tuner.runner.probe import probe_seconds_per_image
 from tuner.runner.run import run_study
 from tuner.runner.settings import RunSettings
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
+from tuner.search.schedule import TrialSchedule, default_steps_per_epoch, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.spec.budget import format_duration, parse_duration
 
@@ -145,8 +141,8 @@ def test_the_budget_probe_trains_in_the_trials_precision(
         trained_with.append(options)
         return budget_fit(model, data, config, device, options, **kwargs)
 
-    budget_fit = budget.fit
-    monkeypatch.setattr(budget, "fit", recording_fit)
+    budget_fit = probe.fit
+    monkeypatch.setattr(probe, "fit", recording_fit)
     options = EngineOptions(precision=precision, compile=True)
     assert probe_seconds_per_image(data, torch.device("cpu"), options=options) > 0
     # Not compiled: 40 batches cannot pay the compile time back.
@@ -259,14 +255,14 @@ def test_pruner_options_in_the_study_file_count_epochs(
     tmp_path: Path, pruner: str, expected: dict
 ) -> None:
     spec = spec_from(tmp_path, tiny_study_toml().replace('name = "none"', pruner))
-    built = rung_pruner(spec, max_epochs=6, steps_per_epoch=8)
+    built = TrialSchedule(6, spec.pruner, steps_per_epoch=8).build_pruner()
     assert {key: getattr(built, key) for key in expected} == expected
 
 
 def test_hyperband_never_plans_rungs_beyond_the_budget_epochs(tmp_path: Path) -> None:
     text = 'name = "hyperband"\noptions = { min_resource = 1, max_resource = 30 }'
     spec = spec_from(tmp_path, tiny_study_toml().replace('name = "none"', text))
-    built = rung_pruner(spec, max_epochs=13, steps_per_epoch=8)  # a budget chose 13 epochs
+    built = TrialSchedule(13, spec.pruner, steps_per_epoch=8).build_pruner()  # a budget: 13
     assert (built._min_resource, built._max_resource) == (8, 13 * 8)
 
 
@@ -275,14 +271,13 @@ def test_every_rung_is_reported_and_the_pruner_counts_in_steps(tmp_path, cpu_thr
         'name = "none"', 'name = "hyperband"'
     )
     spec = spec_from(tmp_path, text)
-    pruner = rung_pruner(spec, max_epochs=2, steps_per_epoch=3)
+    schedule = TrialSchedule(2, spec.pruner, steps_per_epoch=3)
+    pruner = schedule.build_pruner()
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert (pruner._min_resource, pruner._max_resource) == (1, 6)
     study = open_study(spec, optuna.storages.InMemoryStorage())
     study.pruner = pruner
-    run_trials(
-        study, make_objective(spec, tiny_data(spec), torch.device("cpu"), steps_per_epoch=3), 1
-    )
+    run_trials(study, make_objective(spec, tiny_data(spec), torch.device("cpu"), schedule), 1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5, 6]
@@ -309,7 +304,10 @@ def test_a_trial_running_at_the_deadline_is_pruned_with_reason_budget(
         return len(polls) > 12
 
     study = open_study(spec, optuna.storages.InMemoryStorage())
-    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), should_stop=should_stop)
+    deadline = dataclasses.replace(
+        study_schedule(spec), deadline=SimpleNamespace(should_stop=should_stop)
+    )
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), deadline)
     run_trials(study, objective, 1)
     trial = study.trials[0]
     assert trial.state == TrialState.PRUNED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -82,6 +83,7 @@ class RunSummary:
     timeout: float | None = None
     budget: float | None = None  # --budget (or the study file's) in seconds
     budget_epochs: int | None = None  # the max_epochs the budget chose
+    budget_needed: float | None = None  # the budget a first trial of whole epochs needs here
     retried: tuple[int, ...] = ()  # interrupted trials queued to run again, first
     detail: str | None = None  # the error, for StopReason.ERROR
 
@@ -154,6 +156,12 @@ def summary_lines(summary: RunSummary) -> list[str]:
         else f"{s.finished}/{plural(s.target, 'finished trial')}"
     )
     lines.append(f"study {s.study}: {finished}, {best}")
+    if s.reason == StopReason.BUDGET and s.best_value is None and s.budget_needed:
+        lines.append(
+            f"no trial finished: a first trial needs a budget of about "
+            f"{format_duration(math.ceil(s.budget_needed))} on this machine now "
+            "(start-up and one epoch of the first configuration, measured)"
+        )
     if s.left:
         lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
     lines.append(f"report: {s.report_command}")
