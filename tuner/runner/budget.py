@@ -19,24 +19,20 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
-from tuner.config import TrialConfig
 from tuner.engine import DeviceData, EngineOptions
-from tuner.runner.probe import probe_seconds_per_image
+from tuner.runner.probe import first_config, probe_seconds_per_image
 from tuner.search.schedule import TrialSchedule
-from tuner.search.space import suggest
 from tuner.spec import StudySpec, TrainingSpec
 from tuner.spec.budget import format_duration
-from tuner.spec.enqueue import trial_params
 
 log = logging.getLogger(__name__)
 
-# Before this study has measured anything, the probe (`tuner.runner.probe`) times a few batches
-# of the configuration the run trains first (the study's first [[enqueue]] table, else
-# TrialConfig()) on this machine, now, its load included; trials replace the guess with their
-# own measure. The probe errs on the safe side against whole epochs on the CPUs tried
-# (bench/RESULTS.md, "`tuner run --budget`"), so no safety factor is applied to it; a full
-# trial is planned to fit in the time left with this margin, so a study whose
-# full_trial_share is near 1 still sees its first trial finish.
+# Before this study has measured anything, the probe (`tuner.runner.probe`) times a few
+# batches of the configuration the run trains first (`first_config`) on this machine, now,
+# its load included; trials replace the guess with their own measure. Whole epochs came out
+# within this margin of the probe's guess on the CPUs tried (bench/RESULTS.md, "The budget's
+# probe against whole epochs"): a full trial is planned to fit in the time left with it, so a
+# study whose full_trial_share is near 1 still sees its first trial finish.
 ESTIMATE_MARGIN = 1.3
 # A first result (the short trial of [training].first_result_epochs) is worth its time when
 # the full trial after it trains at least twice its epochs: then it arrives in at most a third
@@ -46,8 +42,8 @@ FIRST_RESULT_MIN_RATIO = 2
 END_MARGIN_SECONDS = 1.0
 # A budget too short for one epoch of the first configuration trains the first trial on the
 # part of the training split that fits, when that is at least this share of it (less says
-# little about the configuration); an evaluated image costs about a third of a trained one
-# (a forward pass, no backward).
+# little about the configuration). An evaluated image is counted as a third of a trained one
+# (a forward pass, no backward): on the safe side of what an in-epoch report measured.
 MIN_EPOCH_SHARE = 0.1
 EVAL_IMAGE_COST = 1 / 3
 
@@ -62,18 +58,6 @@ def measured_seconds_per_image(study: optuna.Study) -> float | None:
         if trial.user_attrs.get(attrs.TRAIN_IMAGES) and attrs.TRAIN_SECONDS in trial.user_attrs
     ]
     return statistics.median(rates) if rates else None
-
-
-def first_config(spec: StudySpec) -> TrialConfig:
-    """The configuration a new study trains first: its first [[enqueue]] table when that fixes
-    every parameter, else the default model (TrialConfig())."""
-    if spec.enqueue:
-        fixed = optuna.trial.FixedTrial(trial_params(spec.enqueue[0], spec.space))
-        try:
-            return suggest(fixed, spec)
-        except ValueError:  # a partial table: the rest is sampled, the model is unknown
-            pass
-    return TrialConfig()
 
 
 def budget_epochs(

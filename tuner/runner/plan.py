@@ -273,15 +273,11 @@ def _middle(param: Any) -> Any:
 def study_workload(
     spec: Any, input_shape: tuple[int, int, int], num_classes: int, precision: str = "auto"
 ) -> Workload:
-    """The workload `--workers auto` measures for a study: its typical model and batch."""
-    import optuna
+    """The workload `--workers auto` measures for a study: the model and batch the budget's
+    probe times (`tuner.runner.probe.first_config`)."""
+    from tuner.runner.probe import first_config
 
-    from tuner.search.space import suggest
-    from tuner.spec.enqueue import trial_params
-
-    known = trial_params(spec.enqueue[0], spec.space) if spec.enqueue else None
-    config = suggest(optuna.trial.FixedTrial(typical_params(spec.space, known)), spec)
-    return Workload(config.to_dict(), input_shape, num_classes, precision)
+    return Workload(first_config(spec).to_dict(), input_shape, num_classes, precision)
 
 
 def resolve_workers_auto(settings: Any) -> tuple[Any, str]:

@@ -14,12 +14,16 @@ import statistics
 import time
 from collections.abc import Callable
 
+import optuna
 import torch
 
 from tuner.config import TrialConfig
 from tuner.engine import DeviceData, EngineOptions, TrainingStopped, fit
 from tuner.engine.device import MEMORY_FORMAT
 from tuner.engine.families import apply_freeze, build_model
+from tuner.search.space import suggest
+from tuner.spec import StudySpec
+from tuner.spec.enqueue import trial_params
 
 PROBE_BATCHES = 32  # timed and warm-up batches together
 PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process runs its first batches slower
@@ -31,15 +35,17 @@ def time_batches(
     config: TrialConfig,
     options: EngineOptions | None = None,
     *,
-    batches: int = PROBE_BATCHES,
-    warmup: int = PROBE_WARMUP_BATCHES,
+    batches: int | None = None,
+    warmup: int | None = None,
     max_seconds: float | None = None,
     barrier: Callable[[], object] | None = None,
 ) -> list[float]:
     """Seconds of each timed training batch of `config`'s model on `data` (after `warmup`
     batches; `barrier()` is called between them and the timed ones; timing ends after
     `batches` batches in all, or once `max_seconds` of timed batches have passed). Fewer
-    when an epoch of `data` is shorter."""
+    when an epoch of `data` is shorter. By default PROBE_BATCHES with PROBE_WARMUP_BATCHES."""
+    batches = PROBE_BATCHES if batches is None else batches
+    warmup = PROBE_WARMUP_BATCHES if warmup is None else warmup
     config = dataclasses.replace(config, max_epochs=1, patience=0)
     torch.manual_seed(0)
     model = build_model(config, data.input_shape, data.num_classes)
@@ -67,6 +73,16 @@ def time_batches(
         pass
     seconds = [later - earlier for earlier, later in itertools.pairwise(polls)]
     return seconds[warmup:] or seconds
+
+
+def first_config(spec: StudySpec) -> TrialConfig:
+    """The configuration the probes time: what a new study trains first, its first [[enqueue]]
+    table, with the parameters that table leaves to the sampler (or all, without one) at the
+    middle of their ranges (`typical_params`), its family included."""
+    from tuner.runner.plan import typical_params
+
+    known = trial_params(spec.enqueue[0], spec.space) if spec.enqueue else None
+    return suggest(optuna.trial.FixedTrial(typical_params(spec.space, known)), spec)
 
 
 def probe_seconds_per_image(
