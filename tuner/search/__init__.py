@@ -1,6 +1,7 @@
 """Searching: a StudySpec's space -> sampled TrialConfigs, samplers and pruners by name, the study.
 
 space (suggest a TrialConfig, filters_k naming, grid counting), samplers (the registry of
-samplers and pruners), study (open or resume an Optuna study, run trials until N finish),
+samplers and pruners), schedule (TrialSchedule: what every trial of a run trains, and its
+pruner), study (open or resume an Optuna study, run trials until N finish),
 objective (the only place where Optuna meets training).
 """
