@@ -66,11 +66,11 @@ def make_objective(
     hooks: TrialHooks | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """The Optuna objective for `spec`, training on `data` (already on `device`) as `schedule`
-    says (default: the study file's, `study_schedule`); a `RunSchedule` is asked as each trial
-    starts, so a re-plan reaches the trials that start after it. `options` may leave the
-    precision "auto": each trial decides it for its own model (see `run_trial`)."""
+    says (default: the study file's for `data`, `study_schedule`); a `RunSchedule` is asked as
+    each trial starts, so a re-plan reaches the trials that start after it. `options` may
+    leave the precision "auto": each trial decides it for its own model (see `run_trial`)."""
     if schedule is None:
-        schedule = study_schedule(spec)
+        schedule = study_schedule(spec, len(data.train_labels))
     engine = options or EngineOptions()
     hooks = hooks or TrialHooks()
 

@@ -100,11 +100,13 @@ def study_schedule(
     spec: StudySpec, train_count: int | None = None, budget: float | None = None
 ) -> TrialSchedule:
     """The schedule the study file asks for, before any budget narrows it: its max_epochs,
-    reports per epoch for `train_count` training images (one when unknown), its first result."""
+    reports per epoch for `train_count` training images (the file's count, else one when
+    `train_count` is unknown), its first result."""
+    steps = default_steps_per_epoch(spec, train_count) if train_count is not None else None
     return TrialSchedule(
         max_epochs=spec.training.max_epochs,
         pruner=choose_pruner(spec, budget),
-        steps_per_epoch=1 if train_count is None else default_steps_per_epoch(spec, train_count),
+        steps_per_epoch=steps or spec.training.reports_per_epoch or 1,
         first_result_epochs=spec.training.first_result_epochs,
     )
 
