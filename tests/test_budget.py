@@ -29,6 +29,7 @@ from tuner.runner.run import run_study
 from tuner.runner.settings import RunSettings
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
+from tuner.search.portfolio import load_portfolio, place_portfolio
 from tuner.search.schedule import TrialSchedule, default_steps_per_epoch, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.spec.budget import format_duration, parse_duration
@@ -127,6 +128,13 @@ def test_the_budget_probe_times_the_configuration_trained_first(tmp_path: Path) 
     space = SMALL_SPACE + 'dropout = { type = "float", low = 0.1, high = 0.5 }\n'
     partial = first_config(spec_from(tmp_path, tiny_study_toml(space=space) + known))
     assert (partial.learning_rate, partial.dropout, partial.filters) == (0.005, 0.3, (4,))
+    # Without [[enqueue]] the shipped portfolio's first configuration trains first.
+    plain = spec_from(tmp_path, tiny_study_toml(space=space))
+    first = place_portfolio(plain.space, load_portfolio())[0].values
+    config = first_config(plain)
+    assert (config.learning_rate, config.dropout) == (first["learning_rate"], first["dropout"])
+    off = first_config(spec_from(tmp_path, "portfolio = false\n" + tiny_study_toml(space=space)))
+    assert off.dropout == 0.3  # nothing queued: the middle of the range
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])

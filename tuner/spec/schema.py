@@ -87,6 +87,8 @@ class SamplerSpec:
 class PrunerSpec:
     name: str = "median"
     options: dict[str, Any] = field(default_factory=dict)
+    # The study file has no [pruner] table: a budget run may choose another (search.schedule)
+    default: bool = False
 
 
 @dataclass(frozen=True)
