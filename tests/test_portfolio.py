@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from studies import spec_from, tiny_study_toml
 from tuner import attrs
@@ -159,8 +160,12 @@ def test_a_plain_study_runs_the_portfolio_first_once_and_reports_where_each_came
     placed = place_portfolio(spec.space, load_portfolio())
     first = open_study(spec, url)
     open_study(spec, url, seed_offset=1_000_003)  # a second worker: nothing queued again
-    run_trials(first, lambda trial: _value(trial, spec), len(placed) + 2)
-    resumed = open_study(spec, url)  # a later run of the same study queues nothing either
+    # A run that wants one trial runs one (the portfolio's first); the rest wait for the next.
+    run_trials(first, lambda trial: _value(trial, spec), 1)
+    states = [trial.state for trial in first.get_trials(deepcopy=False)]
+    assert states == [TrialState.COMPLETE] + [TrialState.WAITING] * (len(placed) - 1)
+    resumed = open_study(spec, url)  # a later run of the same study queues nothing more
+    run_trials(resumed, lambda trial: _value(trial, spec), len(placed) + 2)
     trials = resumed.get_trials(deepcopy=False)
     assert len(trials) == len(placed) + 2
     sources = [trial.user_attrs.get(attrs.SOURCE) for trial in trials]

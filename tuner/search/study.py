@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.search.portfolio import load_portfolio, place_portfolio
+from tuner.search.portfolio import SOURCE_PREFIX, load_portfolio, place_portfolio
 from tuner.search.samplers import make_sampler
 from tuner.search.schedule import study_schedule
 from tuner.spec import StudySpec
@@ -202,7 +202,8 @@ def run_trials(
     is left behind: the trial of a worker that died is failed once its heartbeat is older than
     the grace period and queued to run again (before the first trial, before each trial, and
     while this worker waits for the study's RUNNING trials to end once the count is reached),
-    and queued trials are run even when the count is reached. `timeout` bounds the waiting too.
+    and queued trials are run even when the count is reached (all but the portfolio's, which
+    wait for a run that wants them: `_must_run`). `timeout` bounds the waiting too.
 
     A storage lost for longer than its retry window raises StorageLostError (a TunerError).
     """
@@ -258,14 +259,31 @@ def _done(study: optuna.Study, total_trials: int | None) -> bool:
     """Enough finished trials, and none queued (a dead worker's trial waiting for its retry)."""
     if total_trials is None:  # no count: a budget or timeout ends the run
         return False
-    states = [trial.state for trial in study.get_trials(deepcopy=False)]
-    finished = sum(state in FINISHED_STATES for state in states)
-    return finished >= total_trials and TrialState.WAITING not in states
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(trial.state in FINISHED_STATES for trial in trials)
+    return finished >= total_trials and not any(_must_run(trial) for trial in trials)
 
 
 def _queued(study: optuna.Study) -> bool:
     """A trial is waiting to be run: a dead worker's trial to retry, or one enqueued."""
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return any(_must_run(trial) for trial in waiting)
+
+
+def _must_run(trial: FrozenTrial) -> bool:
+    """A waiting trial that keeps a run going past its count: a retry, an [[enqueue]] set.
+
+    A queued portfolio configuration is a default, not something the user asked for: it runs
+    first while the run wants trials (`--trials 2` runs two), and waits for the next run.
+    """
+    if trial.state != TrialState.WAITING:
+        return False
+    portfolio = str(trial.user_attrs.get(attrs.SOURCE, "")).startswith(SOURCE_PREFIX)
+    if not portfolio:
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # retried_trial_number is
+        return optuna.storages.RetryFailedTrialCallback.retried_trial_number(trial) is not None
 
 
 def _stop_when_done(total_trials: int | None) -> TrialCallback:
