@@ -320,9 +320,42 @@ def choose(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(chosen)} configurations of {len(regret)} on {keys}")
 
 
+def summary(args: argparse.Namespace) -> None:
+    """Markdown for bench/RESULTS.md: the evaluations, the choice, the checks."""
+    records = read_records(args.results)
+    keys = sorted(BUILD)
+    regret, _ = regret_table(records, keys)
+    chosen = list(chosen_tables(args.out))
+    members = greedy(regret, keys, args.k, args.min_k)
+    value = {(r["config"], r["dataset"], r["seed"]): r["value"] for r in records}
+    print("| dataset | configs | best | median | worst | at chance |")
+    print("|---|---|---|---|---|---|")
+    for key in keys:
+        values = sorted(value[c, key, 0] for c in regret)
+        chance = 1 / {"fashion-colour": 6}.get(key, 10)
+        low = sum(v < chance + 0.05 for v in values)
+        best, median, worst = values[-1], statistics.median(values), values[0]
+        print(f"| {key} | {len(values)} | {best:.3f} | {median:.3f} | {worst:.3f} | {low} |")
+    print("\n| portfolio | config | " + " | ".join(keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    for name, config in zip(chosen, members, strict=False):
+        cells = [f"{value[config, k, 0]:.3f} (regret {regret[config][k]:.2f})" for k in keys]
+        print(f"| {name} | {config} | " + " | ".join(cells) + " |")
+    print("\nSeeds on the reference dataset and the held-out set:")
+    for key in (REFERENCE_DATASET, *(k for k in {r["dataset"] for r in records} if k not in keys)):
+        names = sorted({r["config"] for r in records if r["dataset"] == key})
+        for name in names:
+            seeds = sorted((r["seed"], r["value"]) for r in records if r["config"] == name
+                           and r["dataset"] == key)  # fmt: skip
+            if name.startswith("c") and key == REFERENCE_DATASET:
+                continue
+            shown = ", ".join(f"{v:.3f}" for _, v in seeds)
+            print(f"- {key} {name}: {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("evaluate", "choose"))
+    parser.add_argument("step", choices=("evaluate", "choose", "summary"))
     parser.add_argument("--configs", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=1000)
@@ -342,7 +375,7 @@ def main() -> None:
     parser.add_argument("--data-out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_OUT / "tensors")
     args = parser.parse_args()
-    {"evaluate": evaluate, "choose": choose}[args.step](args)
+    {"evaluate": evaluate, "choose": choose, "summary": summary}[args.step](args)
 
 
 if __name__ == "__main__":
