@@ -32,6 +32,12 @@ RunKey = tuple[str, int, int, str, str]
 LEGACY_RACE = "fashion-mnist"  # records from before `race` was recorded all raced Fashion-MNIST
 BASELINE = "baseline"
 
+
+def baseline_label(tuner_label: str = "tuner") -> str:
+    """The name the baseline of a tuner variant's runs is recorded under (--tuner-label)."""
+    return BASELINE if tuner_label == "tuner" else f"{BASELINE}-{tuner_label}"
+
+
 # The issue's checkpoints (5, 10 and 30 minutes) and accuracy thresholds.
 CHECKPOINTS_S = (300, 600, 1800)
 THRESHOLDS = (0.89, 0.90, 0.91)
@@ -470,7 +476,7 @@ def search_gains(
     baselines = {
         (machine_kind(r), race_of(r), int(r["budget_s"]), int(r["seed"])): r
         for r in ok
-        if r["contender"] == BASELINE and r.get("best")
+        if r["contender"] == baseline_label(tuner_label) and r.get("best")
     }
     gains: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
     for run in ok:
@@ -491,59 +497,59 @@ def first_finished(run: Record) -> Point | None:
     return inside[0] if inside else None
 
 
+def _cohort(
+    ok: Sequence[Record], kind: str, race: str, contender: str, budget_s: int
+) -> list[Record]:
+    """The runs of one contender and budget on one race and kind of machine."""
+    return [
+        r
+        for r in ok
+        if (machine_kind(r), race_of(r), r["contender"], int(r["budget_s"]))
+        == (kind, race, contender, budget_s)
+    ]
+
+
+def _bests(runs: Sequence[Record], budget_s: int) -> list[float]:
+    """Each run's best within `budget_s`, for runs that finished a trial by then."""
+    return [v for r in runs if (v := best_at(r["points"], budget_s)) is not None]
+
+
 def dataset_rows(records: Sequence[Record], tuner_label: str = "tuner") -> list[dict[str, str]]:
     """One row per (machine, race): medians over seeds (min-max) of tuner at 10 minutes,
     Optuna's recipe at 30 (and 10), Ray Tune ASHA at 10 and 30, tuner's first finished trial
     in a 10-minute run, and the search gain of tuner's 30-minute (else 10-minute) runs with
-    the spread of tuner's best over those seeds."""
+    the spread (max - min) of tuner's best over the seeds of that budget."""
     ok = [r for r in runs(records) if not r.get("error")]
     gains = search_gains(records, tuner_label)
     rows = []
     for kind, race in sorted({(machine_kind(r), race_of(r)) for r in ok}):
-
-        def of(contender: str, budget_s: int, kind: str = kind, race: str = race) -> list[Record]:
-            return [
-                r
-                for r in ok
-                if (machine_kind(r), race_of(r), r["contender"], int(r["budget_s"]))
-                == (kind, race, contender, budget_s)
-            ]
-
-        def best(contender: str, budget_s: int) -> str:
-            values = [best_at(r["points"], budget_s) for r in of(contender, budget_s)]
-            reached = [v for v in values if v is not None]
-            return _spread(reached, 4) if reached else "-"
-
-        firsts = [f for r in of(tuner_label, SHORT_S) if (f := first_finished(r)) is not None]
-        first = (
+        row = {"machine": kind, "dataset": race}
+        for column, contender, budget_s in (
+            ("tuner@10", tuner_label, SHORT_S),
+            ("recipe@30", "optuna-recipe", LONG_S),
+            ("recipe@10", "optuna-recipe", SHORT_S),
+            ("ray@10", "ray-asha", SHORT_S),
+            ("ray@30", "ray-asha", LONG_S),
+        ):
+            bests = _bests(_cohort(ok, kind, race, contender, budget_s), budget_s)
+            row[column] = _spread(bests, 4) if bests else "-"
+        short = _cohort(ok, kind, race, tuner_label, SHORT_S)
+        firsts = [f for r in short if (f := first_finished(r)) is not None]
+        row["tuner first trial (time, value)"] = (
             f"{_minutes(statistics.median(t for t, _ in firsts))}, "
             f"{_spread([v for _, v in firsts], 4)}"
             if firsts
             else "-"
         )
+        row["search gain"], row["tuner spread"] = "-", "-"
         gain_budget = next((b for b in (LONG_S, SHORT_S) if (kind, race, b) in gains), None)
-        gain, spread = "-", "-"
         if gain_budget is not None:
             values = [g for _, g in gains[(kind, race, gain_budget)]]
-            gain = f"{_spread(values, 4)} @{gain_budget // 60} min, {len(values)} seeds"
-            bests = [
-                v
-                for r in of(tuner_label, gain_budget)
-                if (v := best_at(r["points"], gain_budget)) is not None
-            ]
-            spread = f"{max(bests) - min(bests):.4f}" if len(bests) > 1 else "-"
-        rows.append(
-            {
-                "machine": kind,
-                "dataset": race,
-                "tuner@10": best(tuner_label, SHORT_S),
-                "recipe@30": best("optuna-recipe", LONG_S),
-                "recipe@10": best("optuna-recipe", SHORT_S),
-                "ray@10": best("ray-asha", SHORT_S),
-                "ray@30": best("ray-asha", LONG_S),
-                "tuner first trial (time, value)": first,
-                "search gain": gain,
-                "tuner spread": spread,
-            }
-        )
+            row["search gain"] = (
+                f"{_spread(values, 4)} @{gain_budget // 60} min, {len(values)} seeds"
+            )
+            bests = _bests(_cohort(ok, kind, race, tuner_label, gain_budget), gain_budget)
+            if len(bests) > 1:
+                row["tuner spread"] = f"{max(bests) - min(bests):.4f}"
+        rows.append(row)
     return rows

@@ -137,7 +137,8 @@ def contender_command(
             "--storage", url, *shlex.split(budget), *args.tuner_arg,
         ]  # fmt: skip
     if contender == "baseline":
-        tuner_dir = run_dir.with_name(run_dir.name.replace("baseline", label("tuner", args), 1))
+        mine, tuners = label("baseline", args), label("tuner", args)
+        tuner_dir = run_dir.with_name(run_dir.name.replace(mine, tuners, 1))
         return [
             sys.executable, str(BENCH / "race_baseline.py"), "--study",
             str(tuner_dir / "study.toml"), "--from-storage", f"sqlite:///{tuner_dir / 'trials.db'}",
@@ -269,8 +270,11 @@ def write_figures(records: list[dict], html: Path, kind: str) -> Path | None:
 
 
 def label(contender: str, args: argparse.Namespace) -> str:
-    """The name a contender's runs are recorded under (tuner's: --tuner-label)."""
-    return args.tuner_label if contender == "tuner" else contender
+    """The name a contender's runs are recorded under (tuner's: --tuner-label; the baseline
+    follows it, as it trains that variant's starting configurations)."""
+    if contender == "tuner":
+        return args.tuner_label
+    return summary.baseline_label(args.tuner_label) if contender == "baseline" else contender
 
 
 def slug(kind: str) -> str:
@@ -410,7 +414,7 @@ def main() -> None:
     records = summary.read_records(args.results)
     if args.retrain:
         retrained = summary.done_keys(records, kind="retrain")
-        wanted = {label(c, args) for c in args.contenders} - {summary.BASELINE}
+        wanted = {label(c, args) for c in args.contenders if c != "baseline"}
         for contender, budget_s in sorted({(r["contender"], r["budget_s"]) for r in records}):
             if contender not in wanted or budget_s not in args.budgets:
                 continue  # e.g. `--retrain --contenders tuner --budgets 30m`; older variants

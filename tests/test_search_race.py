@@ -309,6 +309,12 @@ def test_race_arguments_take_any_study_and_check_its_data(bench, tmp_path, monke
     assert args.race == "imagefolder:photos"
     assert args.folder_name == f"imagefolder:{(tmp_path / 'photos').resolve()}"
     assert race.parse_args(["--study", "plain.toml", "--race", "mine"]).race == "mine"
+    variant = race.parse_args(["--study", "plain.toml", "--tuner-label", "tuner-v"])
+    assert [race.label(c, variant) for c in ("tuner", "baseline", "random")] == [
+        "tuner-v",
+        "baseline-tuner-v",  # a variant's baseline trains that variant's starting configurations
+        "random",
+    ]
 
     for argv, message in (
         (["--study", "plain.toml", "--contenders", "tuner,hyperopt"], "unknown ['hyperopt']"),
@@ -488,6 +494,12 @@ def test_search_gain_is_tuner_best_less_its_baseline_per_seed(race, tmp_path):
     assert shapes_row["tuner spread"] == "0.0600"  # 0.86 - 0.90 over seeds 0-2 at 30 minutes
     assert rows["fashion-mnist"]["tuner@10"] == "0.9000"
     assert rows["fashion-mnist"]["search gain"] == "-"
+    # A tuner variant (--tuner-label) is compared with its own baseline only.
+    variant = [dict(r, contender=f"{r['contender']}-v") for r in records[:4]]
+    assert race.baseline_label("tuner-v") == "baseline-tuner-v"
+    assert race.search_gains(variant, "tuner-v") == {}  # "baseline-v" is no baseline of it
+    variant[2:4] = [dict(r, contender="baseline-tuner-v") for r in records[2:4]]
+    assert race.search_gains(variant, "tuner-v") == gains
     table = race.markdown_table(list(rows.values()))
     assert "imagefolder:shapes" in table and "search gain" in table.splitlines()[0]
 
