@@ -543,13 +543,61 @@ def dataset_rows(records: Sequence[Record], tuner_label: str = "tuner") -> list[
         )
         row["search gain"], row["tuner spread"] = "-", "-"
         gain_budget = next((b for b in (LONG_S, SHORT_S) if (kind, race, b) in gains), None)
+        gain = spread = None
         if gain_budget is not None:
             values = [g for _, g in gains[(kind, race, gain_budget)]]
+            gain = statistics.median(values)
             row["search gain"] = (
                 f"{_spread(values, 4)} @{gain_budget // 60} min, {len(values)} seeds"
             )
             bests = _bests(_cohort(ok, kind, race, tuner_label, gain_budget), gain_budget)
             if len(bests) > 1:
-                row["tuner spread"] = f"{max(bests) - min(bests):.4f}"
+                spread = max(bests) - min(bests)
+                row["tuner spread"] = f"{spread:.4f}"
+        row["goals met"] = _goal_verdicts(ok, kind, race, tuner_label, firsts, gain, spread)
         rows.append(row)
     return rows
+
+
+FIRST_RESULT_S = 180  # goal 3: a finished trial within 3 minutes of a 10-minute budget
+
+
+def _goal_verdicts(
+    ok: Sequence[Record],
+    kind: str,
+    race: str,
+    tuner_label: str,
+    firsts: Sequence[Point],
+    gain: float | None,
+    spread: float | None,
+) -> str:
+    """Issue 24's goals on medians over seeds, as "1 yes, 2 no, 3 -" ("-": not measured).
+
+    1: tuner at 10 min >= the recipe at 30 and above Ray ASHA at 10 and 30; 2: the search
+    gain above the spread over seeds; 3: tuner's first finished trial within 3 minutes, at
+    least what the recipe reached in 10 (a recipe that finished nothing reached nothing).
+    """
+
+    def median_best(contender: str, budget_s: int) -> float | None:
+        group = _cohort(ok, kind, race, contender, budget_s)
+        if not group:
+            return None
+        return statistics.median(best_at(r["points"], budget_s) or 0.0 for r in group)
+
+    def verdict(met: bool | None) -> str:
+        return "-" if met is None else ("yes" if met else "no")
+
+    ours = median_best(tuner_label, SHORT_S)
+    recipe = median_best("optuna-recipe", LONG_S)
+    ray = [median_best("ray-asha", SHORT_S), median_best("ray-asha", LONG_S)]
+    goal1 = None
+    if ours is not None and recipe is not None and None not in ray:
+        goal1 = ours >= recipe and all(ours > r for r in ray if r is not None)
+    goal2 = None if gain is None or spread is None else gain > spread
+    recipe_short = median_best("optuna-recipe", SHORT_S)
+    goal3 = None
+    if firsts and recipe_short is not None:
+        seconds = statistics.median(t for t, _ in firsts)
+        value = statistics.median(v for _, v in firsts)
+        goal3 = seconds <= FIRST_RESULT_S and value >= recipe_short
+    return f"1 {verdict(goal1)}, 2 {verdict(goal2)}, 3 {verdict(goal3)}"

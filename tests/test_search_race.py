@@ -492,6 +492,9 @@ def test_search_gain_is_tuner_best_less_its_baseline_per_seed(race, tmp_path):
     assert shapes_row["tuner first trial (time, value)"] == "2.0 min, 0.7900 (0.7800-0.8000)"
     assert shapes_row["search gain"] == "0.0450 (0.0400-0.0500) @30 min, 2 seeds"
     assert shapes_row["tuner spread"] == "0.0600"  # 0.86 - 0.90 over seeds 0-2 at 30 minutes
+    # Ray ASHA was skipped: goal 1 unmeasured; a gain inside the spread; a first trial at
+    # 2 minutes above the recipe's nothing-finished-in-10.
+    assert shapes_row["goals met"] == "1 -, 2 no, 3 yes"
     assert rows["fashion-mnist"]["tuner@10"] == "0.9000"
     assert rows["fashion-mnist"]["search gain"] == "-"
     # A tuner variant (--tuner-label) is compared with its own baseline only.
@@ -502,6 +505,28 @@ def test_search_gain_is_tuner_best_less_its_baseline_per_seed(race, tmp_path):
     assert race.search_gains(variant, "tuner-v") == gains
     table = race.markdown_table(list(rows.values()))
     assert "imagefolder:shapes" in table and "search gain" in table.splitlines()[0]
+
+
+def test_goal_verdicts_per_dataset_compare_medians_over_seeds(race):
+    digits = {"race": "digits"}
+    records = [
+        run("tuner", 0, 600, [[100.0, 0.90]], **digits),
+        run("tuner", 1, 600, [[200.0, 0.94]], **digits),
+        run("optuna-recipe", 0, 1800, [[900.0, 0.91]], **digits),
+        run("optuna-recipe", 0, 600, [[500.0, 0.93]], **digits),
+        run("ray-asha", 0, 600, [[300.0, 0.80]], **digits),
+        run("ray-asha", 0, 1800, [[1500.0, 0.85]], **digits),
+        run("tuner", 0, 1800, [[100.0, 0.90], [1000.0, 0.95]], **digits),
+        run("tuner", 1, 1800, [[100.0, 0.92], [1200.0, 0.955]], **digits),
+        run("baseline", 0, 1800, [[800.0, 0.90]], **digits),
+        run("baseline", 1, 1800, [[800.0, 0.92]], **digits),
+    ]
+    # 0.92 >= 0.91 and above 0.80 and 0.85; gain 0.0425 > spread 0.005; the first trial's
+    # median 0.92 at 2.5 min falls short of the recipe's 0.93 in 10 minutes.
+    assert race.dataset_rows(records)[0]["goals met"] == "1 yes, 2 yes, 3 no"
+    records[5] = run("ray-asha", 0, 1800, [[1500.0, 0.95]], **digits)
+    records[3] = run("optuna-recipe", 0, 600, [], **digits)  # finished nothing in 10 minutes
+    assert race.dataset_rows(records)[0]["goals met"] == "1 no, 2 yes, 3 yes"
 
 
 def test_resume_tells_races_on_different_datasets_apart(race):
