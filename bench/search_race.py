@@ -24,8 +24,9 @@ only trials finished within the budget count in the curves either way.
 
 Each run appends one JSON line to --results, failures included (with their reason); a
 (contender, seed, budget, dataset) already there without an error is skipped, so the race
-resumes where it stopped. Afterwards (or with --summarize) it
-prints the Markdown table for bench/RESULTS.md and writes the curves as HTML and PNG.
+resumes where it stopped. Afterwards (or with --summarize) it prints the Markdown tables for
+bench/RESULTS.md, one row per dataset for issue 24's goals and search gain among them, and
+writes the curves as HTML and PNG.
 """
 
 from __future__ import annotations

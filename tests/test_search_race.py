@@ -497,6 +497,16 @@ def test_search_gain_is_tuner_best_less_its_baseline_per_seed(race, tmp_path):
     assert shapes_row["goals met"] == "1 -, 2 no, 3 yes"
     assert rows["fashion-mnist"]["tuner@10"] == "0.9000"
     assert rows["fashion-mnist"]["search gain"] == "-"
+    # A race of other budgets (a smoke run) shows the gain of its longest one.
+    smoke = [
+        run("tuner", 0, 45, [[30.0, 0.5]], race="tiny"),
+        run("baseline", 0, 45, [[30.0, 0.45]], race="tiny"),
+        run("tuner", 0, 20, [[15.0, 0.4]], race="tiny"),
+        run("baseline", 0, 20, [[15.0, 0.4]], race="tiny"),
+    ]
+    tiny = race.dataset_rows(smoke)[0]
+    assert tiny["search gain"] == "0.0500 @0.75 min, 1 seeds"
+    assert tiny["tuner@10"] == "-"  # the checkpoints: no 10-minute run
     # A tuner variant (--tuner-label) is compared with its own baseline only.
     variant = [dict(r, contender=f"{r['contender']}-v") for r in records[:4]]
     assert race.baseline_label("tuner-v") == "baseline-tuner-v"
