@@ -328,7 +328,7 @@ def test_a_trial_running_at_the_deadline_is_pruned_with_reason_budget(
     assert 2 * 300 <= trial.user_attrs[attrs.TRAIN_IMAGES] < 3 * 300
 
 
-def started(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def begun(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that began: a new study also holds the portfolio's, queued (WAITING)."""
     return [trial for trial in study.trials if trial.state != TrialState.WAITING]
 
@@ -338,7 +338,7 @@ def test_no_trial_starts_when_its_first_rung_cannot_fit(tmp_path) -> None:
     study = open_study(spec, optuna.storages.InMemoryStorage())
     clock = BudgetClock(time.time() + 60, 60, first_rung_images=300, seconds_per_image=1.0)
     run_trials(study, lambda trial: 0.0, 5, budget=clock)
-    assert started(study) == [] and clock.exhausted
+    assert begun(study) == [] and clock.exhausted
 
 
 def test_a_measured_cost_stops_a_budget_run_before_a_blind_start(tmp_path, cpu_threads) -> None:
@@ -363,7 +363,7 @@ def test_a_measured_cost_stops_a_budget_run_before_a_blind_start(tmp_path, cpu_t
     summary = run_study(settings, _quiet_console())
     assert summary.reason == StopReason.BUDGET
     assert summary.ran.total == 0
-    assert len(started(optuna.load_study(study_name="tiny", storage=storage))) == 1
+    assert len(begun(optuna.load_study(study_name="tiny", storage=storage))) == 1
 
 
 def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
@@ -389,7 +389,7 @@ def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
     if ended:
         assert all(end - started < 12.0 + 3.0 for end in ended)
         # The epochs the budget chose are the ones every trial was scheduled to train.
-        assert {t.user_attrs[attrs.CONFIG]["max_epochs"] for t in started(study)} == {epochs}
+        assert {t.user_attrs[attrs.CONFIG]["max_epochs"] for t in begun(study)} == {epochs}
     else:
         # On a loaded CPU start-up alone may take the 12 s: the run knew, and says so.
         assert summary.budget_needed > 12.0
@@ -493,7 +493,7 @@ def test_a_budget_shorter_than_an_epoch_still_finishes_a_trial(
     with caplog.at_level(logging.WARNING, logger="tuner.runner.budget"):
         summary = run_study(settings, _quiet_console())
     study = optuna.load_study(study_name="tiny", storage=storage)
-    (trial,) = started(study)
+    (trial,) = begun(study)
     assert trial.state == TrialState.COMPLETE and summary.best_value == trial.value
     images = trial.user_attrs[attrs.EPOCH_IMAGES]
     assert 30 <= images < 300 and trial.user_attrs[attrs.TRAIN_IMAGES] == images
