@@ -9,12 +9,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
-from studies import spec_from, tiny_study_toml
+from studies import spec_from, tiny_data, tiny_study_toml
+from tuner import attrs
 from tuner.runner.summary import RunSummary, StopReason, TrialCounts, summary_lines
+from tuner.search.objective import make_objective
 from tuner.search.samplers import PRUNER_ENTRIES
 from tuner.search.schedule import BUDGET_PRUNER, RunSchedule, TrialSchedule, study_schedule
-from tuner.search.study import open_study
+from tuner.search.study import open_study, run_trials
 from tuner.spec.schema import PrunerSpec
 
 # Constructor options that count steps (reports) in Optuna's pruners.
@@ -148,3 +151,19 @@ def test_the_budget_pruner_stops_a_bad_trial_early_and_keeps_a_slow_starter() ->
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in mediocre)
     assert slow.state == optuna.trial.TrialState.COMPLETE and slow.value == 0.91
     assert study.best_trial.number == slow.number
+
+
+def test_a_pruned_trial_names_the_pruner_that_judged_it(tmp_path: Path) -> None:
+    # The file has no [pruner] table (median by default); the run's schedule brings another.
+    spec = spec_from(tmp_path, "portfolio = false\n" + no_pruner_study())
+    schedule = TrialSchedule(2, BUDGET_PRUNER, 1, budget_epochs=60.0)
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    run = RunSchedule(study, schedule)
+    study.enqueue_trial({"learning_rate": 3e-2})
+    study.enqueue_trial({"learning_rate": 1e-3})  # far slower on 300 images: cut at epoch 1
+    run_trials(study, make_objective(spec, tiny_data(spec), torch.device("cpu"), run), 2)
+    good, slow = study.trials
+    assert good.value > slow.intermediate_values[1]
+    assert slow.user_attrs[attrs.STOP_REASON] == (
+        "pruned at epoch 1 by the successive-halving pruner"
+    )

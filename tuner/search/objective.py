@@ -235,7 +235,7 @@ def _train(
             return
         trial.report(value, step)
         if trial.should_prune():
-            record.write(f"pruned at {where} by the {spec.pruner.name} pruner")
+            record.write(f"pruned at {where} by the {schedule.pruner.name} pruner")
             raise optuna.TrialPruned()
 
     def on_slice(result: SliceResult) -> None:
