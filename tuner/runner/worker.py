@@ -41,12 +41,11 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     from tuner.engine import EngineOptions, pick_device, to_device
     from tuner.search.objective import make_objective
     from tuner.search.study import open_study, run_trials
-    from tuner.spec import load_spec
     from tuner.storage import mask_url, open_storage
 
     started = time.monotonic()
     started_at = time.time()
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     budget = run_budget(settings, spec)
     total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)

@@ -6,9 +6,11 @@ Validation happens once, here (with the tables' own checks in `params`, `options
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
-from tuner.spec.checker import Checker, check_seed, shown, shown_key
+from tuner.spec.checker import Checker, check_seed, shown, shown_key, type_name
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.enqueue import parse_enqueue
 from tuner.spec.model import model_params, parse_model
@@ -37,10 +39,20 @@ MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
 MAX_STUDY_CHARS = 1_000_000
 MAX_KEY_DOTS = 100
 
+# What messages name a study given as a dict; model files it names are relative to the
+# working directory (its parent).
+DICT_STUDY = Path("<dict>")
 
-def load_spec(path: Path) -> StudySpec:
-    """Read and validate a study file. Raises TunerError naming the file and the key."""
+
+def load_spec(path: Path, data: Mapping[str, Any] | None = None) -> StudySpec:
+    """Read and validate a study file. Raises TunerError naming the file and the key.
+
+    With `data` (a study in the TOML's structure, e.g. a dict written in Python) nothing is
+    read: `data` passes the same checks, and `path` (usually DICT_STUDY) names it in messages.
+    """
     path = Path(path)
+    if data is not None:
+        return parse_spec(_study_dict(data, path), path)
     text = read_text_file(path, "study file")
     _check_size(path, text)
     try:
@@ -58,6 +70,18 @@ def load_spec(path: Path) -> StudySpec:
             f"{path}: TOML syntax error: a number is too long ({reason}); TOML integers are 64-bit"
         ) from None
     return parse_spec(data, path)
+
+
+def _study_dict(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A copy of a study given as a dict (later edits of the caller's dict change nothing)."""
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: a study is a dict of its tables, got {type_name(data)}")
+    if "name" not in data:
+        raise TunerError(
+            f'{path}: name: required in a study given as a dict (e.g. "name": "digits-quick"); '
+            "it names the study in storage"
+        )
+    return copy.deepcopy(data)
 
 
 def _check_size(path: Path, text: str) -> None:
