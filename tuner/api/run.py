@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tuner.runner.summary import RunSummary
+    from tuner.spec import StudySpec
 
 
 def run(
@@ -66,6 +67,7 @@ def run(
     if from_study and enqueue_from:
         raise TunerError("--from and --enqueue-from: give one of them")
     EngineOptions(precision=precision)  # an unknown precision fails here, before any worker
+    check_family(source.spec(), data_dir, cache_dir)
     auto = workers == "auto"
     settings = RunSettings(
         study_file=source.path,
@@ -109,6 +111,37 @@ def run(
     if summary.detail is not None:
         raise TunerError(summary.detail)
     return summary
+
+
+def check_family(
+    spec: StudySpec, data_dir: Path | str | None, cache_dir: Path | str | None
+) -> None:
+    """A family from code or timm builds and answers a batch of 2 before anything is stored.
+
+    Its typical configuration (the first [[enqueue]] set, else mid-range values) is built
+    for the dataset's images and run forward; TunerError naming the study file and
+    `[model].family` on any problem. Built-in families need no such check.
+    """
+    from tuner.config import TrialConfig
+    from tuner.data import load_dataset
+    from tuner.families import FAMILIES, get_family
+    from tuner.families.user import dry_run
+    from tuner.runner.plan import study_workload
+
+    family = spec.space.get("family")
+    if family is None or not family.is_fixed or family.value in FAMILIES:
+        return
+    dataset = load_dataset(
+        spec.dataset.name,
+        None if data_dir is None else Path(data_dir),
+        None if cache_dir is None else Path(cache_dir),
+    )
+    shape, classes = dataset.input_shape, dataset.num_classes
+    try:
+        config = TrialConfig.from_dict(study_workload(spec, shape, classes).config)
+        dry_run(get_family(family.value), config, shape, classes)
+    except TunerError as exc:
+        raise TunerError(f"{spec.path}: [model].family: {exc}") from None
 
 
 def _seconds(value: Any, name: str) -> float | None:

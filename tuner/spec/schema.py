@@ -120,6 +120,7 @@ class ModelSpec:
     """What [model] says beyond the tunable parameters: the pretrained weights file."""
 
     pretrained: str = ""  # absolute path, or "" for none
+    family_sha256: str = ""  # of [model].family's Python file, for a family from a file
 
 
 @dataclass(frozen=True)
