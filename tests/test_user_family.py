@@ -246,7 +246,16 @@ def test_from_python_with_a_dict_study(tmp_path: Path, monkeypatch: pytest.Monke
     predictions = tuner.predict((model, card), load_dataset("digits").test.images[:3])
     assert len(predictions) == 3
     assert tuner.visualize(saved.directory).is_file()
-    assert "model_params" in tuner.trained.render(tuner.best(study, storage), "toml")
+    from tuner.trained import render
+
+    assert "[config.model_params]" in render(tuner.best(study, storage), "toml")
+
+
+def test_worker_processes_build_it_too(tmp_path: Path) -> None:
+    path = write_study(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+    result = tuner.run(path, storage=storage, workers=2, console=quiet())
+    assert result.reason == "trials" and result.finished >= 2 and result.ran.failed == 0
 
 
 def test_an_entry_point_names_a_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
