@@ -4,7 +4,9 @@
 not both); `pretrained` is a local weights file (its tensors are checked against the families'
 shapes in `tuner.search.preflight`), loaded by trials of the families that take weights.
 Parameters only some families have (`tuner.families`: the seed CNN's `filters`...) are refused
-as sampled when no family choice has them, since they would change nothing.
+as sampled when no family choice has them, since they would change nothing. A family from code
+(`tuner.families.user`: "models.py:build", a module, an entry point; or "timm:NAME") is named in
+[model].family only; a file is stored absolute, with its SHA-256, and is not run here.
 """
 
 from __future__ import annotations

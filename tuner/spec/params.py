@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from tuner.checking import Checker, kind_name, shown
+from tuner.families import FAMILIES
 from tuner.families.user import is_code_family
 from tuner.spec.augment import AUGMENT_PARAMETERS
 from tuner.spec.grid import grid_size
@@ -34,7 +35,7 @@ def parse_space(
     family = model.get("family")
     _code_family_in_model(check, table.get("family"))
     own: dict[str, ParamDomain] = {}
-    if family is not None and is_code_family(family.value):
+    if family is not None and family.value not in FAMILIES and is_code_family(family.value):
         # A build function's own parameters: any name, any TOML scalar (its code checks them).
         own = {n: _own_domain(v) for n, v in table.items() if n not in known}
     check.no_unknown(table, known | own.keys(), "[space].")
@@ -74,7 +75,8 @@ def _code_family_in_model(check: Checker, declaration: Any) -> None:
     """A family from code is named in [model].family (its file is relative to the study)."""
     named = declaration.get("choices") if isinstance(declaration, dict) else [declaration]
     for value in named if isinstance(named, list) else []:
-        if isinstance(value, str) and (is_code_family(value) or value.startswith("timm:")):
+        built_in = not isinstance(value, str) or value in FAMILIES
+        if not built_in and (value.startswith("timm:") or is_code_family(value)):
             raise check.fail(
                 "[space].family",
                 f"{shown(value)} is not built in: a family from code is named in "
