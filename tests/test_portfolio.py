@@ -122,14 +122,19 @@ def test_a_configuration_that_cannot_be_placed_is_skipped_and_logged(
     assert "portfolio configuration 1 skipped" in caplog.text
 
 
-def test_another_family_places_nothing(tmp_path: Path) -> None:
+def test_another_family_places_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     text = tiny_study_toml(space=NARROW) + '[model]\nfamily = "resnet18"\n'
     text = text.replace('num_blocks = { type = "int", low = 1, high = 2 }\n', "")
     text = text.replace('filters = { type = "int", low = 8, high = 32, step = 8 }\n', "")
     text = text.replace('kernel_size = { type = "categorical", choices = [3, 7] }\n', "")
     text = text.replace("fc_units = 16\n", "")
     space = spec_from(tmp_path, text).space
-    assert place_portfolio(space, (CONFIG,)) == []
+    with caplog.at_level(logging.INFO, logger="tuner.search.portfolio"):
+        assert place_portfolio(space, (CONFIG, CONFIG)) == []
+    # One line says why, not one per configuration.
+    assert caplog.messages == ["portfolio not used: the study's family is 'resnet18', not seed-cnn"]
+    caplog.clear()
+    assert place_portfolio(space, (CONFIG,), log_skipped=False) == [] and not caplog.messages
 
 
 def test_the_shipped_portfolio_has_its_provenance_and_fits_the_shipped_spaces() -> None:

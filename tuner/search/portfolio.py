@@ -56,15 +56,26 @@ def load_portfolio(path: Path = PORTFOLIO_FILE) -> tuple[dict[str, Any], ...]:
 
 
 def place_portfolio(
-    space: Mapping[str, ParamSpec], configurations: tuple[dict[str, Any], ...]
+    space: Mapping[str, ParamSpec],
+    configurations: tuple[dict[str, Any], ...],
+    *,
+    log_skipped: bool = True,
 ) -> list[Placed]:
-    """Each configuration projected into `space`; those that cannot be placed are logged."""
-    placed = []
+    """Each configuration projected into `space`; those that cannot be placed are logged
+    (one line for all when the study's family is not the seed CNN), unless `log_skipped` is
+    False (a caller that only looks, such as the budget's probe)."""
+    placed, skipped = [], []
     for number, configuration in enumerate(configurations, 1):
         try:
             placed.append(Placed(number, project(configuration, space)))
         except CannotPlace as exc:
-            log.info("portfolio configuration %d skipped: %s", number, exc)
+            skipped.append((number, str(exc)))
+    if log_skipped and skipped:
+        if len({reason for _, reason in skipped}) == 1 and not placed:
+            log.info("portfolio not used: %s", skipped[0][1])
+        else:
+            for number, reason in skipped:
+                log.info("portfolio configuration %d skipped: %s", number, reason)
     return placed
 
 

@@ -154,7 +154,7 @@ def first_queued_params(spec: StudySpec) -> dict[str, Any] | None:
         return trial_params(spec.enqueue[0], spec.space)
     if not spec.portfolio or spec.sampler.name == "grid":
         return None
-    placed = place_portfolio(spec.space, load_portfolio())
+    placed = place_portfolio(spec.space, load_portfolio(), log_skipped=False)
     return trial_params(placed[0].values, spec.space) if placed else None
 
 
