@@ -403,3 +403,17 @@ def test_help_is_still_rich_help(cli_state) -> None:
     result = invoke()  # no arguments: the help, not an error
     assert "Usage: tuner" in result.stdout and "╭─ Commands" in result.stdout
     assert "error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "verb",
+    ["run", "studies", "status", "report", "best", "retrain", "visualize", "predict", "dashboard"],
+)
+def test_help_at_80_columns_shows_every_option_text_whole(verb: str) -> None:
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"}, prog_name="tuner")
+    assert result.exit_code == 0
+    assert "…" not in result.output  # rich cuts a word too long for its column with an ellipsis
+    if verb == "run":
+        assert "~/.cache/tuner/data" in result.output
+        assert "TUNER_STORAGE_RETRY_SECONDS" in result.output
+        assert "[training]" in result.output  # not eaten as rich markup

@@ -90,6 +90,20 @@ MALFORMED = [
         "val_fraction",
     ),
     case("unknown [training] key", "max_epochs", "epochs", "[training].epochs", "max_epochs"),
+    case(
+        "misspelt key gets a guess",
+        "max_epochs",
+        "max_epoch",
+        "[training].max_epoch",
+        "did you mean 'max_epochs'?",
+    ),
+    case(
+        "misspelt [space] key gets a guess",
+        "filters = 4",
+        "filter = 4",
+        "[space].filter",
+        "did you mean 'filters'?",
+    ),
     case("unknown [augment] key", "horizontal_flip", "flip", "[augment].flip", "horizontal_flip"),
     case(
         "unknown [space] key", "filters = 4", "filters = 4\nlr = 0.1", "[space].lr", "learning_rate"

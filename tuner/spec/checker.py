@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import reprlib
 from dataclasses import fields
@@ -69,9 +70,11 @@ class Checker:
     def no_unknown(self, table: dict[str, Any], allowed: set[str] | list[str], where: str) -> None:
         for key in table:
             if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                guess = f"did you mean {close[0]!r}? " if close else ""
                 raise self.fail(
                     f"{where}{shown_key(key)}",
-                    f"unknown key; allowed: {', '.join(sorted(allowed)) or '(none)'}",
+                    f"unknown key; {guess}allowed: {', '.join(sorted(allowed)) or '(none)'}",
                 )
 
     def typed(self, value: Any, kind: type, key: str) -> Any:
