@@ -28,11 +28,12 @@ from tuner.runner.budget import (
     rung_pruner,
 )
 from tuner.runner.run import run_study
-from tuner.runner.settings import RunSettings
+from tuner.runner.settings import RunSettings, trial_target, unused_trials_note
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
 from tuner.search.study import open_study, run_trials
 from tuner.spec.budget import format_duration, parse_duration
+from tuner.spec.schema import DEFAULT_TRIALS
 
 # ---------------------------------------------------------------- durations and the spec key
 
@@ -416,3 +417,16 @@ def test_the_budget_flag_refuses_a_bad_duration_in_one_line(tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: --budget: got 'soon'")
+
+
+def test_a_budget_run_says_that_the_files_trial_count_is_not_used(tmp_path: Path) -> None:
+    counted = spec_from(tmp_path, tiny_study_toml(training="trials = 20"))
+    assert trial_target(None, counted, budget=60.0) is None  # the budget ends the run
+    note = unused_trials_note(None, counted, budget=60.0)
+    assert note is not None and "trials = 20 is not used" in note and "--trials 20" in note
+    assert unused_trials_note(20, counted, budget=60.0) is None  # --trials given: it counts
+    assert unused_trials_note(None, counted, budget=None) is None
+    assert trial_target(None, counted, budget=None) == 20
+    unset = spec_from(tmp_path, tiny_study_toml())  # no trials key: nothing to say
+    assert unused_trials_note(None, unset, budget=60.0) is None
+    assert trial_target(None, unset, budget=None) == DEFAULT_TRIALS

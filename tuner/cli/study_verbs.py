@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,9 @@ from tuner.cli.common import (
     study_name,
 )
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.runner.settings import RunSettings
 
 
 class Precision(enum.StrEnum):
@@ -208,6 +211,8 @@ def run(
         jobs_per_device=jobs_per_device,
     )
     out = console()
+    if note := _unused_trials_note(settings):
+        out.print(note)
     if workers == "auto":
         from tuner.runner.plan import resolve_workers_auto
 
@@ -232,6 +237,15 @@ def run(
         raise TunerError(summary.detail)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+def _unused_trials_note(settings: RunSettings) -> str | None:
+    """`[training] trials` gives way to a budget: said once, before any worker starts."""
+    from tuner.runner.settings import run_budget, unused_trials_note
+    from tuner.spec import load_spec
+
+    spec = load_spec(settings.study_file)
+    return unused_trials_note(settings.trials, spec, run_budget(settings, spec))
 
 
 @app.command("studies")

@@ -179,6 +179,6 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
         raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
     if training.patience < 0:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
-    if training.trials < 1:
+    if training.trials is not None and training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
     check_seed(check, training.seed, "[training].seed")
