@@ -430,3 +430,16 @@ def test_a_budget_run_says_that_the_files_trial_count_is_not_used(tmp_path: Path
     unset = spec_from(tmp_path, tiny_study_toml())  # no trials key: nothing to say
     assert unused_trials_note(None, unset, budget=60.0) is None
     assert trial_target(None, unset, budget=None) == DEFAULT_TRIALS
+
+
+@pytest.mark.parametrize(
+    ("left", "said"),
+    [(30.0, "only 29.0s of the budget is left"), (0.5, "the budget is used up")],
+)
+def test_no_new_trial_is_said_as_a_person_would(caplog, left: float, said: str) -> None:
+    clock = BudgetClock(1000.0 + left, 60, 300, seconds_per_image=0.2, clock=lambda: 1000.0)
+    with caplog.at_level("WARNING", logger="tuner"):
+        assert not clock.first_rung_fits()
+    message = caplog.records[-1].getMessage()
+    assert said in message and "a new trial needs about 1m 00s" in message
+    assert "are left" not in message and "~0s" not in message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 from rich.console import Console
@@ -36,3 +38,21 @@ def configure_logging(level: int) -> None:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
     optuna.logging.set_verbosity(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+@contextmanager
+def logs_through(console: Console) -> Iterator[None]:
+    """Meanwhile, rich log lines print through `console`.
+
+    A live view redraws its lines on its own console; a warning written to another one lands
+    after the live line, glued to it. Through the live view's console it gets a line of its own.
+    """
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    saved = [handler.console for handler in handlers]
+    for handler in handlers:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, previous in zip(handlers, saved, strict=True):
+            handler.console = previous

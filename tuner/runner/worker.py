@@ -104,6 +104,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             workers=1 if slot is None else slot.count,
             deadline=None if clock is None else started + (clock.deadline - started_at),
             first_result_epochs=first_result_epochs,
+            started=started - (started_at - (settings.started_at or started_at)),
         )
         retried: tuple[int, ...] = ()
         detail = None
