@@ -533,3 +533,20 @@ def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Pa
 @pytest.mark.parametrize("name", ["fashion mnist v2", "mnist_2024-06.b", "é∂", "x" * 128])
 def test_study_names_that_stay_in_their_folder_are_accepted(tmp_path: Path, name: str) -> None:
     assert load_spec(write(tmp_path, edited('name = "tiny"', f'name = "{name}"'))).name == name
+
+
+def test_an_image_folder_is_found_next_to_the_study_file_from_any_working_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    (tmp_path / "project" / "shapes" / "circle").mkdir(parents=True)
+    path = write(tmp_path / "project", edited('"digits"', '"imagefolder:shapes"'))
+    monkeypatch.chdir(tmp_path)  # not the study file's folder
+    spec = load_spec(path)
+    assert spec.dataset.name == f"imagefolder:{(tmp_path / 'project' / 'shapes').resolve()}"
+
+
+def test_a_missing_image_folder_names_the_study_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, edited('"digits"', '"imagefolder:myshapes"'))
+    message = load_error(path)
+    assert message.startswith(f"{path}: [dataset].name: imagefolder ")
+    assert str(tmp_path / "myshapes") in message and "study file's folder" in message

@@ -111,7 +111,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     sampler = parse_sampler(check, data)
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
-    validate_dataset(check, dataset)
+    dataset = validate_dataset(check, dataset)
     training = parse_training(check, data)
     _validate_training(check, training)
     augment = parse_augment(check, data)
