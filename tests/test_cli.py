@@ -310,6 +310,23 @@ def test_unknown_study_name_lists_the_available_ones(isolated: Path) -> None:
     assert not (isolated / "tuner.db").exists()
 
 
+def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolated: Path) -> None:
+    (isolated / "work").mkdir()
+    path = isolated / "work" / "my.toml"
+    path.write_text(TINY.replace('name = "tiny"', 'name = "my-shapes"'))
+    storage = f"sqlite:///{isolated / 'tuner.db'}"
+    first = invoke("run", "--study", path, "--storage", storage, "--trials", "1")
+    assert first.exit_code == 0, first.output
+    again = invoke("run", "--study", "my-shapes", "--storage", storage, "--trials", "2")
+    assert again.exit_code == 0, again.output
+    assert f"resuming with its study file {path}" in again.stdout
+    assert len(optuna.load_study(study_name="my-shapes", storage=storage).trials) == 2
+
+    path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
+    gone = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(gone, "'my-shapes' is in", str(path), "--study PATH.toml")
+
+
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
     path = isolated / "mnist.toml"
     path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))

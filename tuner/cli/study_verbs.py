@@ -26,6 +26,8 @@ from tuner.cli.common import (
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tuner.runner.settings import RunSettings
 
 
@@ -191,9 +193,11 @@ def run(
     from tuner.runner.settings import RunSettings
     from tuner.storage import resolve_storage_url
 
+    storage_url = resolve_storage_url(storage)
+    out = console()
     settings = RunSettings(
-        study_file=study_file(study, studies),
-        storage=resolve_storage_url(storage),
+        study_file=_run_study_file(study, studies, storage_url, out),
+        storage=storage_url,
         storage_given=storage is not None,
         trials=trials,
         device=device,
@@ -210,7 +214,6 @@ def run(
         devices=devices,
         jobs_per_device=jobs_per_device,
     )
-    out = console()
     if note := _unused_trials_note(settings):
         out.print(note)
     if workers == "auto":
@@ -237,6 +240,41 @@ def run(
         raise TunerError(summary.detail)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+def _run_study_file(study: str, studies: Path | None, storage_url: str, out: Console) -> Path:
+    """The study file `run --study` names; for a stored study's name, the file it recorded.
+
+    `status`, `report` and `retrain` take a stored study's name; `run` does too when the study
+    file it was created from is still where it was, and says in one line what to pass if not.
+    """
+    from tuner import attrs
+    from tuner.spec import load_spec
+    from tuner.storage import load_stored_study, mask_url
+
+    try:
+        return study_file(study, studies)
+    except TunerError as missing:
+        if Path(study).suffix == ".toml":
+            raise
+        try:  # must_exist: a mistyped name creates no SQLite file
+            stored = load_stored_study(study, storage_url)
+        except TunerError:
+            raise missing from None
+    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
+    if recorded and Path(recorded).is_file():
+        try:
+            same = load_spec(Path(recorded)).name == study
+        except TunerError:
+            same = False
+        if same:
+            out.print(f"study {study}: resuming with its study file {recorded}")
+            return Path(recorded)
+    where = f"created from {recorded}, which " if recorded else "its study file "
+    raise TunerError(
+        f"study {study!r} is in {mask_url(storage_url)}, {where}is no longer there "
+        "(or names another study): pass its study file, --study PATH.toml"
+    )
 
 
 def _unused_trials_note(settings: RunSettings) -> str | None:
