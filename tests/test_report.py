@@ -15,7 +15,7 @@ from study_fixtures import make_study, sqlite_url
 from tuner import attrs
 from tuner.errors import TunerError
 from tuner.report import build_report, history, importance, params, timeline, write_report
-from tuner.report.data import best_table, format_count, format_seconds, summarize
+from tuner.report.data import best_table, format_count, format_metric, format_seconds, summarize
 from tuner.report.style import STATE_STYLES
 
 PLOT_DIV = 'class="plotly-graph-div"'
@@ -238,6 +238,7 @@ def test_header_and_table_show_the_metric_with_its_four_decimals() -> None:
     page = build_report(one_value_trials(1.0, [("a:1", 0, 1), ("a:1", 1, 2)]))
     assert ">1.0000<" in page  # the best-value card, as the run's lines write it
     assert '<td class="pin pin-1">1.0000</td>' in page
+    assert format_metric(1234567.0) == "1,234,567"  # a params or flops objective
 
 
 def test_best_table_keeps_trial_and_value_in_view_when_it_scrolls() -> None:

@@ -250,8 +250,11 @@ def format_value(value: Any) -> str:
 
 
 def format_metric(value: float | None) -> str:
-    """A metric value as the run's lines show it: 1.0 -> "1.0000", not "1"."""
-    return MISSING if value is None else f"{value:.4f}"
+    """A metric value as the run's lines show it: 1.0 -> "1.0000", not "1"; counts such as
+    params or flops (1000 and more) as whole numbers, 1234567.0 -> "1,234,567"."""
+    if value is None:
+        return MISSING
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
 def format_count(value: Any) -> str:
