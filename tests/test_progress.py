@@ -98,6 +98,11 @@ def test_study_estimate_is_a_range_from_what_finished_trials_cost_pruned_ones_in
         progress.on_trial_end(study, add_trial(study, seconds, TrialState.COMPLETE))
     # 6 trials left; the middle half of the costs is 2 s to 7 s a trial.
     assert study_fact(progress, clock.now) == "study 12.0s to 42.0s left"
+    for seconds in (2.0, 2.0, 2.0, 2.0, 2.0):
+        progress.on_trial_end(study, add_trial(study, seconds, TrialState.PRUNED))
+    progress.watch(lambda trial: 0.0)(study.ask())  # the last trial runs: no "0s to ..."
+    progress.on_epoch(9, epoch_result(seconds=1.0))
+    assert study_fact(progress, clock.now) == "study ~2.0s left"
 
 
 def test_elapsed_counts_from_the_start_of_the_command_as_the_budget_does() -> None:

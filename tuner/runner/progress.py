@@ -250,6 +250,8 @@ class TrialProgress:
         trial_left = 0.0
         if running is not None:  # it may be pruned at any time: at most what it has left
             trial_left = min(running.seconds_left(now) or high, high)
+        if after == 0:  # only the running trial is left: no range of trials to span
+            return trial_left, trial_left
         return low * after / self.workers, trial_left + high * after / self.workers
 
     def _render(self) -> Group:
