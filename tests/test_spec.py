@@ -567,3 +567,32 @@ def test_a_missing_image_folder_names_the_study_file_and_key(tmp_path: Path) -> 
     message = load_error(path)
     assert message.startswith(f"{path}: [dataset].name: imagefolder ")
     assert str(tmp_path / "myshapes") in message and "study file's folder" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("n_startup_trials = 2 }", "n_startup_trials = 2, n_ei_candidates = 0 }", "[sampler]"),
+        ('name = "tpe"', 'name = "tpee"', "[sampler].name"),
+        ('name = "median"', 'name = "median"\nfoo = 1', "[pruner].foo"),
+    ],
+)
+def test_optuna_checks_run_in_the_preflight_step_after_parsing(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """Parsing checks names and ranges against registries; what needs Optuna (the sampler's
+    registry and options tried on a throwaway study) is the pre-flight step `load_spec` runs."""
+    from tuner.search.preflight import preflight
+    from tuner.spec import read_spec
+
+    path = write(tmp_path, edited(old, new))
+    message = load_error(path)
+    assert message.startswith(f"{path}: {key}")
+    if key == "[pruner].foo":  # the shape of a table is the parser's
+        with pytest.raises(TunerError, match=re.escape(message)):
+            read_spec(path)
+        return
+    spec = read_spec(path)
+    with pytest.raises(TunerError) as caught:
+        preflight(spec)
+    assert str(caught.value) == message

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuner.checking import Checker, check_seed
 from tuner.data.registry import IMAGEFOLDER_PREFIX, dataset_name_problem, imagefolder_path
-from tuner.spec.checker import Checker, check_seed
 
 if TYPE_CHECKING:
     from tuner.spec.schema import DatasetSpec
