@@ -324,7 +324,10 @@ def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolat
 
     path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
     gone = invoke("run", "--study", "my-shapes", "--storage", storage)
-    assert_user_error(gone, "'my-shapes' is in", str(path), "--study PATH.toml")
+    assert_user_error(gone, "'my-shapes' is in", str(path), "no longer there", "--study PATH.toml")
+    path.write_text(TINY.replace('name = "tiny"', 'name = "other"'))  # the file was reused
+    renamed = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(renamed, "now names study 'other'", "--study PATH.toml")
 
 
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:

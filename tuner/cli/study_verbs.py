@@ -263,17 +263,18 @@ def _run_study_file(study: str, studies: Path | None, storage_url: str, out: Con
             raise missing from None
     recorded = stored.user_attrs.get(attrs.STUDY_FILE)
     if recorded and Path(recorded).is_file():
-        try:
-            same = load_spec(Path(recorded)).name == study
-        except TunerError:
-            same = False
-        if same:
+        named = load_spec(Path(recorded)).name  # a file with a mistake says so, as with a path
+        if named == study:
             out.print(f"study {study}: resuming with its study file {recorded}")
             return Path(recorded)
-    where = f"created from {recorded}, which " if recorded else "its study file "
+        problem = f"created from {recorded}, which now names study {named!r}"
+    elif recorded:
+        problem = f"created from {recorded}, which is no longer there"
+    else:
+        problem = "and does not record its study file"
     raise TunerError(
-        f"study {study!r} is in {mask_url(storage_url)}, {where}is no longer there "
-        "(or names another study): pass its study file, --study PATH.toml"
+        f"study {study!r} is in {mask_url(storage_url)}, {problem}: pass its study file, "
+        "--study PATH.toml"
     )
 
 
