@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -20,15 +20,9 @@ from tuner.cli.common import (
     console,
     load_stored_study,
     studies_dir,
-    study_file,
     study_name,
 )
 from tuner.errors import TunerError
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from tuner.runner.settings import RunSettings
 
 
 class Precision(enum.StrEnum):
@@ -186,105 +180,35 @@ def run(
     Environment: TUNER_STORAGE (--storage), TUNER_STORAGE_RETRY_SECONDS
     (--storage-retry-seconds), TUNER_DATA_DIR, TUNER_CACHE_DIR, TUNER_STUDIES_DIR.
     """
+    from tuner.api import run as run_study
     from tuner.runner.settings import process_started_at
 
-    started_at = process_started_at()  # the budget counts from the command's start
-    from tuner.runner.run import run_study
-    from tuner.runner.settings import RunSettings
-    from tuner.storage import resolve_storage_url
-
-    storage_url = resolve_storage_url(storage)
-    out = console()
-    settings = RunSettings(
-        study_file=_run_study_file(study, studies, storage_url, out),
-        storage=storage_url,
-        storage_given=storage is not None,
+    summary = run_study(
+        study,
+        budget=_budget_seconds(budget),
         trials=trials,
-        device=device,
+        storage=storage,
         data_dir=data_dir,
+        workers=workers if workers == "auto" else int(workers),
+        device=device,
         cache_dir=cache_dir,
         timeout=timeout,
-        budget=_budget_seconds(budget),
-        started_at=started_at,
-        storage_retry_seconds=storage_retry_seconds,
-        force=force,
         precision=precision.value,
         compile=compile_model,
-        workers=1 if workers == "auto" else int(workers),
+        force=force,
         devices=devices,
         jobs_per_device=jobs_per_device,
+        storage_retry_seconds=storage_retry_seconds,
+        from_study=from_study,
+        enqueue_from=enqueue_from,
+        top=top,
+        enqueue_storage=enqueue_storage,
+        studies_dir=studies,
+        started_at=process_started_at(),  # the budget counts from the command's start
+        console=console(),
     )
-    if note := _unused_trials_note(settings):
-        out.print(note)
-    if workers == "auto":
-        from tuner.runner.plan import resolve_workers_auto
-
-        settings, line = resolve_workers_auto(settings)
-        out.print(line)
-    if enqueue_from and from_study:
-        raise TunerError("--from and --enqueue-from: give one of them")
-    if enqueue_from or from_study:
-        from tuner.runner.warm import WarmStart, apply_warm_start
-        from tuner.storage import resolve_storage_url as resolve
-
-        warm = WarmStart(
-            source=from_study or enqueue_from or "",
-            storage=resolve(enqueue_storage) if enqueue_storage else None,
-            top=top,
-            copy=from_study is not None,
-        )
-        out.print(apply_warm_start(settings, warm))
-    summary = run_study(settings, out)
-    views.print_run_end(out, summary)
-    if summary.detail is not None:
-        raise TunerError(summary.detail)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
-
-
-def _run_study_file(study: str, studies: Path | None, storage_url: str, out: Console) -> Path:
-    """The study file `run --study` names; for a stored study's name, the file it recorded.
-
-    `status`, `report` and `retrain` take a stored study's name; `run` does too when the study
-    file it was created from is still where it was, and says in one line what to pass if not.
-    """
-    from tuner import attrs
-    from tuner.spec import load_spec
-    from tuner.storage import load_stored_study, mask_url
-
-    try:
-        return study_file(study, studies)
-    except TunerError as missing:
-        if Path(study).suffix == ".toml":
-            raise
-        try:  # must_exist: a mistyped name creates no SQLite file
-            stored = load_stored_study(study, storage_url)
-        except TunerError:
-            raise missing from None
-    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
-    if recorded and Path(recorded).is_file():
-        named = load_spec(Path(recorded)).name  # a file with a mistake says so, as with a path
-        if named == study:
-            out.print(f"study {study}: resuming with its study file {recorded}")
-            return Path(recorded)
-        problem = f"created from {recorded}, which now names study {named!r}"
-    elif recorded:
-        problem = f"created from {recorded}, which is no longer there"
-    else:
-        problem = "and does not record its study file"
-    raise TunerError(
-        f"study {study!r} is in {mask_url(storage_url)}, {problem}: pass its study file, "
-        "--study PATH.toml"
-    )
-
-
-def _unused_trials_note(settings: RunSettings) -> str | None:
-    """`[training] trials` gives way to a budget: said once, before any worker starts."""
-    from tuner.runner.settings import run_budget, unused_trials_note
-    from tuner.spec import load_spec
-
-    spec = load_spec(settings.study_file)
-    return unused_trials_note(settings.trials, spec, run_budget(settings, spec))
 
 
 @app.command("studies")
@@ -317,10 +241,7 @@ def report(
     studies: StudiesDirOption = None,
 ) -> None:
     """Write one self-contained HTML report of a study (opens offline)."""
-    from tuner.files import study_slug
-    from tuner.report import write_report
+    from tuner.api import write_report
 
-    optuna_study = load_stored_study(study_name(study, studies), storage)
-    default = Path(f"report-{study_slug(optuna_study.study_name)}.html")
-    path = write_report(optuna_study, out or default)
+    path = write_report(study, out, storage, studies_dir=studies)
     console().print(f"report written to {path}")
