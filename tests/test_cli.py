@@ -175,8 +175,9 @@ def test_progress_off_a_terminal_is_one_log_line_per_epoch(isolated: Path) -> No
     first, second = epochs
     assert "trial 0 epoch 1/2: val_accuracy " in first
     assert "trial 0 epoch 2/2: val_accuracy " in second
-    for fact in ("epoch ~", "trial ~", "study ~", "elapsed ", "finished 0/1", "best -"):
+    for fact in ("epoch ~", "trial ~", "elapsed ", "finished 0/1", "best -"):
         assert fact in first, fact
+    assert "study ~" not in first  # no guess at the study's time before any trial finished
     assert "\x1b[" not in result.output  # no terminal codes in a log
 
 
@@ -190,7 +191,7 @@ def test_progress_on_a_terminal_is_a_live_view(isolated: Path) -> None:
     assert result.exit_code == 0, result.output
     # Every epoch is drawn at its first batch: the second one knows how long an epoch takes.
     assert re.search(r"trial 0  epoch 2/2  batch 1/\d+  epoch ~\S+  trial ~\S+ left", result.stdout)
-    assert re.search(r"tiny\S*  elapsed \S+  study ~\S+ left  finished 0/1  best -", result.stdout)
+    assert re.search(r"tiny\S*  elapsed \S+  finished 0/1  best -", result.stdout)
     assert "finished 1/1" in result.stdout  # the last view, once the trial ended
     assert "this run: 1 trial in " in result.stdout
     assert " epoch 1/2: val_accuracy" not in result.stderr  # no log lines under a live view
@@ -309,6 +310,26 @@ def test_unknown_study_name_lists_the_available_ones(isolated: Path) -> None:
     assert not (isolated / "tuner.db").exists()
 
 
+def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolated: Path) -> None:
+    (isolated / "work").mkdir()
+    path = isolated / "work" / "my.toml"
+    path.write_text(TINY.replace('name = "tiny"', 'name = "my-shapes"'))
+    storage = f"sqlite:///{isolated / 'tuner.db'}"
+    first = invoke("run", "--study", path, "--storage", storage, "--trials", "1")
+    assert first.exit_code == 0, first.output
+    again = invoke("run", "--study", "my-shapes", "--storage", storage, "--trials", "2")
+    assert again.exit_code == 0, again.output
+    assert f"resuming with its study file {path}" in again.stdout
+    assert len(optuna.load_study(study_name="my-shapes", storage=storage).trials) == 2
+
+    path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
+    gone = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(gone, "'my-shapes' is in", str(path), "no longer there", "--study PATH.toml")
+    path.write_text(TINY.replace('name = "tiny"', 'name = "other"'))  # the file was reused
+    renamed = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(renamed, "now names study 'other'", "--study PATH.toml")
+
+
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
     path = isolated / "mnist.toml"
     path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))
@@ -403,3 +424,17 @@ def test_help_is_still_rich_help(cli_state) -> None:
     result = invoke()  # no arguments: the help, not an error
     assert "Usage: tuner" in result.stdout and "╭─ Commands" in result.stdout
     assert "error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "verb",
+    ["run", "studies", "status", "report", "best", "retrain", "visualize", "predict", "dashboard"],
+)
+def test_help_at_80_columns_shows_every_option_text_whole(verb: str) -> None:
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"}, prog_name="tuner")
+    assert result.exit_code == 0
+    assert "…" not in result.output  # rich cuts a word too long for its column with an ellipsis
+    if verb == "run":
+        assert "~/.cache/tuner/data" in result.output
+        assert "TUNER_STORAGE_RETRY_SECONDS" in result.output
+        assert "[training]" in result.output  # not eaten as rich markup

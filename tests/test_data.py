@@ -571,3 +571,40 @@ def test_too_few_images_for_a_split(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path, train=1, test=1)
     with pytest.raises(TunerError, match="too few images"):
         split(load("mnist", tmp_path), val_fraction=0.5, split_seed=0)
+
+
+class FailingAfterMakingFolders:
+    """torchvision's MNIST as it fails: its raw/ folder is made before the download breaks."""
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise urllib.error.URLError("Name or service not known")
+
+
+class DownloadingBoth:
+    """torchvision's MNIST as it succeeds: each split's IDX files under FashionMNIST/raw/."""
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        raw = Path(root) / "FashionMNIST" / "raw"
+        if not (raw / "train-images-idx3-ubyte").exists():
+            write_idx_dataset(raw, train=20, test=5, gz=False)
+
+
+def test_a_failed_download_leaves_nothing_in_the_users_data_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    users = tmp_path / "my-data"
+    users.mkdir()
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", FailingAfterMakingFolders)
+    with pytest.raises(TunerError, match="not found"):
+        load_dataset("fashion-mnist", users, cache_dir=tmp_path / "cache")
+    assert list(users.iterdir()) == []
+
+
+def test_a_download_lands_in_the_data_folder_once_it_has_succeeded(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", DownloadingBoth)
+    dataset = load_dataset("fashion-mnist", tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert_images(dataset, (1, 28, 28), 20, 5)
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()

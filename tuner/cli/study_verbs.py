@@ -71,7 +71,7 @@ def run(
             "-n",
             min=1,
             help="Finished trials the study should have in total, across all workers "
-            "(default: the study file's [training].trials).",
+            "(default: the study file's \\[training] trials).",
         ),
     ] = None,
     storage: StorageOption = None,
@@ -93,7 +93,7 @@ def run(
             "--budget",
             help="Wall-clock budget of the whole run, e.g. 90s, 10m, 1h30m or seconds: the run "
             "ends on time, cutting the running trial, and fixes max_epochs to fit it (default: "
-            "the study file's [training].budget).",
+            "the study file's \\[training] budget).",
         ),
     ] = None,
     storage_retry_seconds: Annotated[
@@ -102,7 +102,7 @@ def run(
             "--storage-retry-seconds",
             callback=_positive_seconds,
             help="How long a database outage may last before the workers give up. "
-            "Default: $TUNER_STORAGE_RETRY_SECONDS, else 60.",
+            "Default: 60, or the variable named below.",
         ),
     ] = None,
     force: Annotated[
@@ -176,6 +176,9 @@ def run(
     """Run trials of a study until it has --trials finished trials (resumes if it exists).
 
     Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
+
+    Environment: TUNER_STORAGE (--storage), TUNER_STORAGE_RETRY_SECONDS
+    (--storage-retry-seconds), TUNER_DATA_DIR, TUNER_CACHE_DIR, TUNER_STUDIES_DIR.
     """
     from tuner.api import run as run_study
     from tuner.runner.settings import process_started_at

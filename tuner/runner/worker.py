@@ -75,6 +75,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             workers=1 if settings.slot is None else settings.slot.count,
             deadline=None if plan is None else started + (plan.clock.deadline - now),
             first_result_epochs=schedule.first_result_epochs,
+            started=started - (now - started_at),  # elapsed counts as the budget does
         )
         with progress:
             objective = make_objective(

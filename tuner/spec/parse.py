@@ -136,7 +136,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     sampler = parse_sampler(check, data)
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
-    validate_dataset(check, dataset)
+    dataset = validate_dataset(check, dataset)
     training = parse_training(check, data)
     _validate_training(check, training)
     augment = parse_augment(check, data)
@@ -203,6 +203,6 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
         raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
     if training.patience < 0:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
-    if training.trials < 1:
+    if training.trials is not None and training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
     check_seed(check, training.seed, "[training].seed")
