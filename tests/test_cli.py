@@ -309,6 +309,16 @@ def test_unknown_study_name_lists_the_available_ones(isolated: Path) -> None:
     assert not (isolated / "tuner.db").exists()
 
 
+@pytest.mark.parametrize("name", ["a" * 300, "é" * 128], ids=["300 a", "128 é"])
+@pytest.mark.parametrize("verb", ["run", "status", "report", "best", "retrain", "confirm"])
+def test_a_study_name_too_long_for_a_file_name_is_one_line(
+    isolated: Path, verb: str, name: str
+) -> None:
+    """300 bytes are more than a file name may have; 128 'é' were accepted, then broke report."""
+    size = len(name.encode())
+    assert_user_error(invoke(verb, "--study", name), f"has {size} bytes", "128")
+
+
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
     path = isolated / "mnist.toml"
     path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))

@@ -486,7 +486,8 @@ def test_find_study_file_missing_name_lists_the_available_studies(tmp_path: Path
         ('"tab\\there"', "control character"),
         ('"line\\u2028break"', "control character"),
         ('"right\\u202eleft"', "control character"),  # shows text reversed in a file list
-        ('"' + "x" * 129 + '"', "has 129 characters"),
+        ('"' + "x" * 129 + '"', "has 129 bytes"),
+        ('"' + "é" * 65 + '"', "has 130 bytes"),  # 65 characters, 2 bytes each in UTF-8
     ],
     ids=[
         "relative",
@@ -499,6 +500,7 @@ def test_find_study_file_missing_name_lists_the_available_studies(tmp_path: Path
         "line separator",
         "bidi override",
         "too long",
+        "too many bytes",
     ],
 )
 def test_study_name_that_could_leave_its_folder_is_refused(
@@ -507,7 +509,7 @@ def test_study_name_that_could_leave_its_folder_is_refused(
     message = load_error(write(tmp_path, edited('name = "tiny"', f"name = {toml_name}")))
     assert message.startswith(f"{tmp_path / 'study.toml'}: name: ")
     assert problem in message
-    assert "without / or \\" in message and "128 characters" in message  # what is allowed
+    assert "without / or \\" in message and "128 bytes (UTF-8)" in message  # what is allowed
 
 
 def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Path) -> None:
@@ -516,6 +518,6 @@ def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Pa
     assert "starts with '.'" in message
 
 
-@pytest.mark.parametrize("name", ["fashion mnist v2", "mnist_2024-06.b", "é∂", "x" * 128])
+@pytest.mark.parametrize("name", ["fashion mnist v2", "mnist_2024-06.b", "é∂", "x" * 128, "é" * 64])
 def test_study_names_that_stay_in_their_folder_are_accepted(tmp_path: Path, name: str) -> None:
     assert load_spec(write(tmp_path, edited('name = "tiny"', f'name = "{name}"'))).name == name

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from tuner.cli.errors import TunerGroup
 from tuner.errors import TunerError
+from tuner.files import name_too_long
 from tuner.runner.console import configure_logging, make_console
 
 app = typer.Typer(
@@ -94,7 +95,7 @@ def study_name(study: str, studies: Path | None) -> str:
     try:
         path = study_file(study, studies)
     except TunerError:
-        if Path(study).suffix == ".toml":
+        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
             raise
         return study  # not a file: take it as the name of a study in storage
     return load_spec(path).name

@@ -15,7 +15,7 @@ allowed, so a typo never reaches storage.
 from tuner.spec.checker import MAX_SEED
 from tuner.spec.find import find_study_file, list_study_files
 from tuner.spec.params import MAX_GRID_POINTS
-from tuner.spec.parse import MAX_NAME_LENGTH, load_spec, parse_spec
+from tuner.spec.parse import load_spec, parse_spec
 from tuner.spec.schema import (
     METRICS,
     PARAMETERS,
@@ -30,7 +30,6 @@ from tuner.spec.schema import (
 
 __all__ = [
     "MAX_GRID_POINTS",
-    "MAX_NAME_LENGTH",
     "MAX_SEED",
     "METRICS",
     "PARAMETERS",

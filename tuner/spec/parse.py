@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
-from tuner.files import read_text_file
+from tuner.files import MAX_NAME_BYTES, name_too_long, read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
 from tuner.spec.checker import Checker, check_seed, shown, shown_key
@@ -25,9 +25,8 @@ from tuner.spec.options import parse_pruner, parse_sampler, trial_run
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
 
-MAX_NAME_LENGTH = 128  # study names end up in file names, which most filesystems cap at 255 bytes
 NAME_RULE = (
-    f"a study name has 1 to {MAX_NAME_LENGTH} characters, without / or \\, '..', a leading '.' "
+    f"a study name has 1 to {MAX_NAME_BYTES} bytes (UTF-8), without / or \\, '..', a leading '.' "
     "or control characters (it becomes part of file names)"
 )
 
@@ -159,8 +158,8 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
     if not name.strip():
         raise check.fail(key, "must not be empty")
     problem = None
-    if len(name) > MAX_NAME_LENGTH:
-        problem = f"has {len(name)} characters"
+    if name_too_long(name):
+        problem = f"has {len(name.encode('utf-8', 'surrogatepass'))} bytes"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
     elif ".." in name:
