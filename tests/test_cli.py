@@ -138,6 +138,35 @@ def test_output_to_a_file_is_not_wrapped(workspace: Workspace) -> None:
     assert header.endswith(f"2 trials in total, storage {workspace.storage}")
 
 
+def test_a_run_that_lost_its_storage_sums_up_what_it_saw(isolated: Path, monkeypatch) -> None:
+    """The database file gone after 3 complete trials: the summary still counts them and
+    names the best one, from what this process saw last."""
+    from tuner.search import study as search_study
+
+    real_run_trials = search_study.run_trials
+
+    def lose_storage_after_three(study, objective, total, **options):
+        real_run_trials(study, objective, 3, **options)
+        study._storage.rdb.engine.dispose()  # close the connections to the file, then move it
+        database = Path(study._storage.rdb.engine.url.database)
+        database.rename(database.with_name("moved.db"))
+        for extra in ("-wal", "-shm"):
+            Path(f"{database}{extra}").unlink(missing_ok=True)
+        database.mkdir()  # where the file was: SQLite cannot open it, as on a lost mount
+        return real_run_trials(study, objective, total, **options)
+
+    monkeypatch.setattr(search_study, "run_trials", lose_storage_after_three)
+    (isolated / "tiny.toml").write_text(TINY)
+    result = invoke(
+        "run", "--study", "tiny.toml", "--trials", "6", "--storage-retry-seconds", "0.3"
+    )
+    assert result.exit_code == 2, result.output
+    assert "no trial has completed yet" not in result.stdout
+    assert "this run: 3 trials" in result.stdout and "(3 complete, 0 pruned" in result.stdout
+    assert re.search(r"study tiny: 3/6 finished trials, best val_accuracy 0\.\d{4} \(trial \d\)",
+                     result.stdout), result.stdout  # fmt: skip
+
+
 def test_a_run_stopped_by_its_timeout_says_so_and_the_same_command_continues(
     isolated: Path,
 ) -> None:

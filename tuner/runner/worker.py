@@ -14,7 +14,13 @@ from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_prune
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
-from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
+from tuner.runner.summary import (
+    RunSummary,
+    StopReason,
+    StudyStateSeen,
+    study_state,
+    target_text,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -120,7 +126,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 first_result_epochs=first_result_epochs,
                 max_epochs=None if plan is None else lambda: plan.epochs,
             )
-            callbacks = [progress.on_trial_end]
+            seen = StudyStateSeen(study_state(study))
+            callbacks = [progress.on_trial_end, seen.on_trial_end]
             if plan is not None:
 
                 def replan(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -154,10 +161,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         ran = progress.ran
         if retried or (detail and progress.current_trial is not None):
             ran = dataclasses.replace(ran, failed=ran.failed + 1)  # the trial cut short
-        try:
-            state = study_state(study)
-        except TunerError:  # the storage is gone: what this process saw last
-            state = {"finished": progress.finished}
+        state = seen.now(study)  # what this process saw last, if the storage is gone
         return RunSummary(
             study=spec.name,
             reason=reason,

@@ -315,8 +315,10 @@ def _is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             if isinstance(current.orig, sqlite3.Error):
-                # SQLite's other OperationalErrors (no such table, ...) do not go away.
-                return any(word in str(current.orig) for word in ("locked", "busy"))
+                # A file that cannot be opened (its mount gone) may come back; SQLite's other
+                # OperationalErrors (no such table, ...) do not go away.
+                transient = ("locked", "busy", "unable to open")
+                return any(word in str(current.orig) for word in transient)
             return True
         if isinstance(current, sqlalchemy.exc.TimeoutError):  # no pooled connection came free
             return True
