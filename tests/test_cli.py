@@ -425,6 +425,20 @@ def test_bad_command_line_is_one_plain_line_and_a_help_hint(
     assert not (isolated / "tuner.db").exists()
 
 
+@pytest.mark.parametrize(
+    "option",
+    [["--trials", "2000000"], ["--timeout", "1e12"], ["--timeout", "nan"]],
+    ids=["2M trials", "1e12 s timeout", "nan timeout"],
+)
+def test_run_options_beyond_sane_limits_are_one_line(isolated: Path, option: list[str]) -> None:
+    """Refused before the study is looked for (the one named here does not exist)."""
+    result = invoke("run", "--study", "nope.toml", *option)
+    assert result.exit_code == 2, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: ") and f"'{option[0]}'" in first, result.stderr
+    assert "1000000" in first or "365 days" in first, result.stderr
+
+
 def test_precision_choices_are_the_engines() -> None:
     from tuner.cli import Precision
     from tuner.engine import PRECISIONS

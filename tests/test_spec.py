@@ -9,6 +9,7 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.spec import PARAMETERS, find_study_file, list_study_files, load_spec
+from tuner.spec.budget import parse_duration
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -510,6 +511,32 @@ def test_study_name_that_could_leave_its_folder_is_refused(
     assert message.startswith(f"{tmp_path / 'study.toml'}: name: ")
     assert problem in message
     assert "without / or \\" in message and "128 bytes (UTF-8)" in message  # what is allowed
+
+
+def test_a_budget_over_a_year_is_refused_for_the_file_and_the_flag() -> None:
+    with pytest.raises(ValueError, match="must be at most 365 days"):
+        parse_duration("99999999999999999999h")
+    assert parse_duration("8760h") == 365 * 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("training", "fragments"),
+    [
+        ("max_epochs = -5", ("[training].max_epochs: must be 1 to 10,000, got -5",)),
+        ("max_epochs = 9223372036854775807", ("[training].max_epochs", "1 to 10,000")),
+        ("max_epochs = 2\ntrials = 9223372036854775807", ("[training].trials", "1 to 1,000,000")),
+        ('max_epochs = 2\nbudget = "99999999999999999999h"', ("[training].budget", "365 days")),
+        ("max_epochs = 2\nbudget = 1e300", ("[training].budget", "at most 365 days")),
+    ],
+    ids=["negative epochs", "64-bit epochs", "64-bit trials", "huge budget", "1e300 s budget"],
+)
+def test_training_values_out_of_range_name_the_key_the_file_has_and_the_limit(
+    tmp_path: Path, training: str, fragments: tuple[str, ...]
+) -> None:
+    message = load_error(write(tmp_path, edited("max_epochs = 2", training)))
+    assert "full_trial_min_epochs" not in message  # a key the file does not have
+    for fragment in fragments:
+        assert fragment in message, message
 
 
 def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Path) -> None:

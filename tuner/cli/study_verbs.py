@@ -24,6 +24,7 @@ from tuner.cli.common import (
     study_name,
 )
 from tuner.errors import TunerError
+from tuner.spec.parse import MAX_TRIALS
 
 
 class Precision(enum.StrEnum):
@@ -35,9 +36,14 @@ class Precision(enum.StrEnum):
 
 
 def _positive_seconds(value: float | None) -> float | None:
-    """`--timeout`: zero or less would stop before the first trial."""
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    """`--timeout`: zero or less would stop before the first trial; more than a year is a typo."""
+    from tuner.spec.budget import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
+
+    if value is not None and not 0 < value <= MAX_DURATION_SECONDS:
+        raise typer.BadParameter(
+            f"{value:g} is not a number of seconds above 0 and at most {MAX_DURATION_TEXT} "
+            f"({MAX_DURATION_SECONDS})"
+        )
     return value
 
 
@@ -71,6 +77,7 @@ def run(
             "--trials",
             "-n",
             min=1,
+            max=MAX_TRIALS,
             help="Finished trials the study should have in total, across all workers "
             "(default: the study file's [training].trials).",
         ),

@@ -30,6 +30,7 @@ NAME_RULE = (
     "or control characters (it becomes part of file names)"
 )
 
+MAX_TRIALS = 1_000_000  # [training].trials and --trials: more is a typo, not a study
 MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
 # tomllib takes a second or two per MB, and time quadratic in a dotted key's length (a key of
 # 20,000 parts: 15 s). Study files have a few kB and keys of at most 3 parts.
@@ -174,10 +175,10 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
 
 
 def _validate_training(check: Checker, training: TrainingSpec) -> None:
-    if training.max_epochs < 1:
-        raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
     if training.patience < 0:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
-    if training.trials < 1:
-        raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
+    if not 1 <= training.trials <= MAX_TRIALS:
+        raise check.fail(
+            "[training].trials", f"must be 1 to {MAX_TRIALS:,}, got {shown(training.trials)}"
+        )
     check_seed(check, training.seed, "[training].seed")
