@@ -43,6 +43,7 @@ from tuner.storage import (
     open_storage,
     resolve_retry_seconds,
     resolve_storage_url,
+    settle_stale_trials,
 )
 from tuner.storage import _optuna as optuna_private
 
@@ -627,6 +628,24 @@ def test_optuna_private_parts_are_still_there(tmp_path: Path) -> None:
     trial = study.ask()
     never_beaten = optuna_private.never_beaten_trial_ids
     assert never_beaten(storage.rdb.engine, study._study_id, lambda exc: False) == [trial._trial_id]
+
+
+def test_a_damaged_sqlite_file_is_not_taken_for_a_schema_change(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """`tuner status` on a damaged file: one error line, not first a schema-change warning."""
+    storage = open_storage(f"sqlite:///{tmp_path}/t.db", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    study.ask()  # a running trial, for the stale check to look at
+
+    def damaged() -> None:
+        malformed = sqlite3.DatabaseError("database disk image is malformed")
+        raise sqlalchemy.exc.DatabaseError("SELECT ...", {}, malformed)
+
+    monkeypatch.setattr(storage.rdb.engine, "connect", damaged)
+    with pytest.raises(TunerError, match=r"the file is damaged \(database disk image is malformed"):
+        settle_stale_trials(study)
+    assert "schema may have changed" not in caplog.text
 
 
 def test_the_orphan_check_degrades_when_the_schema_changes(
