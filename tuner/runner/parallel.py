@@ -271,6 +271,7 @@ def worker_ended(index: int, code: int) -> str:
 def worker_main(settings: RunSettings, results: Connection) -> None:
     """A worker process's entry: run trials with `settings`, send the summary to the parent."""
     from tuner.runner.console import configure_logging, make_console
+    from tuner.runner.host import registered, registry_folder
 
     # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then
     # sends each worker one SIGTERM (a second signal could cut short the FAIL write).
@@ -278,7 +279,8 @@ def worker_main(settings: RunSettings, results: Connection) -> None:
     assert settings.slot is not None
     configure_logging(settings.slot.log_level)
     try:
-        summary = run_worker(settings, make_console())
+        with registered(registry_folder(settings.cache_dir)):  # other runs here count it
+            summary = run_worker(settings, make_console())
     except TunerError as exc:
         print(f"error: worker {settings.slot.index}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,7 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
+from tuner.runner import host
 from tuner.runner.budget import default_steps_per_epoch, plan_budget, rung_pruner
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
@@ -69,6 +70,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         data = to_device(splits, device)
         if slot is not None:
             torch.set_num_threads(slot.threads)  # the machine's cores, split between workers
+        # Other `tuner run` processes on this machine: a share of the cores, before each trial.
+        share_cores = None if slot is not None else host.share_cores(settings.cache_dir)
         seed_offset = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
         study = open_study(
             spec,
@@ -128,6 +131,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             )
             seen = StudyStateSeen(study_state(study))
             callbacks = [progress.on_trial_end, seen.on_trial_end]
+            if share_cores is not None:
+                callbacks.append(share_cores)
             if plan is not None:
 
                 def replan(study: optuna.Study, trial: FrozenTrial) -> None:
