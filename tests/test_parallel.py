@@ -1,5 +1,6 @@
 """`tuner run --workers K`: K real worker processes share one study and stop at the total."""
 
+import io
 import os
 import re
 import signal
@@ -161,3 +162,40 @@ def test_a_killed_worker_is_reported_in_one_line_and_the_others_finish(tmp_path)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     ]
     assert len(finished) >= 3  # the other worker finished the study
+
+
+def test_workers_that_lost_the_storage_are_summed_up_from_what_they_saw(tmp_path, monkeypatch):
+    """The parent cannot read the study at the end: the latest view a worker sent is used."""
+    from rich.console import Console
+
+    from tuner.runner import parallel
+    from tuner.runner.summary import RunSummary, StopReason, TrialCounts
+
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY_STUDY)
+
+    def worker_summary(finished: int, best: float, trial: int) -> RunSummary:
+        return RunSummary(
+            study="tiny-parallel", reason=StopReason.ERROR, ran=TrialCounts(complete=8),
+            finished=finished, target=40, seconds=1.0, report_command="", metric="val_accuracy",
+            best_value=best, best_trial=trial, best_params={"fc_units": 16}, detail="lost",
+        )  # fmt: skip
+
+    outcomes = [(2, worker_summary(15, 0.91, 9)), (2, worker_summary(16, 0.93, 15))]
+    monkeypatch.setattr(parallel, "run_workers", lambda launches: (outcomes, False))
+
+    def lost(study):
+        raise TunerError("lost the storage for 60 s")
+
+    monkeypatch.setattr(parallel, "study_state", lost)
+    settings = RunSettings(
+        study_file=study_file,
+        storage=f"sqlite:///{tmp_path / 'tuner.db'}",
+        trials=40,
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        workers=2,
+    )
+    summary = parallel.run_parallel(settings, Console(file=io.StringIO()))
+    assert (summary.finished, summary.best_trial, summary.best_value) == (16, 15, 0.93)
+    assert summary.ran.complete == 16 and summary.metric == "val_accuracy"

@@ -138,6 +138,12 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     outcomes, interrupted = run_workers(launches)
     reasons, details = [StopReason.INTERRUPTED] if interrupted else [], []
     ran, retried = TrialCounts(), ()
+    try:
+        state = study_state(study)
+    except TunerError:  # the storage is gone: the latest view a worker had (most finished)
+        seen = [summary for _code, summary in outcomes if summary is not None]
+        latest = max(seen, key=lambda summary: summary.finished, default=None)
+        state = {} if latest is None else _study_fields(latest)
     for launch, (code, summary) in zip(launches, outcomes, strict=True):
         if summary is not None:
             reasons.append(summary.reason)
@@ -162,8 +168,14 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
         budget_epochs=None if budget is None else study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS),
         retried=tuple(sorted(retried)),
         detail="; ".join(details) if reason == StopReason.ERROR else None,
-        **study_state(study),
+        **{"finished": 0, **state},
     )
+
+
+def _study_fields(summary: RunSummary) -> dict[str, object]:
+    """The study-wide fields of a worker's summary (see tuner.runner.summary.study_state)."""
+    fields = ("finished", "metric", "best_value", "best_trial", "best_params")
+    return {name: getattr(summary, name) for name in fields}
 
 
 def run_workers(
