@@ -141,9 +141,9 @@ def test_output_to_a_file_is_not_wrapped(workspace: Workspace) -> None:
 def test_a_run_that_lost_its_storage_sums_up_what_it_saw(isolated: Path, monkeypatch) -> None:
     """The database file gone after 3 complete trials: the summary still counts them and
     names the best one, from what this process saw last."""
-    from tuner.search import study as search_study
+    from tuner.runner import worker
 
-    real_run_trials = search_study.run_trials
+    real_run_trials = worker.run_trials
 
     def lose_storage_after_three(study, objective, total, **options):
         real_run_trials(study, objective, 3, **options)
@@ -155,7 +155,7 @@ def test_a_run_that_lost_its_storage_sums_up_what_it_saw(isolated: Path, monkeyp
         database.mkdir()  # where the file was: SQLite cannot open it, as on a lost mount
         return real_run_trials(study, objective, total, **options)
 
-    monkeypatch.setattr(search_study, "run_trials", lose_storage_after_three)
+    monkeypatch.setattr(worker, "run_trials", lose_storage_after_three)
     (isolated / "tiny.toml").write_text(TINY)
     result = invoke(
         "run", "--study", "tiny.toml", "--trials", "6", "--storage-retry-seconds", "0.3"

@@ -41,7 +41,7 @@ def _positive_seconds(value: float | None) -> float | None:
 
     if value is not None and not 0 < value <= MAX_DURATION_SECONDS:
         raise typer.BadParameter(
-            f"{value:g} is not a number of seconds above 0 and at most {MAX_DURATION_TEXT} "
+            f"{value:g} is not a positive number of seconds up to {MAX_DURATION_TEXT} "
             f"({MAX_DURATION_SECONDS})"
         )
     return value
