@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +11,6 @@ import typer
 from rich.console import Console
 
 from tuner.cli.errors import TunerGroup
-from tuner.errors import TunerError
-from tuner.files import name_too_long
 from tuner.runner.console import configure_logging, make_console
 
 app = typer.Typer(
@@ -22,8 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-
-REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent.parent / "studies"
 
 StudyOption = Annotated[
     str,
@@ -73,32 +68,23 @@ def console() -> Console:
 
 def studies_dir(option: Path | None) -> Path:
     """Where `--study NAME` is looked up."""
-    if option is not None:
-        return option
-    if "TUNER_STUDIES_DIR" in os.environ:
-        return Path(os.environ["TUNER_STUDIES_DIR"])
-    local = Path("studies")
-    return local if local.is_dir() else REPO_STUDIES_DIR
+    from tuner.api import studies_dir as lookup
+
+    return lookup(option)
 
 
 def study_file(study: str, studies: Path | None) -> Path:
     """The study file `--study` names (a name in the studies folder, or a path)."""
-    from tuner.spec import find_study_file
+    from tuner.api import study_source
 
-    return find_study_file(study, studies_dir(studies))
+    return study_source(study, studies).path
 
 
 def study_name(study: str, studies: Path | None) -> str:
     """`--study` for verbs that read storage: a study file's name, or a stored study's name."""
-    from tuner.spec import load_spec
+    from tuner.api import stored_study_name
 
-    try:
-        path = study_file(study, studies)
-    except TunerError:
-        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
-            raise
-        return study  # not a file: take it as the name of a study in storage
-    return load_spec(path).name
+    return stored_study_name(study, studies)
 
 
 def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:

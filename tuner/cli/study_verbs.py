@@ -20,7 +20,6 @@ from tuner.cli.common import (
     console,
     load_stored_study,
     studies_dir,
-    study_file,
     study_name,
 )
 from tuner.errors import TunerError
@@ -185,55 +184,33 @@ def run(
 
     Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
     """
+    from tuner.api import run as run_study
     from tuner.runner.settings import process_started_at
 
-    started_at = process_started_at()  # the budget counts from the command's start
-    from tuner.runner.run import run_study
-    from tuner.runner.settings import RunSettings
-    from tuner.storage import resolve_storage_url
-
-    settings = RunSettings(
-        study_file=study_file(study, studies),
-        storage=resolve_storage_url(storage),
-        storage_given=storage is not None,
+    summary = run_study(
+        study,
+        budget=_budget_seconds(budget),
         trials=trials,
-        device=device,
+        storage=storage,
         data_dir=data_dir,
+        workers=workers if workers == "auto" else int(workers),
+        device=device,
         cache_dir=cache_dir,
         timeout=timeout,
-        budget=_budget_seconds(budget),
-        started_at=started_at,
-        storage_retry_seconds=storage_retry_seconds,
-        force=force,
         precision=precision.value,
         compile=compile_model,
-        workers=1 if workers == "auto" else int(workers),
+        force=force,
         devices=devices,
         jobs_per_device=jobs_per_device,
+        storage_retry_seconds=storage_retry_seconds,
+        from_study=from_study,
+        enqueue_from=enqueue_from,
+        top=top,
+        enqueue_storage=enqueue_storage,
+        studies_dir=studies,
+        started_at=process_started_at(),  # the budget counts from the command's start
+        console=console(),
     )
-    out = console()
-    if workers == "auto":
-        from tuner.runner.plan import resolve_workers_auto
-
-        settings, line = resolve_workers_auto(settings)
-        out.print(line)
-    if enqueue_from and from_study:
-        raise TunerError("--from and --enqueue-from: give one of them")
-    if enqueue_from or from_study:
-        from tuner.runner.warm import WarmStart, apply_warm_start
-        from tuner.storage import resolve_storage_url as resolve
-
-        warm = WarmStart(
-            source=from_study or enqueue_from or "",
-            storage=resolve(enqueue_storage) if enqueue_storage else None,
-            top=top,
-            copy=from_study is not None,
-        )
-        out.print(apply_warm_start(settings, warm))
-    summary = run_study(settings, out)
-    views.print_run_end(out, summary)
-    if summary.detail is not None:
-        raise TunerError(summary.detail)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -268,10 +245,7 @@ def report(
     studies: StudiesDirOption = None,
 ) -> None:
     """Write one self-contained HTML report of a study (opens offline)."""
-    from tuner.files import study_slug
-    from tuner.report import write_report
+    from tuner.api import write_report
 
-    optuna_study = load_stored_study(study_name(study, studies), storage)
-    default = Path(f"report-{study_slug(optuna_study.study_name)}.html")
-    path = write_report(optuna_study, out or default)
+    path = write_report(study, out, storage, studies_dir=studies)
     console().print(f"report written to {path}")

@@ -89,7 +89,7 @@ def plan_workers(settings: RunSettings, workers: int, devices: list[str]) -> lis
         raise TunerError(f"--workers must be >= 1, got {workers}")
     threads = worker_threads(workers)
     base = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
-    level = logging.getLogger().getEffectiveLevel()
+    level = logging.getLogger("tuner").getEffectiveLevel()  # the root's, unless tuner.run set it
     return [
         WorkerLaunch(
             index,
@@ -109,11 +109,10 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     from tuner.data import load_dataset
     from tuner.engine import pick_device
     from tuner.search.study import open_study
-    from tuner.spec import load_spec
     from tuner.storage import check_local_workers, mask_url, open_storage
 
     started = time.monotonic()
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     budget = run_budget(settings, spec)
     total = trial_target(settings.trials, spec, budget)
     devices = resolve_devices(settings.devices, settings.device)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
@@ -72,7 +72,7 @@ class RunSettings:
     gets this object as the argument of its entry function.
     """
 
-    study_file: Path
+    study_file: Path  # or, for a study given as a dict, what names it (spec.DICT_STUDY)
     storage: str  # a resolved URL (tuner.storage.resolve_storage_url), maybe with a password
     storage_given: bool = False  # --storage was on the command line (so hints repeat it)
     trials: int | None = None  # the study's finished-trial total; None: the study file's
@@ -91,11 +91,18 @@ class RunSettings:
     jobs_per_device: int | None = None  # trials at once per device (workers = this x devices)
     seed_offset: int | None = None  # None: from $TUNER_WORKER_INDEX (replicas, cluster jobs)
     slot: WorkerSlot | None = None  # set for the workers `--workers` starts
+    study_data: dict[str, Any] | None = None  # the study's tables when given as a dict, not a file
 
     @property
     def parallel(self) -> bool:
         """Whether this run starts worker processes instead of training itself."""
         return self.slot is None and (self.workers > 1 or self.jobs_per_device is not None)
+
+    def load_spec(self) -> StudySpec:
+        """The validated study: its file, or the dict it was given as."""
+        from tuner.spec import load_spec
+
+        return load_spec(self.study_file, self.study_data)
 
 
 def run_budget(settings: RunSettings, spec: StudySpec) -> float | None:

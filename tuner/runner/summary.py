@@ -10,6 +10,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
 
 from tuner import attrs
 from tuner.errors import TunerError
@@ -237,3 +239,26 @@ def target_text(target: int | None) -> str:
     if target is None:
         return "trials until the budget ends"
     return f"{plural(target, 'trial')} in total"
+
+
+def print_best_params(
+    console: Console, metric: str, number: int | None, value: float | None, params: Mapping
+) -> None:
+    """The best trial's value and parameters, or that there is none yet."""
+    if number is None or value is None:
+        console.print("no trial has completed yet")
+        return
+    console.print(f"best trial {number}: {metric} = {value:.4f}")
+    table = Table("parameter", "value", box=None)
+    for name, param in params.items():
+        table.add_row(name, f"{param:.4g}" if isinstance(param, float) else str(param))
+    console.print(table)
+
+
+def print_run_end(console: Console, summary: RunSummary) -> None:
+    """The best configuration so far, then the summary every `tuner run` ends with."""
+    print_best_params(
+        console, summary.metric, summary.best_trial, summary.best_value, summary.best_params
+    )
+    for line in summary_lines(summary):
+        console.print(line)

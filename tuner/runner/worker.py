@@ -51,11 +51,10 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     one before the first trial is raised. KeyboardInterrupt before the study is open is raised.
     """
     from tuner.engine import EngineOptions
-    from tuner.spec import load_spec
 
     started, now = time.monotonic(), time.time()
     started_at = settings.started_at or now  # the command's start: the budget counts from it
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     budget = run_budget(settings, spec)
     total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)

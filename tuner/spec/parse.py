@@ -6,13 +6,15 @@ Validation happens once, here (with the tables' own checks in `params`, `options
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuner.checking import Checker, check_seed, shown, shown_key
+from tuner.checking import Checker, check_seed, shown, shown_key, type_name
 from tuner.errors import TunerError
 from tuner.files import MAX_NAME_BYTES, name_too_long, read_text_file
 from tuner.spec.augment import parse_augment
@@ -37,13 +39,21 @@ MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
 MAX_STUDY_CHARS = 1_000_000
 MAX_KEY_DOTS = 100
 
+# What messages name a study given as a dict; model files it names are relative to the
+# working directory (its parent).
+DICT_STUDY = Path("<dict>")
 
-def read_spec(path: Path) -> StudySpec:
+
+def read_spec(path: Path, data: Mapping[str, Any] | None = None) -> StudySpec:
     """Read and parse a study file (no pre-flight: see `tuner.search.preflight.load_spec`).
 
+    With `data` (a study in the TOML's structure, e.g. a dict written in Python) nothing is
+    read: `data` passes the same checks, and `path` (usually DICT_STUDY) names it in messages.
     Raises TunerError naming the file and the key.
     """
     path = Path(path)
+    if data is not None:
+        return parse_spec(_study_dict(data, path), path)
     text = read_text_file(path, "study file")
     _check_size(path, text)
     try:
@@ -61,6 +71,18 @@ def read_spec(path: Path) -> StudySpec:
             f"{path}: TOML syntax error: a number is too long ({reason}); TOML integers are 64-bit"
         ) from None
     return parse_spec(data, path)
+
+
+def _study_dict(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A copy of a study given as a dict (later edits of the caller's dict change nothing)."""
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: a study is a dict of its tables, got {type_name(data)}")
+    if "name" not in data:
+        raise TunerError(
+            f'{path}: name: required in a study given as a dict (e.g. "name": "digits-quick"); '
+            "it names the study in storage"
+        )
+    return copy.deepcopy(data)
 
 
 def _check_size(path: Path, text: str) -> None:

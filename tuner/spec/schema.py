@@ -117,9 +117,11 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What [model] says beyond the tunable parameters: the pretrained weights file."""
+    """What [model] says beyond the tunable parameters: the pretrained weights file, and the
+    hash of a family's Python file (`family = "models.py:build"`)."""
 
     pretrained: str = ""  # absolute path, or "" for none
+    family_sha256: str = ""  # of [model].family's Python file, for a family from a file
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class MissingImageError(TunerError):
 class Prediction:
     """The top classes for one file (most likely first), or why the file was not predicted."""
 
-    path: Path
+    path: Path | None  # None for pixels given from Python (tuner.predict)
     top: tuple[tuple[str, float], ...] = ()  # (class name, probability)
     error: str | None = None
     missing: bool = False  # the file does not exist (a usage error, see `exit_code`)
