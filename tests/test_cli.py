@@ -138,6 +138,35 @@ def test_output_to_a_file_is_not_wrapped(workspace: Workspace) -> None:
     assert header.endswith(f"2 trials in total, storage {workspace.storage}")
 
 
+def test_a_run_that_lost_its_storage_sums_up_what_it_saw(isolated: Path, monkeypatch) -> None:
+    """The database file gone after 3 complete trials: the summary still counts them and
+    names the best one, from what this process saw last."""
+    from tuner.runner import worker
+
+    real_run_trials = worker.run_trials
+
+    def lose_storage_after_three(study, objective, total, **options):
+        real_run_trials(study, objective, 3, **options)
+        study._storage.rdb.engine.dispose()  # close the connections to the file, then move it
+        database = Path(study._storage.rdb.engine.url.database)
+        database.rename(database.with_name("moved.db"))
+        for extra in ("-wal", "-shm"):
+            Path(f"{database}{extra}").unlink(missing_ok=True)
+        database.mkdir()  # where the file was: SQLite cannot open it, as on a lost mount
+        return real_run_trials(study, objective, total, **options)
+
+    monkeypatch.setattr(worker, "run_trials", lose_storage_after_three)
+    (isolated / "tiny.toml").write_text(TINY)
+    result = invoke(
+        "run", "--study", "tiny.toml", "--trials", "6", "--storage-retry-seconds", "0.3"
+    )
+    assert result.exit_code == 2, result.output
+    assert "no trial has completed yet" not in result.stdout
+    assert "this run: 3 trials" in result.stdout and "(3 complete, 0 pruned" in result.stdout
+    assert re.search(r"study tiny: 3/6 finished trials, best val_accuracy 0\.\d{4} \(trial \d\)",
+                     result.stdout), result.stdout  # fmt: skip
+
+
 def test_a_run_stopped_by_its_timeout_says_so_and_the_same_command_continues(
     isolated: Path,
 ) -> None:
@@ -330,6 +359,16 @@ def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolat
     assert_user_error(renamed, "now names study 'other'", "--study PATH.toml")
 
 
+@pytest.mark.parametrize("name", ["a" * 300, "é" * 128], ids=["300 a", "128 é"])
+@pytest.mark.parametrize("verb", ["run", "status", "report", "best", "retrain", "confirm"])
+def test_a_study_name_too_long_for_a_file_name_is_one_line(
+    isolated: Path, verb: str, name: str
+) -> None:
+    """300 bytes are more than a file name may have; 128 'é' were accepted, then broke report."""
+    size = len(name.encode())
+    assert_user_error(invoke(verb, "--study", name), f"has {size} bytes", "128")
+
+
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
     path = isolated / "mnist.toml"
     path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))
@@ -405,6 +444,20 @@ def test_bad_command_line_is_one_plain_line_and_a_help_hint(
     verb = [] if args[0] in ("frobnicate", "stauts", "--bogus") else [args[0]]
     assert hint == f"(run '{' '.join(['tuner', *verb])} --help' for usage)"
     assert not (isolated / "tuner.db").exists()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--trials", "2000000"], ["--timeout", "1e12"], ["--timeout", "nan"]],
+    ids=["2M trials", "1e12 s timeout", "nan timeout"],
+)
+def test_run_options_beyond_sane_limits_are_one_line(isolated: Path, option: list[str]) -> None:
+    """Refused before the study is looked for (the one named here does not exist)."""
+    result = invoke("run", "--study", "nope.toml", *option)
+    assert result.exit_code == 2, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: ") and f"'{option[0]}'" in first, result.stderr
+    assert "1000000" in first or "365 days" in first, result.stderr
 
 
 def test_precision_choices_are_the_engines() -> None:

@@ -18,6 +18,7 @@ from datasets import (
     cifar_pickle,
     idx_bytes,
     make_images,
+    write_blank_png,
     write_cifar_binary,
     write_cifar_python,
     write_idx_dataset,
@@ -28,6 +29,7 @@ from datasets import (
 
 from tuner.data import Dataset, channel_stats, load_dataset, split
 from tuner.data import stats as stats_module
+from tuner.data.imagefolder import MAX_IMAGE_PIXELS
 from tuner.data.load import DOWNLOAD_TIMEOUT
 from tuner.errors import TunerError
 
@@ -123,6 +125,21 @@ def test_imagefolder_with_train_and_test_folders(tmp_path: Path) -> None:
     dataset = load(f"imagefolder:{root}", image_size=8)
     assert_images(dataset, (3, 8, 8), 6, 6)
     assert dataset.class_names == ("cat", "dog")
+
+
+@pytest.mark.parametrize(("width", "height"), [(9000, 9000), (13000, 13000)])
+def test_an_image_over_the_pixel_limit_of_predict_refuses_the_folder(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    """81 MP (under Pillow's warning) and 169 MP (Pillow only warned): one limit, as predict."""
+    root = write_imagefolder(tmp_path / "photos", per_class=2, size=4)
+    bomb = write_blank_png(root / "cat" / "bomb.png", width, height)
+    with pytest.raises(TunerError) as caught:
+        load(f"imagefolder:{root}", image_size=4)
+    assert str(caught.value) == (
+        f"{bomb}: {width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS:,}; "
+        "shrink the image first"
+    )
 
 
 def test_imagefolder_path_may_start_with_home(tmp_path: Path, monkeypatch) -> None:

@@ -166,7 +166,7 @@ class Checker:
 
 
 def unknown_key(key: Any, allowed: set[str] | list[str]) -> str:
-    """"unknown key; did you mean 'x'? allowed: ..." (the guess when one is close)."""
+    """ "unknown key; did you mean 'x'? allowed: ..." (the guess when one is close)."""
     close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown key; {guess}allowed: {', '.join(sorted(allowed)) or '(none)'}"

@@ -23,6 +23,7 @@ from tuner.cli.common import (
     study_name,
 )
 from tuner.errors import TunerError
+from tuner.spec.parse import MAX_TRIALS
 
 
 class Precision(enum.StrEnum):
@@ -33,10 +34,23 @@ class Precision(enum.StrEnum):
     bf16 = "bf16"
 
 
+def _trial_count(value: int | None) -> int | None:
+    """`--trials` up to MAX_TRIALS: checked here rather than by typer's max=, whose wider range
+    column would squeeze every option's help text at 80 columns."""
+    if value is not None and value > MAX_TRIALS:
+        raise typer.BadParameter(f"{value} is more than {MAX_TRIALS} trials")
+    return value
+
+
 def _positive_seconds(value: float | None) -> float | None:
-    """`--timeout`: zero or less would stop before the first trial."""
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    """`--timeout`: zero or less would stop before the first trial; more than a year is a typo."""
+    from tuner.spec.budget import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
+
+    if value is not None and not 0 < value <= MAX_DURATION_SECONDS:
+        raise typer.BadParameter(
+            f"{value:g} is not a positive number of seconds up to {MAX_DURATION_TEXT} "
+            f"({MAX_DURATION_SECONDS})"
+        )
     return value
 
 
@@ -70,6 +84,7 @@ def run(
             "--trials",
             "-n",
             min=1,
+            callback=_trial_count,
             help="Finished trials the study should have in total, across all workers "
             "(default: the study file's \\[training] trials).",
         ),
