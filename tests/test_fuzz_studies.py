@@ -30,6 +30,7 @@ from tuner import data as data_module
 from tuner.cli import app
 from tuner.data import load as data_load
 from tuner.data.registry import DATASETS
+from tuner.engine import loading as engine_loading
 from tuner.errors import TunerError
 from tuner.search.samplers import PRUNERS, SAMPLERS
 from tuner.search.space import suggest
@@ -327,6 +328,8 @@ def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Iterator[Path]:
         return real_load_dataset(name, *args, **kwargs)
 
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
+    # tuner.engine.loading binds load_dataset when imported: the workers load through it.
+    monkeypatch.setattr(engine_loading, "load_dataset", load_dataset)
     monkeypatch.setattr(data_load, "_download", lambda *args: None)
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # relative imagefolder paths resolve (to nothing) here

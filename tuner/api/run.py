@@ -58,21 +58,24 @@ def run(
     from tuner.engine import EngineOptions
     from tuner.runner.console import lines_for_python, make_console
     from tuner.runner.run import run_study
-    from tuner.runner.settings import RunSettings
+    from tuner.runner.settings import RunSettings, run_budget, unused_trials_note
     from tuner.runner.summary import print_run_end
     from tuner.storage import resolve_storage_url
 
     started_at = time.time() if started_at is None else started_at  # the budget counts from here
-    source = study_source(study, studies_dir)
+    out = console or make_console()
+    storage_url = resolve_storage_url(storage)
+    source = _run_source(study, studies_dir, storage_url, out)
     if from_study and enqueue_from:
         raise TunerError("--from and --enqueue-from: give one of them")
     EngineOptions(precision=precision)  # an unknown precision fails here, before any worker
-    check_family(source.spec(), data_dir, cache_dir)
+    spec = source.spec()
+    check_family(spec, data_dir, cache_dir)
     auto = workers == "auto"
     settings = RunSettings(
         study_file=source.path,
         study_data=source.data,
-        storage=resolve_storage_url(storage),
+        storage=storage_url,
         storage_given=storage is not None,
         trials=_at_least_one(trials, "trials"),
         device=device,
@@ -89,7 +92,8 @@ def run(
         devices=devices,
         jobs_per_device=_at_least_one(jobs_per_device, "jobs_per_device"),
     )
-    out = console or make_console()
+    if note := unused_trials_note(settings.trials, spec, run_budget(settings, spec)):
+        out.print(note)
     with lines_for_python(out):
         if auto:
             from tuner.runner.plan import resolve_workers_auto
@@ -111,6 +115,46 @@ def run(
     if summary.detail is not None:
         raise TunerError(summary.detail)
     return summary
+
+
+def _run_source(study: StudyLike, studies_dir: Path | str | None, storage_url: str, out: Console):
+    """The study `run` is given; for a stored study's name, the study file it recorded.
+
+    `status`, `report` and `retrain` take a stored study's name; `run` does too when the study
+    file it was created from is still where it was, and says in one line what to pass if not.
+    """
+    import os
+
+    from tuner import attrs
+    from tuner.api.study import StudySource
+    from tuner.spec import load_spec
+    from tuner.storage import load_stored_study, mask_url
+
+    try:
+        return study_source(study, studies_dir)
+    except TunerError as missing:
+        if not isinstance(study, str | os.PathLike) or Path(os.fspath(study)).suffix == ".toml":
+            raise  # a dict, a wrong type or a missing file: the source's own error
+        name = os.fspath(study)
+        try:  # must_exist: a mistyped name creates no SQLite file
+            stored = load_stored_study(name, storage_url)
+        except TunerError:
+            raise missing from None
+    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
+    if recorded and Path(recorded).is_file():
+        named = load_spec(Path(recorded)).name  # a file with a mistake says so, as with a path
+        if named == name:
+            out.print(f"study {name}: resuming with its study file {recorded}")
+            return StudySource(Path(recorded))
+        problem = f"created from {recorded}, which now names study {named!r}"
+    elif recorded:
+        problem = f"created from {recorded}, which is no longer there"
+    else:
+        problem = "and does not record its study file"
+    raise TunerError(
+        f"study {name!r} is in {mask_url(storage_url)}, {problem}: pass its study file, "
+        "--study PATH.toml"
+    )
 
 
 def check_family(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
+from tuner.files import name_too_long
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
@@ -73,8 +74,8 @@ def stored_study_name(study: StudyLike, studies: Path | str | None = None) -> st
     try:
         source = study_source(study, studies)
     except TunerError:
-        if Path(os.fspath(study)).suffix == ".toml":
-            raise
+        if Path(os.fspath(study)).suffix == ".toml" or name_too_long(Path(os.fspath(study)).name):
+            raise  # a name longer than a study name may be is no name in storage either
         return os.fspath(study)  # not a file: the name of a study in storage
     return source.spec().name
 

@@ -28,7 +28,7 @@ StorageOption = Annotated[
     str | None,
     typer.Option(
         "--storage",
-        help="Storage URL (sqlite:///tuner.db, postgresql+psycopg://...). "
+        help="Storage URL: sqlite:///FILE, or postgresql+psycopg:// then user@host/db. "
         "Default: $TUNER_STORAGE, else sqlite:///tuner.db in the working directory.",
     ),
 ]
@@ -42,11 +42,16 @@ StudiesDirOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Dataset files. Default: $TUNER_DATA_DIR or ~/.cache."),
+    typer.Option(
+        "--data-dir", help="Dataset files. Default: $TUNER_DATA_DIR, else ~/.cache/tuner/data."
+    ),
 ]
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR."),
+    typer.Option(
+        "--cache-dir",
+        help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR, else ~/.cache/tuner/tensors.",
+    ),
 ]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")

@@ -21,6 +21,7 @@ from tuner.cli.common import (
     study_file,
 )
 from tuner.errors import TunerError
+from tuner.files import name_too_long
 
 
 def _spec_and_study(study: str, storage: str | None, studies: Path | None):
@@ -31,7 +32,7 @@ def _spec_and_study(study: str, storage: str | None, studies: Path | None):
     try:
         path = study_file(study, studies)
     except TunerError:
-        if Path(study).suffix == ".toml":
+        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
             raise
     else:
         spec = load_spec(path)

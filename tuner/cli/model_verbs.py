@@ -201,6 +201,23 @@ def predict(
         raise typer.Exit(code)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A one-line TunerError suggesting --port when `host:port` cannot be bound now."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the server binds (reuse allowed): a port in TIME_WAIT is free, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise TunerError(
+            f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}; "
+            f"pick another port with --port, e.g. --port {port + 1 if port < 65535 else 8081}"
+        ) from None
+
+
 @app.command()
 def dashboard(
     study: StudyOption = "digits-quick",
@@ -222,6 +239,7 @@ def dashboard(
 
     name = study_name(study, studies)
     load_stored_study(name, storage)  # a clear error when the study isn't there
+    _check_port_free(host, port)  # before the URL line, which would promise a server
     opened = open_storage(resolve_storage_url(storage))
     study_id = opened.get_study_id_from_name(name)
     shown_host = f"[{host}]" if ":" in host else host

@@ -23,6 +23,7 @@ from tuner.cli.common import (
     study_name,
 )
 from tuner.errors import TunerError
+from tuner.spec.parse import MAX_TRIALS
 
 
 class Precision(enum.StrEnum):
@@ -33,10 +34,23 @@ class Precision(enum.StrEnum):
     bf16 = "bf16"
 
 
+def _trial_count(value: int | None) -> int | None:
+    """`--trials` up to MAX_TRIALS: checked here rather than by typer's max=, whose wider range
+    column would squeeze every option's help text at 80 columns."""
+    if value is not None and value > MAX_TRIALS:
+        raise typer.BadParameter(f"{value} is more than {MAX_TRIALS} trials")
+    return value
+
+
 def _positive_seconds(value: float | None) -> float | None:
-    """`--timeout`: zero or less would stop before the first trial."""
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    """`--timeout`: zero or less would stop before the first trial; more than a year is a typo."""
+    from tuner.spec.budget import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
+
+    if value is not None and not 0 < value <= MAX_DURATION_SECONDS:
+        raise typer.BadParameter(
+            f"{value:g} is not a positive number of seconds up to {MAX_DURATION_TEXT} "
+            f"({MAX_DURATION_SECONDS})"
+        )
     return value
 
 
@@ -70,8 +84,9 @@ def run(
             "--trials",
             "-n",
             min=1,
+            callback=_trial_count,
             help="Finished trials the study should have in total, across all workers "
-            "(default: the study file's [training].trials).",
+            "(default: the study file's \\[training] trials).",
         ),
     ] = None,
     storage: StorageOption = None,
@@ -93,7 +108,7 @@ def run(
             "--budget",
             help="Wall-clock budget of the whole run, e.g. 90s, 10m, 1h30m or seconds: the run "
             "ends on time, cutting the running trial, and fixes max_epochs to fit it (default: "
-            "the study file's [training].budget).",
+            "the study file's \\[training] budget).",
         ),
     ] = None,
     storage_retry_seconds: Annotated[
@@ -102,7 +117,7 @@ def run(
             "--storage-retry-seconds",
             callback=_positive_seconds,
             help="How long a database outage may last before the workers give up. "
-            "Default: $TUNER_STORAGE_RETRY_SECONDS, else 60.",
+            "Default: 60, or the variable named below.",
         ),
     ] = None,
     force: Annotated[
@@ -176,6 +191,9 @@ def run(
     """Run trials of a study until it has --trials finished trials (resumes if it exists).
 
     Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
+
+    Environment: TUNER_STORAGE (--storage), TUNER_STORAGE_RETRY_SECONDS
+    (--storage-retry-seconds), TUNER_DATA_DIR, TUNER_CACHE_DIR, TUNER_STUDIES_DIR.
     """
     from tuner.api import run as run_study
     from tuner.runner.settings import process_started_at

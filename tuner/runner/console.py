@@ -68,3 +68,21 @@ def lines_for_python(console: Console) -> Iterator[None]:
         if handler is not None:
             logger.removeHandler(handler)
             logger.setLevel(level)
+
+
+@contextmanager
+def logs_through(console: Console) -> Iterator[None]:
+    """Meanwhile, rich log lines print through `console`.
+
+    A live view redraws its lines on its own console; a warning written to another one lands
+    after the live line, glued to it. Through the live view's console it gets a line of its own.
+    """
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    saved = [handler.console for handler in handlers]
+    for handler in handlers:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, previous in zip(handlers, saved, strict=True):
+            handler.console = previous

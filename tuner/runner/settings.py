@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import TunerError
+from tuner.spec.schema import DEFAULT_TRIALS
 
 WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
 # Seconds a `tuner` process may take to import before `run` starts (torch's import, cold: ~5).
@@ -119,4 +120,18 @@ def trial_target(trials: int | None, spec: StudySpec, budget: float | None) -> i
     """
     if trials is not None:
         return trials
-    return None if budget is not None else spec.training.trials
+    if budget is not None:
+        return None
+    return spec.training.trials or DEFAULT_TRIALS
+
+
+def unused_trials_note(trials: int | None, spec: StudySpec, budget: float | None) -> str | None:
+    """The line a run starts with when the study file's trial count gives way to its budget."""
+    if trials is not None or budget is None or spec.training.trials is None:
+        return None
+    count = spec.training.trials
+    return (
+        f"{spec.path.name}: [training] trials = {count} is not used with a budget: the run "
+        f"starts trials until the budget ends; add --trials {count} to stop at {count} "
+        "finished trials"
+    )

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
 from tuner import attrs
+from tuner.errors import TunerError
 from tuner.search.study import count_finished
 from tuner.spec.budget import format_duration
 
@@ -118,6 +119,27 @@ def study_state(study: optuna.Study) -> dict[str, Any]:
         "best_params": best.params,
     }
     return {**state, **best_fields}
+
+
+@dataclass
+class StudyStateSeen:
+    """The study-wide fields of a RunSummary as this process last read them (after each trial).
+
+    A run that lost its storage cannot read them at the end; its summary then says what this
+    process saw last, rather than "no complete trial yet".
+    """
+
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def on_trial_end(self, study: optuna.Study, _trial: FrozenTrial) -> None:
+        self.state = study_state(study)
+
+    def now(self, study: optuna.Study) -> dict[str, Any]:
+        """`study_state(study)`, or what was seen last when the storage is gone."""
+        try:
+            return study_state(study)
+        except TunerError:
+            return self.state
 
 
 def most_serious(reasons: Iterable[StopReason]) -> StopReason:

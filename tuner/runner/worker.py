@@ -11,11 +11,18 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
+from tuner.runner import host
 from tuner.runner.budget import BudgetPlan, plan_budget
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
-from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
+from tuner.runner.summary import (
+    RunSummary,
+    StopReason,
+    StudyStateSeen,
+    study_state,
+    target_text,
+)
 from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import RunSchedule, study_schedule
 from tuner.search.study import open_study, run_trials
@@ -53,6 +60,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     with interrupt_on_signals():
         device, data = _load(spec, settings)
+        # Other `tuner run` processes on this machine: a share of the cores, before each trial.
+        share_cores = None if settings.slot is not None else host.share_cores(settings.cache_dir)
         study = _open(spec, settings)
         schedule = study_schedule(spec, len(data.train_labels), budget)
         plan = None
@@ -75,6 +84,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             workers=1 if settings.slot is None else settings.slot.count,
             deadline=None if plan is None else started + (plan.clock.deadline - now),
             first_result_epochs=schedule.first_result_epochs,
+            started=started - (now - started_at),  # elapsed counts as the budget does
         )
         with progress:
             objective = make_objective(
@@ -85,7 +95,10 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 engine,
                 TrialHooks(on_epoch=progress.on_epoch, on_batch=progress.on_batch),
             )
-            callbacks = [progress.on_trial_end]
+            seen = StudyStateSeen(study_state(study))
+            callbacks = [progress.on_trial_end, seen.on_trial_end]
+            if share_cores is not None:
+                callbacks.append(share_cores)
             if plan is not None:
 
                 def replan(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -101,10 +114,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         ran = progress.ran
         if retried or (detail and progress.current_trial is not None):
             ran = dataclasses.replace(ran, failed=ran.failed + 1)  # the trial cut short
-        try:
-            state = study_state(study)
-        except TunerError:  # the storage is gone: what this process saw last
-            state = {"finished": progress.finished}
+        state = seen.now(study)  # what this process saw last, if the storage is gone
         return RunSummary(
             study=spec.name,
             reason=reason,

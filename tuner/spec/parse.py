@@ -16,7 +16,7 @@ from typing import Any
 
 from tuner.checking import Checker, check_seed, shown, shown_key, type_name
 from tuner.errors import TunerError
-from tuner.files import read_text_file
+from tuner.files import MAX_NAME_BYTES, name_too_long, read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
 from tuner.spec.datasets import validate_dataset
@@ -27,12 +27,12 @@ from tuner.spec.options import parse_pruner, parse_sampler
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
 
-MAX_NAME_LENGTH = 128  # study names end up in file names, which most filesystems cap at 255 bytes
 NAME_RULE = (
-    f"a study name has 1 to {MAX_NAME_LENGTH} characters, without / or \\, '..', a leading '.' "
+    f"a study name has 1 to {MAX_NAME_BYTES} bytes (UTF-8), without / or \\, '..', a leading '.' "
     "or control characters (it becomes part of file names)"
 )
 
+MAX_TRIALS = 1_000_000  # [training].trials and --trials: more is a typo, not a study
 MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
 # tomllib takes a second or two per MB, and time quadratic in a dotted key's length (a key of
 # 20,000 parts: 15 s). Study files have a few kB and keys of at most 3 parts.
@@ -136,7 +136,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     sampler = parse_sampler(check, data)
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
-    validate_dataset(check, dataset)
+    dataset = validate_dataset(check, dataset)
     training = parse_training(check, data)
     _validate_training(check, training)
     augment = parse_augment(check, data)
@@ -185,8 +185,8 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
     if not name.strip():
         raise check.fail(key, "must not be empty")
     problem = None
-    if len(name) > MAX_NAME_LENGTH:
-        problem = f"has {len(name)} characters"
+    if name_too_long(name):
+        problem = f"has {len(name.encode('utf-8', 'surrogatepass'))} bytes"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
     elif ".." in name:
@@ -201,10 +201,10 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
 
 
 def _validate_training(check: Checker, training: TrainingSpec) -> None:
-    if training.max_epochs < 1:
-        raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
     if training.patience < 0:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
-    if training.trials < 1:
-        raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
+    if training.trials is not None and not 1 <= training.trials <= MAX_TRIALS:
+        raise check.fail(
+            "[training].trials", f"must be 1 to {MAX_TRIALS:,}, got {shown(training.trials)}"
+        )
     check_seed(check, training.seed, "[training].seed")

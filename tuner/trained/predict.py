@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tuner.data.imagefolder import check_image_pixels
 from tuner.errors import TunerError
 from tuner.trained.card import ModelCard
 
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
-# A 48-megapixel phone photo passes; decoding an image at the limit takes about 200 MB (RGB).
-MAX_IMAGE_PIXELS = 64_000_000
 
 
 class MissingImageError(TunerError):
@@ -94,12 +93,7 @@ def _decode(image: Image.Image, size: tuple[int, int], mode: str) -> np.ndarray:
     from PIL import ImageOps
 
     with image:
-        pixels = image.width * image.height
-        if pixels > MAX_IMAGE_PIXELS:
-            raise TunerError(
-                f"{image.width}x{image.height} pixels is over the limit of "
-                f"{MAX_IMAGE_PIXELS:,}; shrink the image first"
-            )
+        check_image_pixels(image.width, image.height)
         image = ImageOps.exif_transpose(image)  # phone photos store rotation as a tag
         image = image.convert(mode)
         # Squashed to the input size without keeping the aspect ratio, like imagefolder
