@@ -356,7 +356,7 @@ def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolat
     again = invoke("run", "--study", "my-shapes", "--storage", storage, "--trials", "2")
     assert again.exit_code == 0, again.output
     assert f"resuming with its study file {path}" in again.stdout
-    assert len(optuna.load_study(study_name="my-shapes", storage=storage).trials) == 2
+    assert len(started(optuna.load_study(study_name="my-shapes", storage=storage))) == 2
 
     path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
     gone = invoke("run", "--study", "my-shapes", "--storage", storage)
