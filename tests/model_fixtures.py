@@ -1,6 +1,6 @@
 """Saved models for the artifacts, predict and visualize tests, without any training.
 
-`save_untrained_model` builds a model with `build_cnn` (seeded random weights), writes a card
+`save_untrained_model` builds a model with `build_model` (seeded random weights), writes a card
 that describes it and saves both, the way `tuner retrain` does. The card's test numbers are
 made up; what matters to these tests is that the model, its card and its files agree.
 """
@@ -14,7 +14,8 @@ from torch import nn
 
 from tuner import __version__
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.families import build_model
+from tuner.engine.model import count_parameters
 from tuner.trained.card import ModelCard, save_model
 
 CLASSES = ("cat", "dog", "bird")
@@ -26,9 +27,12 @@ def untrained_card(
     filters: tuple[int, ...] = (4, 6),
     class_names: tuple[str, ...] = CLASSES,
     dataset: str = "digits",
+    family: str = "seed-cnn",
 ) -> ModelCard:
-    """A card for a small CNN on `channels` x `size` x `size` images."""
-    config = TrialConfig(filters=filters, fc_units=8, kernel_size=3, max_epochs=1, patience=0)
+    """A card for a small `family` network on `channels` x `size` x `size` images."""
+    config = TrialConfig(
+        family=family, filters=filters, fc_units=8, kernel_size=3, max_epochs=1, patience=0
+    )
     k = len(class_names)
     return ModelCard(
         study="tiny",
@@ -46,7 +50,7 @@ def untrained_card(
         test_loss=1.0,
         per_class_accuracy=dict.fromkeys(class_names, 0.5),
         confusion_matrix=tuple(tuple(5 for _ in range(k)) for _ in range(k)),
-        param_count=count_parameters(build_cnn(config, (channels, size, size), k)),
+        param_count=count_parameters(build_model(config, (channels, size, size), k)),
         tuner_version=__version__,
         created="2026-01-01T00:00:00+00:00",
     )
@@ -58,7 +62,7 @@ def save_untrained_model(
     """Save a seeded untrained model and its card into `directory`; returns both."""
     card = untrained_card(**card_options)
     torch.manual_seed(seed)
-    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    model = build_model(card.config, card.input_shape, card.num_classes)
     with torch.no_grad():  # BatchNorm's running stats start at 0/1; make them non-trivial
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):

@@ -1,4 +1,5 @@
-"""The verbs of trained models and reading aids: best, retrain, visualize, predict, dashboard."""
+"""The verbs of trained models and reading aids: best, retrain, visualize, predict, export,
+dashboard."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ class ExportFormat(enum.StrEnum):
 
     toml = "toml"
     json = "json"
+
+
+class ModelFormat(enum.StrEnum):
+    """`tuner export --format`: the keys of tuner.trained.model_export.FORMATS."""
+
+    onnx = "onnx"
+    pt2 = "pt2"
 
 
 def _best_config(
@@ -197,7 +205,15 @@ def visualize(
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (any size or mode).")],
-    model: ModelOption,
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model directory written by `tuner retrain`, its .safetensors, or a file "
+            "written by `tuner export` (.onnx, or .pt2: load only .pt2 files you trust).",
+        ),
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 3,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON on stdout instead of a table.")
@@ -212,9 +228,9 @@ def predict(
     """
     import json
 
-    from tuner.trained import exit_code, load_model, predict_files
+    from tuner.trained import exit_code, load_predictor, predict_files
 
-    loaded, card = load_model(model)
+    loaded, card = load_predictor(model)
     results = predict_files(loaded, card, images, top_k)
     for result in results:
         if result.error:
@@ -234,6 +250,43 @@ def predict(
         views.print_predictions(console(), results)
     if code := exit_code(results):
         raise typer.Exit(code)
+
+
+@app.command("export")
+def export_verb(
+    card: Annotated[
+        Path,
+        typer.Option("--card", "-c", help="The model directory (or its model.json) to export."),
+    ],
+    fmt: Annotated[
+        ModelFormat, typer.Option("--format", "-f", help="onnx (needs the onnx extra) or pt2.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write (default: model.onnx or model.pt2 in the model directory).",
+        ),
+    ] = None,
+) -> None:
+    """Export a saved model to one file that takes raw uint8 images and returns logits.
+
+    The card's normalisation is inside and the batch size is free; the file is loaded back and
+    checked against the PyTorch model on a batch before it is kept. `tuner predict` reads it.
+    """
+    from tuner.trained import export_model, model_paths
+    from tuner.trained.model_export import get_format
+
+    target = out or model_paths(card)[1].parent / f"model{get_format(fmt.value).suffix}"
+    result = export_model(card, fmt.value, target)
+    channels, height, width = result.card.input_shape
+    console().print(
+        f"{result.format} written to {result.path}: input uint8 (batch, {channels}, {height}, "
+        f"{width}), "
+        f"logits for {result.card.num_classes} classes; parity on a batch: max abs difference "
+        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
+    )
 
 
 @app.command()
