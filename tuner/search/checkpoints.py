@@ -1,0 +1,212 @@
+"""Trials' checkpoints and best weights in the study's artifact store, found through the trial.
+
+Each artifact is uploaded with `optuna.artifacts.upload_artifact` (linked to its trial, shown
+by optuna-dashboard); a trial user attribute points at the one in use: `attrs.CHECKPOINT` at
+the last epoch-end checkpoint of a running trial, `attrs.BEST_WEIGHTS` at the kept weights of a
+finished one. The pointer is set only after the upload is complete and the artifact it
+replaces is removed only after that, so a reader never follows it to a partial file. When a
+trial is retried (Optuna's stale-trial retry, an interrupted run) the copy inherits the user
+attributes, so the retry finds the checkpoint its predecessor left.
+
+A checkpoint that is missing or damaged is never trusted: `load_checkpoint` logs one line and
+returns None, and the trial trains from its first epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from tuner import attrs
+from tuner.engine.checkpoint import DamagedCheckpoint, Tensors, TrainingState, from_bytes, to_bytes
+from tuner.errors import TunerError
+from tuner.storage.artifacts import Artifacts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP_BEST = 5  # finished trials whose best weights stay in the store
+WEIGHTS_FORMAT = "tuner-weights/1"
+
+AnyTrial = optuna.Trial | FrozenTrial
+
+
+def save_checkpoint(artifacts: Artifacts, trial: optuna.Trial, state: TrainingState) -> str:
+    """Upload `state` as the trial's checkpoint, then drop the one it replaces; its id."""
+    name = f"trial-{trial.number}-epoch-{state.epoch}.ckpt"
+    artifact_id = _upload(artifacts, trial, name, to_bytes(state))
+    previous = _pointer(trial, attrs.CHECKPOINT)
+    trial.set_user_attr(
+        attrs.CHECKPOINT, {"artifact_id": artifact_id, "epoch": state.epoch, "trial": trial.number}
+    )
+    if previous is not None:
+        _remove(artifacts, previous["artifact_id"])
+    return artifact_id
+
+
+def load_checkpoint(artifacts: Artifacts, trial: AnyTrial) -> TrainingState | None:
+    """The trial's last checkpoint (or its retried predecessor's); None when it has none.
+
+    A checkpoint that is missing from the store or damaged gives one warning and None.
+    """
+    pointer = _pointer(trial, attrs.CHECKPOINT)
+    if pointer is None:
+        return None
+    where = f"trial {trial.number}: the checkpoint of epoch {pointer['epoch']}"
+    if pointer["trial"] != trial.number:
+        where += f" (left by trial {pointer['trial']})"
+    try:
+        return from_bytes(_read(artifacts, pointer["artifact_id"]))
+    except ArtifactNotFound:
+        log.warning("%s is missing from %s; training from epoch 1", where, artifacts.location)
+    except DamagedCheckpoint as exc:
+        log.warning("%s is damaged (%s); training from epoch 1", where, exc)
+    return None
+
+
+def drop_checkpoint(artifacts: Artifacts, trial: optuna.Trial) -> None:
+    """Remove the running trial's checkpoint (a pruned trial is never resumed)."""
+    pointer = _pointer(trial, attrs.CHECKPOINT)
+    if pointer is not None:
+        trial.set_user_attr(attrs.CHECKPOINT, None)
+        _remove(artifacts, pointer["artifact_id"])
+
+
+def keep_best_weights(
+    artifacts: Artifacts, trial: optuna.Trial, weights: Tensors, epoch: int
+) -> None:
+    """Keep the finishing trial's best weights (safetensors) and drop its last checkpoint."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    data = save_tensors(state, metadata={"format": WEIGHTS_FORMAT})
+    artifact_id = _upload(artifacts, trial, f"trial-{trial.number}-best.safetensors", data)
+    trial.set_user_attr(
+        attrs.BEST_WEIGHTS,
+        {"artifact_id": artifact_id, "epoch": epoch, "sha256": hashlib.sha256(data).hexdigest()},
+    )
+    drop_checkpoint(artifacts, trial)
+
+
+def load_best_weights(artifacts: Artifacts, trial: FrozenTrial) -> tuple[Tensors, int]:
+    """The kept best weights of a finished trial and their epoch. Raises TunerError."""
+    pointer = _pointer(trial, attrs.BEST_WEIGHTS)
+    if pointer is None:
+        raise TunerError(
+            f"trial {trial.number} has no kept weights (it finished without checkpoints); "
+            "use `tuner retrain` to train it again"
+        )
+    try:
+        data = _read(artifacts, pointer["artifact_id"])
+    except ArtifactNotFound:
+        raise TunerError(
+            f"trial {trial.number}: its weights are no longer in {artifacts.location} (only the "
+            "best trials' weights are kept); use `tuner retrain`"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
+        raise TunerError(f"trial {trial.number}: its kept weights are damaged (checksum differs)")
+    try:
+        return load_tensors(data), int(pointer["epoch"])
+    except (SafetensorError, ValueError) as exc:
+        raise TunerError(f"trial {trial.number}: its kept weights are unreadable ({exc})") from None
+
+
+def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEEP_BEST) -> int:
+    """Remove what no trial will read again; returns how many artifacts were removed.
+
+    Kept: the checkpoint of every unfinished trial (running, waiting, or cut by a run's
+    budget and not yet retried), and the best weights of the `keep_best` best finished trials.
+    """
+    trials = study.get_trials(deepcopy=False)
+    live = {
+        pointer["artifact_id"]
+        for trial in trials
+        if (pointer := _pointer(trial, attrs.CHECKPOINT)) is not None and _resumable(trial)
+    }
+    kept = {
+        pointer["artifact_id"]
+        for trial in _ranked(study, trials)[:keep_best]
+        if (pointer := _pointer(trial, attrs.BEST_WEIGHTS)) is not None
+    }
+    removed = 0
+    for trial in trials:
+        for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept)):
+            pointer = _pointer(trial, key)
+            if pointer is not None and pointer["artifact_id"] not in wanted:
+                removed += _remove(artifacts, pointer["artifact_id"])
+    return removed
+
+
+def space_used(artifacts: Artifacts, study: optuna.Study) -> int | None:
+    """Bytes the study's checkpoints and kept weights take; None for a bucket store."""
+    return artifacts.size(_artifact_ids(study.get_trials(deepcopy=False)))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _resumable(trial: FrozenTrial) -> bool:
+    """Whether a trial may still continue from its checkpoint."""
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return True
+    # Cut by a budget: the next run queues it again; cleared once a retry has taken it over.
+    return (
+        trial.state == TrialState.PRUNED
+        and trial.user_attrs.get(attrs.STOP_REASON) == attrs.BUDGET_STOP
+    )
+
+
+def _ranked(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials, best first (by the first objective)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    minimise = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    return sorted(complete, key=lambda t: t.values[0], reverse=not minimise)
+
+
+def _artifact_ids(trials: Iterable[FrozenTrial]) -> set[str]:
+    return {
+        pointer["artifact_id"]
+        for trial in trials
+        for key in (attrs.CHECKPOINT, attrs.BEST_WEIGHTS)
+        if (pointer := _pointer(trial, key)) is not None
+    }
+
+
+def _pointer(trial: AnyTrial, key: str) -> dict[str, Any] | None:
+    """A pointer attribute, or None when absent or not one tuner wrote."""
+    value = trial.user_attrs.get(key)
+    if isinstance(value, dict) and isinstance(value.get("artifact_id"), str):
+        return value
+    return None
+
+
+def _upload(artifacts: Artifacts, trial: optuna.Trial, name: str, data: bytes) -> str:
+    """Upload `data` linked to `trial` (upload_artifact reads a file: it goes through one)."""
+    with tempfile.TemporaryDirectory(prefix="tuner-artifact-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        return upload_artifact(
+            artifact_store=artifacts.store, file_path=str(path), study_or_trial=trial
+        )
+
+
+def _read(artifacts: Artifacts, artifact_id: str) -> bytes:
+    with artifacts.store.open_reader(artifact_id) as reader:
+        return reader.read()
+
+
+def _remove(artifacts: Artifacts, artifact_id: str) -> int:
+    try:
+        artifacts.store.remove(artifact_id)
+    except ArtifactNotFound:
+        return 0
+    return 1
