@@ -146,7 +146,7 @@ def test_only_the_best_finished_trials_keep_their_weights(study, artifacts) -> N
     for number in (1, 3):
         weights, epoch = load_best_weights(artifacts, study.trials[number])
         assert epoch == 2 and weights["w"][0].item() == pytest.approx([0.5, 0.1, 0.9, 0.3][number])
-    with pytest.raises(TunerError, match=r"no longer in .* \(only the best trials' weights are kept"):
+    with pytest.raises(TunerError, match=r"only the best trials' weights are kept"):
         load_best_weights(artifacts, study.trials[0])
     assert load_checkpoint(artifacts, running) is not None  # running trials keep theirs
     assert space_used(artifacts, study) < used
