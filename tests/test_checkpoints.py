@@ -22,6 +22,7 @@ from tuner.search.checkpoints import (
     keep_best_weights,
     load_best_weights,
     load_checkpoint,
+    requeue_budget_cut,
     save_checkpoint,
     space_used,
     tidy,
@@ -168,8 +169,9 @@ def test_kept_weights_are_checked_before_use(study, artifacts) -> None:
         load_best_weights(artifacts, study.trials[1])
 
 
-def test_budget_cut_trials_keep_their_checkpoint_until_retried(study, artifacts) -> None:
+def test_budget_cut_trials_keep_their_checkpoint_and_are_queued_once(study, artifacts) -> None:
     cut = study.ask()
+    cut.suggest_float("x", 0, 1)
     save_checkpoint(artifacts, cut, state(3))
     cut.set_user_attr(attrs.STOP_REASON, attrs.BUDGET_STOP)
     study.tell(cut, state=TrialState.PRUNED)
@@ -179,6 +181,13 @@ def test_budget_cut_trials_keep_their_checkpoint_until_retried(study, artifacts)
     study.tell(pruned, state=TrialState.PRUNED)
     assert tidy(artifacts, study) == 1  # the pruned trial's; the budget-cut one stays
     assert load_checkpoint(artifacts, study.trials[0]) is not None
+
+    assert requeue_budget_cut(study) == [cut.number]
+    assert requeue_budget_cut(study) == []  # queued once
+    again = study.ask()
+    assert again.number == 2 and again.params == cut.params
+    resumed = load_checkpoint(artifacts, again)
+    assert resumed is not None and resumed.epoch == 3
 
 
 def test_default_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import optuna
 from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
@@ -144,6 +147,28 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
             if pointer is not None and pointer["artifact_id"] not in wanted:
                 removed += _remove(artifacts, pointer["artifact_id"])
     return removed
+
+
+def requeue_budget_cut(study: optuna.Study) -> list[int]:
+    """Queue again each trial a run's budget cut that left a checkpoint and that no trial has
+    retried yet (Optuna's stale-trial retry: a WAITING copy that inherits the checkpoint);
+    returns their numbers. The next run of any worker resumes them first."""
+    trials = study.get_trials(deepcopy=False)
+    numbers = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the retry API is experimental
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=None)
+        retried = {number for trial in trials for number in retry.retry_history(trial)}
+        for trial in trials:
+            if (
+                trial.state == TrialState.PRUNED
+                and trial.user_attrs.get(attrs.STOP_REASON) == attrs.BUDGET_STOP
+                and _pointer(trial, attrs.CHECKPOINT) is not None
+                and trial.number not in retried
+            ):
+                retry(study, trial)
+                numbers.append(trial.number)
+    return numbers
 
 
 def space_used(artifacts: Artifacts, study: optuna.Study) -> int | None:
