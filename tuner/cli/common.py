@@ -52,6 +52,15 @@ CacheDirOption = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR."),
 ]
+ArtifactsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--artifacts",
+        help="Where trials keep checkpoints and best weights: a folder or s3://BUCKET. "
+        "Default: $TUNER_ARTIFACTS, else next to a SQLite or journal file (tuner.db.artifacts), "
+        "else ~/.cache/tuner/artifacts/DATABASE.",
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 ]

@@ -69,8 +69,9 @@ class Artifacts:
         return total
 
 
-def open_artifacts(location: str) -> Artifacts:
-    """The Optuna artifact store at `location` (a folder, created if missing, or s3://BUCKET)."""
+def open_artifacts(location: str, create: bool = True) -> Artifacts:
+    """The Optuna artifact store at `location`: a folder (created if missing, unless `create`
+    is False: a store only read from) or s3://BUCKET."""
     if location.startswith(S3_PREFIX):
         bucket = location.removeprefix(S3_PREFIX).rstrip("/")
         if not bucket or "/" in bucket:
@@ -85,6 +86,8 @@ def open_artifacts(location: str) -> Artifacts:
             ) from None
         return Artifacts(location, Boto3ArtifactStore(bucket))
     path = Path(location).expanduser()
+    if not create:
+        return Artifacts(location, FileSystemArtifactStore(path), path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
