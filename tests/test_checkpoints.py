@@ -23,6 +23,7 @@ from tuner.search.checkpoints import (
     load_best_weights,
     load_checkpoint,
     requeue_budget_cut,
+    run_identity,
     save_checkpoint,
     space_used,
     tidy,
@@ -118,6 +119,23 @@ def test_a_damaged_or_missing_checkpoint_is_one_log_line_and_a_restart(
     assert expected in record.getMessage()
     assert f"the checkpoint of epoch 4 (left by trial {trial.number})" in record.getMessage()
     assert "training from epoch 1" in record.getMessage()
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(
+    study, artifacts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget run that planned other epochs must not continue a schedule it did not start."""
+    config = {"learning_rate": 0.01, "max_epochs": 10}
+    trial = study.ask()
+    save_checkpoint(artifacts, trial, state(2), run_identity(config, 1000))
+    again = retry(study, trial.number)
+    assert load_checkpoint(artifacts, again, run_identity(config, 1000)) is not None
+    for other in (run_identity({**config, "max_epochs": 12}, 1000), run_identity(config, 999)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
+            assert load_checkpoint(artifacts, again, other) is None
+        (record,) = caplog.records
+        assert "saved for another configuration or number of epochs" in record.getMessage()
 
 
 def test_a_pruned_trial_drops_its_checkpoint(study, artifacts) -> None:

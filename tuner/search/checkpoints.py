@@ -15,6 +15,7 @@ returns None, and the trial trains from its first epoch.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import warnings
@@ -45,23 +46,37 @@ WEIGHTS_FORMAT = "tuner-weights/1"
 AnyTrial = optuna.Trial | FrozenTrial
 
 
-def save_checkpoint(artifacts: Artifacts, trial: optuna.Trial, state: TrainingState) -> str:
-    """Upload `state` as the trial's checkpoint, then drop the one it replaces; its id."""
+def run_identity(config: dict[str, Any], train_images: int) -> str:
+    """What a checkpoint can only be resumed under: the trial's whole configuration (epochs,
+    seed, every hyperparameter) and its training images. A retry that would train otherwise
+    (a budget run that planned other epochs) starts afresh."""
+    text = json.dumps({"config": config, "train_images": train_images}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    artifacts: Artifacts, trial: optuna.Trial, state: TrainingState, identity: str = ""
+) -> str:
+    """Upload `state` as the trial's checkpoint, then drop the one it replaces; its id.
+
+    `identity` (`run_identity`) is recorded with it, for `load_checkpoint` to compare."""
     name = f"trial-{trial.number}-epoch-{state.epoch}.ckpt"
     artifact_id = _upload(artifacts, trial, name, to_bytes(state))
     previous = _pointer(trial, attrs.CHECKPOINT)
-    trial.set_user_attr(
-        attrs.CHECKPOINT, {"artifact_id": artifact_id, "epoch": state.epoch, "trial": trial.number}
-    )
+    pointer = {"artifact_id": artifact_id, "epoch": state.epoch, "trial": trial.number}
+    trial.set_user_attr(attrs.CHECKPOINT, {**pointer, "identity": identity})
     if previous is not None:
         _remove(artifacts, previous["artifact_id"])
     return artifact_id
 
 
-def load_checkpoint(artifacts: Artifacts, trial: AnyTrial) -> TrainingState | None:
+def load_checkpoint(
+    artifacts: Artifacts, trial: AnyTrial, identity: str | None = None
+) -> TrainingState | None:
     """The trial's last checkpoint (or its retried predecessor's); None when it has none.
 
-    A checkpoint that is missing from the store or damaged gives one warning and None.
+    A checkpoint that is missing from the store or damaged, or (with `identity`) was saved
+    under another `run_identity`, gives one warning and None.
     """
     pointer = _pointer(trial, attrs.CHECKPOINT)
     if pointer is None:
@@ -69,6 +84,12 @@ def load_checkpoint(artifacts: Artifacts, trial: AnyTrial) -> TrainingState | No
     where = f"trial {trial.number}: the checkpoint of epoch {pointer['epoch']}"
     if pointer["trial"] != trial.number:
         where += f" (left by trial {pointer['trial']})"
+    if identity is not None and pointer.get("identity") != identity:
+        log.warning(
+            "%s was saved for another configuration or number of epochs; training from epoch 1",
+            where,
+        )
+        return None
     try:
         return from_bytes(_read(artifacts, pointer["artifact_id"]))
     except ArtifactNotFound:
