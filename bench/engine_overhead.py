@@ -38,7 +38,6 @@ from common import (
     DEFAULT_STUDY,
     describe,
     load_average,
-    load_splits,
     machine_header,
     sample_configs,
 )
@@ -52,16 +51,16 @@ from tuner.engine.device import (
     DeviceData,
     EngineOptions,
     pick_device,
-    to_device,
 )
-from tuner.engine.model import build_cnn
+from tuner.engine.loading import load_device_data
 from tuner.engine.train import EVAL_BATCH_SIZE, make_optimizer
+from tuner.families import build_model
 from tuner.spec import load_spec
 
 
 def fresh_model(config: TrialConfig, data: DeviceData) -> nn.Module:
     torch.manual_seed(config.seed)
-    return build_cnn(config, data.input_shape, data.num_classes)
+    return build_model(config, data.input_shape, data.num_classes)
 
 
 def time_fit(fit: Callable, config: TrialConfig, data: DeviceData, device: torch.device) -> float:
@@ -130,7 +129,7 @@ def main() -> None:
 
     spec = load_spec(args.study)
     device = pick_device(args.device)
-    data = to_device(load_splits(spec, args.dataset_dir), device)
+    data = load_device_data(spec.dataset, device, args.dataset_dir, download=False)
     one_image = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
     configs = [config for _, config in sample_configs(spec, args.configs, args.epochs)]
     if args.no_augment:

@@ -30,7 +30,8 @@ import torch
 from common import ROOT, describe, machine_header, sample_configs
 
 from tuner.data import load_dataset, split
-from tuner.engine import PRECISIONS, EngineOptions, build_cnn, fit, to_device
+from tuner.engine import PRECISIONS, EngineOptions, fit, to_device
+from tuner.families import build_model
 from tuner.spec import load_spec
 
 CPU = torch.device("cpu")
@@ -77,7 +78,7 @@ def main() -> None:
     rows: dict[tuple[int, int], tuple[float, float]] = {}
     for trial, config in enumerate(configs):
         torch.manual_seed(config.seed)
-        model = build_cnn(config, data.input_shape, data.num_classes)
+        model = build_model(config, data.input_shape, data.num_classes)
         options = EngineOptions(args.precision).resolve(
             model, data.input_shape, config.batch_size, CPU
         )

@@ -30,8 +30,8 @@ from tuner.engine.device import (
     cpu_has_native_bf16,
     forward_flops,
 )
-from tuner.engine.model import build_cnn
 from tuner.engine.train import make_optimizer
+from tuner.families import build_model
 
 CPU = torch.device("cpu")
 # (input shape, filters per block, batch size, kernel size): small to large per dataset shape.
@@ -61,7 +61,7 @@ def step_seconds(
 ) -> float:
     """Mean seconds per training step of `config`'s model on random data, after a warm-up."""
     torch.manual_seed(0)
-    model = build_cnn(config, input_shape, 10).to(memory_format=MEMORY_FORMAT)
+    model = build_model(config, input_shape, 10).to(memory_format=MEMORY_FORMAT)
     optimizer = make_optimizer(model, config)
     images = torch.randn(config.batch_size, *input_shape).contiguous(memory_format=MEMORY_FORMAT)
     labels = torch.randint(0, 10, (config.batch_size,))
@@ -100,7 +100,7 @@ def main() -> None:
     )
     for input_shape, filters, batch_size, kernel_size in MODELS:
         config = TrialConfig(filters=filters, batch_size=batch_size, kernel_size=kernel_size)
-        model = build_cnn(config, input_shape, 10)
+        model = build_model(config, input_shape, 10)
         batch_flops = forward_flops(model, input_shape) * batch_size
         best = {"fp32": float("inf"), "bf16": float("inf")}
         for _ in range(args.repeats):

@@ -10,7 +10,7 @@ seeded RandomSampler), on the same train/validation split, with the same seeds, 
 optimizer, loss, LR schedule and augmentation (random crop and flip, from the study file), with
 no pruning and no early stopping, so both do the same work:
 
-(a) tuner: suggest -> build_cnn -> fit, as the objective runs a trial (without
+(a) tuner: suggest -> build_model -> fit, as the objective runs a trial (without
     its user-attribute bookkeeping), on device-resident uint8 tensors: batched augmentation
     (tuner.engine.augment), channels_last, fused optimizer, and tuner's default `--precision auto`:
     bf16 autocast on CUDA and, for models big enough to gain, on CPUs with native bf16.
@@ -57,7 +57,7 @@ from torchvision import datasets, transforms
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.data import MNIST_FILES
 from tuner.engine import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
-from tuner.engine.model import build_cnn
+from tuner.families import build_model
 from tuner.search.space import suggest
 from tuner.spec import PrunerSpec, StudySpec, load_spec
 
@@ -98,7 +98,7 @@ def tuner_objective(
     def objective(trial: optuna.Trial) -> float:
         config = suggest(trial, spec)
         torch.manual_seed(config.seed)
-        model = build_cnn(config, data.input_shape, data.num_classes)
+        model = build_model(config, data.input_shape, data.num_classes)
         engine = options.resolve(model, data.input_shape, config.batch_size, device)
         trial.set_user_attr("precision", engine.precision)
         results = list(fit(model, data, config, device, engine))
@@ -163,7 +163,7 @@ class UsualScript:
         """Train `config` for its max_epochs; yields (epoch, val loss, val accuracy) each epoch."""
         train_loader, val_loader = loaders
         torch.manual_seed(config.seed)
-        model = build_cnn(config, (1, 28, 28), 10).to(self.device)
+        model = build_model(config, (1, 28, 28), 10).to(self.device)
         if config.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 model.parameters(),

@@ -27,10 +27,10 @@ CHILD = """
 import json, sys, time, torch
 from torch import nn
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn
+from tuner.families import build_model
 steps = int(sys.argv[1])
 config = TrialConfig(filters=(32, 64, 128), batch_size=128, fc_units=256)
-model = build_cnn(config, (1, 28, 28), 10)
+model = build_model(config, (1, 28, 28), 10)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
 def step():

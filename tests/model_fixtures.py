@@ -14,8 +14,8 @@ from torch import nn
 
 from tuner import __version__
 from tuner.config import TrialConfig
-from tuner.engine.families import build_model
 from tuner.engine.model import count_parameters
+from tuner.families import build_model
 from tuner.trained.card import ModelCard, save_model
 
 CLASSES = ("cat", "dog", "bird")

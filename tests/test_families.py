@@ -21,11 +21,12 @@ from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine import to_device
 from tuner.engine.device import auto_precision, forward_flops
-from tuner.engine.families import FAMILIES, build_model, conv_layers
+from tuner.engine.families import conv_layers
 from tuner.engine.model import count_parameters
 from tuner.engine.pretrained import prepare_model
 from tuner.engine.train import make_optimizer
 from tuner.errors import TunerError
+from tuner.families import FAMILIES, build_model
 from tuner.report.visualize import feature_maps, visualization_page
 from tuner.search.objective import make_objective
 from tuner.search.space import common_distributions, suggest

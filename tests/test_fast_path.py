@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
 from tuner.engine import DeviceData, fit, to_device
-from tuner.engine.model import build_cnn
+from tuner.families import build_model
 
 CPU = torch.device("cpu")
 CONFIG = TrialConfig(
@@ -36,7 +36,7 @@ def digits() -> DeviceData:
 
 def fast_path_accuracy(data: DeviceData) -> float:
     torch.manual_seed(CONFIG.seed)
-    model = build_cnn(CONFIG, data.input_shape, data.num_classes)
+    model = build_model(CONFIG, data.input_shape, data.num_classes)
     results = list(fit(model, data, CONFIG, CPU))
     return min(results, key=lambda r: r.val_loss).val_accuracy
 
@@ -52,7 +52,7 @@ def plain_loop_accuracy(data: DeviceData) -> float:
     )
     val_images, val_labels = data.normalise(data.val_images), data.val_labels
     torch.manual_seed(CONFIG.seed)
-    model = build_cnn(CONFIG, data.input_shape, data.num_classes)
+    model = build_model(CONFIG, data.input_shape, data.num_classes)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=CONFIG.learning_rate, weight_decay=CONFIG.weight_decay
     )

@@ -3,6 +3,7 @@ its own, so a run has a finished result early, without misleading the pruner."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -22,6 +23,7 @@ from tuner.runner.budget import first_result_budget_epochs, plan_budget
 from tuner.runner.run import run_study
 from tuner.runner.settings import RunSettings
 from tuner.search.objective import make_objective
+from tuner.search.schedule import RunSchedule, study_schedule
 from tuner.search.study import open_study, run_trials
 
 KNOWN = """
@@ -81,7 +83,7 @@ def test_the_first_result_trains_its_epochs_and_reports_nothing_to_the_pruner(
     text = study_text("max_epochs = 3\npatience = 0\nfirst_result_epochs = 1", pruner=pruner)
     spec = spec_from(tmp_path, text)
     study = open_study(spec, optuna.storages.InMemoryStorage())
-    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=1)
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), study_schedule(spec))
     run_trials(study, objective, 2)
     short, full = study.trials
     assert short.state == TrialState.COMPLETE and short.value is not None
@@ -99,7 +101,8 @@ def test_a_budget_with_no_room_for_it_ends_the_first_result_untrained(
 ) -> None:
     spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
     study = open_study(spec, optuna.storages.InMemoryStorage())
-    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=0)
+    schedule = dataclasses.replace(study_schedule(spec), first_result_epochs=0)
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), schedule)
     run_trials(study, objective, 2)
     skipped, full = study.trials
     assert skipped.state == TrialState.PRUNED
@@ -116,7 +119,7 @@ def test_a_retried_first_result_behind_a_finished_trial_is_not_trained(
     spec = spec_from(tmp_path, study_text("max_epochs = 2\npatience = 0\nfirst_result_epochs = 1"))
     study = open_study(spec, optuna.storages.InMemoryStorage())
     study.enqueue_trial({"learning_rate": 0.02}, user_attrs={attrs.FIRST_RESULT: True})
-    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), first_result_epochs=1)
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), study_schedule(spec))
     run_trials(study, objective, 3)
     short, full, retried = study.trials
     assert short.state == full.state == TrialState.COMPLETE
@@ -227,36 +230,32 @@ def test_the_full_trial_is_planned_again_from_the_first_results_speed(
     spec = spec_from(tmp_path, study_text(training))
     study = open_study(spec, optuna.storages.InMemoryStorage())
     clock = budget.BudgetClock(time.time() + 450, 600.0, 1_000, 35.0 / 1_000)
-    plan = budget.BudgetPlan(8, 4, clock, spec.training, train_count=1_000)
+    plan = budget.BudgetPlan(8, 4, clock, spec.training, train_count=1_000, steps_per_epoch=1)
+    planned = plan.schedule(study_schedule(spec))
     finished_first_result(study, measured, 1_000)
     if another_started:
         study.ask()
     short = study.trials[0]
-    assert plan.replan_after_first_result(study, short) == (epochs != 8)
-    assert plan.epochs == epochs
+    replanned = plan.replan_after_first_result(study, short, planned)
+    assert (replanned is not None) == (epochs != 8)
+    assert (replanned or planned).max_epochs == epochs
     if epochs != 8:
         assert study.user_attrs[attrs.STUDY_BUDGET_EPOCHS] == epochs
     # Only the first result's end plans again: a full trial's end keeps the schedule.
     full = study.trials[-1]
-    assert not plan.replan_after_first_result(study, full)
+    assert plan.replan_after_first_result(study, full, replanned or planned) is None
 
 
 def test_the_objective_asks_each_trial_its_epochs(tmp_path: Path, one_torch_thread) -> None:
     """A budget run's full trials train the epochs planned when they start, not the probe's."""
     spec = spec_from(tmp_path, study_text("max_epochs = 5\npatience = 0\nfirst_result_epochs = 1"))
     study = open_study(spec, optuna.storages.InMemoryStorage())
-    planned = [3]
+    run_schedule = RunSchedule(study, dataclasses.replace(study_schedule(spec), max_epochs=3))
 
     def replanned(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        planned[0] = 2
+        run_schedule.swap(dataclasses.replace(run_schedule.current, max_epochs=2))
 
-    objective = make_objective(
-        spec,
-        tiny_data(spec),
-        torch.device("cpu"),
-        first_result_epochs=1,
-        max_epochs=lambda: planned[0],
-    )
+    objective = make_objective(spec, tiny_data(spec), torch.device("cpu"), run_schedule)
     run_trials(study, objective, 2, callbacks=[replanned])
     short, full = study.trials
     assert short.user_attrs[attrs.EPOCHS_RUN] == 1

@@ -1,10 +1,13 @@
 """The seed architecture builds and runs for every shape and config the space allows."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from tuner.config import TrialConfig
-from tuner.engine.model import build_cnn, count_parameters
+from tuner.engine.model import count_parameters
+from tuner.families.seed_cnn import build_cnn
 
 
 @pytest.mark.parametrize(
@@ -41,7 +44,17 @@ def test_model_layers_follow_the_config():
     assert first_linear.out_features == 20
 
 
-def test_count_parameters_matches_torch():
-    model = build_cnn(TrialConfig(filters=(4,), fc_units=8), (1, 8, 8), num_classes=3)
-    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
-    assert count_parameters(model) > 0
+def test_count_parameters_counts_every_weight_bias_and_batchnorm_scale_by_hand():
+    # (1, 8, 8) input, one 3x3 block of 4 filters, pooled to 4x4, FC 64 -> 8 -> 3 classes.
+    config = TrialConfig(filters=(4,), kernel_size=3, fc_units=8, batch_norm=False)
+    conv = 1 * 4 * 3 * 3 + 4  # weights + biases
+    fc = (4 * 4 * 4) * 8 + 8
+    out = 8 * 3 + 3
+    model = build_cnn(config, (1, 8, 8), num_classes=3)
+    assert count_parameters(model) == conv + fc + out == 587
+    # BatchNorm drops the conv bias (4) and adds a scale and a shift per filter (8).
+    with_bn = build_cnn(replace(config, batch_norm=True), (1, 8, 8), num_classes=3)
+    assert count_parameters(with_bn) == 587 - 4 + 8
+    # Frozen parameters still count: it is the size of the model.
+    with_bn.requires_grad_(False)
+    assert count_parameters(with_bn) == 591

@@ -9,7 +9,7 @@ import torch
 from tuner import attrs
 from tuner.data import load_dataset, split
 from tuner.engine import to_device
-from tuner.search.objective import make_objective
+from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.study import open_study, run_trials
 from tuner.spec import parse_spec
 
@@ -54,8 +54,10 @@ def test_completed_trial_records_config_history_and_costs(spec, data):
         spec,
         data,
         torch.device("cpu"),
-        on_epoch=lambda n, r: seen_epochs.append((n, r.epoch)),
-        on_batch=lambda done, per_epoch: seen_batches.append((done, per_epoch)),
+        hooks=TrialHooks(
+            on_epoch=lambda n, r: seen_epochs.append((n, r.epoch)),
+            on_batch=lambda done, per_epoch: seen_batches.append((done, per_epoch)),
+        ),
     )
     run_trials(study, objective, 1)
 

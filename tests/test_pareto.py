@@ -16,12 +16,14 @@ from tuner import attrs
 from tuner.cli import app
 from tuner.config import TrialConfig
 from tuner.data import load_dataset, split
-from tuner.engine import build_cnn, count_parameters, to_device
+from tuner.engine import count_parameters, to_device
 from tuner.engine.measure import MEASURES, model_measures
 from tuner.errors import TunerError
+from tuner.families import build_model
 from tuner.report.pareto import draw_pareto, pareto_data, pareto_table
 from tuner.report.study_report import build_report
 from tuner.search.objective import make_objective
+from tuner.search.preflight import checked_spec
 from tuner.search.study import open_study, run_trials
 from tuner.spec import parse_spec
 
@@ -70,7 +72,7 @@ def run(spec_data: dict, data, trials: int, storage=None) -> optuna.Study:
 
 def test_measures_of_a_built_model() -> None:
     config = TrialConfig(filters=(8,), fc_units=16)
-    model = build_cnn(config, (1, 8, 8), 10)
+    model = build_model(config, (1, 8, 8), 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     measures = model_measures(model, (1, 8, 8), 32, torch.device("cpu"))
     assert set(measures) == {n for n, m in MEASURES.items() if not m.from_training}
@@ -102,7 +104,7 @@ def test_measures_of_a_built_model() -> None:
 )
 def test_bad_objectives_and_constraints_are_one_line_errors(changes, key, message) -> None:
     with pytest.raises(TunerError) as error:
-        parse_spec(study_data(**changes), Path("two.toml"))
+        checked_spec(study_data(**changes), Path("two.toml"))
     text = str(error.value)
     assert text.startswith(f"two.toml: {key}: ") and message in text and "\n" not in text
 

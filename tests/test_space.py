@@ -20,9 +20,10 @@ from tuner.engine import to_device
 from tuner.errors import TunerError
 from tuner.search.objective import make_objective
 from tuner.search.samplers import make_sampler
-from tuner.search.space import common_distributions, grid_search_space, grid_size, suggest
+from tuner.search.space import common_distributions, grid_search_space, suggest
 from tuner.search.study import open_study, run_trials
 from tuner.spec import PARAMETERS, StudySpec
+from tuner.spec.grid import grid_size
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -280,14 +281,25 @@ def test_common_distributions_are_what_every_trial_samples(tmp_path: Path) -> No
         assert all(trial.distributions[name] == distributions[name] for name in common)
 
 
-def test_search_modules_do_not_import_the_spec_package() -> None:
-    """spec calls space and the sampler registry while it validates: no import back."""
+def test_parsing_a_study_file_loads_no_lower_layer_torch_or_optuna(tmp_path: Path) -> None:
+    """The spec sits above search and engine: parsing reads registries that load neither;
+    the pre-flight step (tuner.search.preflight) is the only part that needs them."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        '[dataset]\nname = "digits"\n[model]\nfamily = "resnet18"\n'
+        '[space]\nlearning_rate = { type = "float", low = 1e-4, high = 1e-2, log = true }\n'
+    )
     code = (
-        "import sys, tuner.search.space, tuner.search.samplers; "
-        "print(sorted(name for name in sys.modules if name.startswith('tuner.spec')))"
+        "import sys; from tuner.spec import read_spec; read_spec(sys.argv[1]); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in "
+        "('torch', 'optuna') or name.startswith(('tuner.search', 'tuner.engine'))))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert result.stdout.strip() == "[]"
 

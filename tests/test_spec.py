@@ -519,3 +519,32 @@ def test_study_name_from_a_hidden_file_name_says_where_it_came_from(tmp_path: Pa
 @pytest.mark.parametrize("name", ["fashion mnist v2", "mnist_2024-06.b", "é∂", "x" * 128])
 def test_study_names_that_stay_in_their_folder_are_accepted(tmp_path: Path, name: str) -> None:
     assert load_spec(write(tmp_path, edited('name = "tiny"', f'name = "{name}"'))).name == name
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("n_startup_trials = 2 }", "n_startup_trials = 2, n_ei_candidates = 0 }", "[sampler]"),
+        ('name = "tpe"', 'name = "tpee"', "[sampler].name"),
+        ('name = "median"', 'name = "median"\nfoo = 1', "[pruner].foo"),
+    ],
+)
+def test_optuna_checks_run_in_the_preflight_step_after_parsing(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """Parsing checks names and ranges against registries; what needs Optuna (the sampler's
+    registry and options tried on a throwaway study) is the pre-flight step `load_spec` runs."""
+    from tuner.search.preflight import preflight
+    from tuner.spec import read_spec
+
+    path = write(tmp_path, edited(old, new))
+    message = load_error(path)
+    assert message.startswith(f"{path}: {key}")
+    if key == "[pruner].foo":  # the shape of a table is the parser's
+        with pytest.raises(TunerError, match=re.escape(message)):
+            read_spec(path)
+        return
+    spec = read_spec(path)
+    with pytest.raises(TunerError) as caught:
+        preflight(spec)
+    assert str(caught.value) == message

@@ -23,9 +23,9 @@ from tuner.engine.device import (
     pick_device,
     to_device,
 )
-from tuner.engine.model import build_cnn
 from tuner.engine.train import DivergedError, fit
 from tuner.errors import TunerError
+from tuner.families import build_model
 
 CPU = torch.device("cpu")
 SMALL = TrialConfig(
@@ -59,7 +59,7 @@ def quadrant_data(channels: int = 1) -> DeviceData:
 
 def new_model(config: TrialConfig, data: DeviceData) -> torch.nn.Module:
     torch.manual_seed(config.seed)
-    return build_cnn(config, data.input_shape, data.num_classes)
+    return build_model(config, data.input_shape, data.num_classes)
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -230,7 +230,7 @@ def test_forward_flops_count_one_images_convolutions_and_matmuls() -> None:
 
 
 def test_counting_flops_leaves_the_model_as_it_was() -> None:
-    model = build_cnn(replace(SMALL, batch_norm=True, dropout=0.5), (1, 8, 8), 4)
+    model = build_model(replace(SMALL, batch_norm=True, dropout=0.5), (1, 8, 8), 4)
     model.train()
     before = params(model)
     rng_before = torch.get_rng_state()
@@ -241,8 +241,8 @@ def test_counting_flops_leaves_the_model_as_it_was() -> None:
 
 
 def test_auto_precision_uses_bf16_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    tiny = build_cnn(TrialConfig(filters=(8,), fc_units=32), (1, 8, 8), 10)  # a digits model
-    big = build_cnn(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)  # MNIST-sized
+    tiny = build_model(TrialConfig(filters=(8,), fc_units=32), (1, 8, 8), 10)  # a digits model
+    big = build_model(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)  # MNIST-sized
     assert forward_flops(tiny, (1, 8, 8)) * 64 < CPU_BF16_MIN_BATCH_FLOPS
     assert forward_flops(big, (1, 28, 28)) * 64 >= CPU_BF16_MIN_BATCH_FLOPS
 
@@ -260,11 +260,11 @@ def test_resolve_decides_auto_and_keeps_a_forced_precision(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    big = build_cnn(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)
+    big = build_model(TrialConfig(filters=(32, 64), fc_units=128), (1, 28, 28), 10)
     resolved = EngineOptions(compile=True).resolve(big, (1, 28, 28), 64, CPU)
     assert resolved == EngineOptions(precision="bf16", compile=True)
     assert EngineOptions("fp32").resolve(big, (1, 28, 28), 64, CPU).precision == "fp32"
-    tiny = build_cnn(SMALL, (1, 8, 8), 4)
+    tiny = build_model(SMALL, (1, 8, 8), 4)
     assert EngineOptions("bf16").resolve(tiny, (1, 8, 8), 16, CPU).precision == "bf16"
 
 

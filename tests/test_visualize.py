@@ -54,10 +54,10 @@ def test_page_has_input_feature_maps_and_filters(
 def test_feature_maps_follow_the_blocks() -> None:
     from model_fixtures import untrained_card
 
-    from tuner.engine.model import build_cnn
+    from tuner.families import build_model
 
     card = untrained_card(channels=3, size=16, filters=(5, 7, 9))
-    model = build_cnn(card.config, card.input_shape, card.num_classes)
+    model = build_model(card.config, card.input_shape, card.num_classes)
     maps = feature_maps(model, card, torch.zeros(3, 16, 16, dtype=torch.uint8))
     assert [tuple(m.shape) for m in maps] == [(5, 8, 8), (7, 4, 4), (9, 2, 2)]
 

@@ -21,6 +21,9 @@ HISTORY = "history"
 MEASURES = "measures"
 TRAIN_IMAGES = "train_images"  # int: training images the trial's steps saw (its cost measure)
 STEPS_PER_EPOCH = "steps_per_epoch"  # int: intermediate values reported per epoch (the rungs)
+# int: training images per epoch, when fewer than the training split (a --budget too short
+# for a whole epoch trains the first trial on part of it)
+EPOCH_IMAGES = "epoch_images"
 # True on the short trial of [training].first_result_epochs (set when the study queues it):
 # it trains fewer epochs and reports nothing to the pruner
 FIRST_RESULT = "first_result"
@@ -49,3 +52,5 @@ WARM_START = "warm_start"  # trial, str: "STUDY trial N" it was copied from (`tu
 STUDY_SEEDED_FROM = "seeded_from"  # study, str: the study whose trials `--from` copied in
 STUDY_BUDGET_EPOCHS = "budget_epochs"  # int: max_epochs a --budget run chose (runner.budget)
 STUDY_BUDGET_SECONDS = "budget_seconds"  # float: the budget that chose budget_epochs
+# float: the --budget this machine needs for a first finished trial on the whole training split
+STUDY_BUDGET_NEEDED = "budget_needed"

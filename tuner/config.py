@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tuner.families.seed_cnn import SEED_CNN
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
@@ -52,9 +54,9 @@ class TrialConfig:
     patience: int = 3  # epochs without val-loss improvement before stopping (0 = never)
     seed: int = 0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
-    # The network (tuner.engine.families); kernel_size, filters, fc_units and batch_norm
-    # describe the seed CNN only. Old configs without these keys are the seed CNN.
-    family: str = "seed-cnn"
+    # The network (tuner.families); kernel_size, filters, fc_units and batch_norm describe
+    # the seed CNN only. Old configs without these keys are the seed CNN.
+    family: str = SEED_CNN
     pretrained: str = ""  # local weights file loaded into the backbone before training ("" = none)
     freeze: str = "none"  # "none", "backbone" or "all-but-last-K" backbone stages
     backbone_learning_rate: float = 0.0  # 0: the backbone trains at learning_rate

@@ -1,4 +1,5 @@
-"""Files a user names: read as text with one-line errors, written atomically, named safely.
+"""Files a user names: read as text with one-line errors, written atomically, named safely,
+and the TOML values tuner writes (`toml_value`).
 
 Writes go to a temporary file next to the target, renamed over it only when complete (a rename
 within a folder is atomic), so readers never see half of one. A study's name becomes part of a
@@ -8,12 +9,15 @@ file name only through `study_slug`.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tuner.errors import TunerError
 
@@ -86,3 +90,22 @@ def study_slug(name: str) -> str:
     cleaned = _UNSAFE_RUN.sub("-", name).lstrip(".-")[:SLUG_MAX_CHARS].rstrip(".-")
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned or 'study'}~{digest}"
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML text: bools, ints, floats (nan, inf), strings, lists of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest text that reads back as the same float
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")

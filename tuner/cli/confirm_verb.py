@@ -63,11 +63,8 @@ def confirm(
     more --seeds / a larger --top to add runs. `tuner best` and the report then rank the
     confirmed configurations by their mean.
     """
-    from tuner.data import load_dataset, split
-    from tuner.engine import pick_device, to_device
     from tuner.search.confirmed import confirmed_ranking
-    from tuner.trained.confirm import confirm as run_confirm
-    from tuner.trained.confirm import plan
+    from tuner.trained.confirm import confirm_study, plan
 
     spec, stored = _spec_and_study(study, storage, studies)
     jobs = plan(stored, top, seeds)
@@ -81,26 +78,16 @@ def confirm(
         f"up to max_epochs = {budget.max_epochs}, patience {budget.patience}, "
         "weights of the best val_loss epoch"
     )
-    if left:
-        torch_device = pick_device(device)
-        dataset = load_dataset(spec.dataset.name, data_dir, cache_dir)
-        splits = split(
-            dataset,
-            val_fraction=spec.dataset.val_fraction,
-            split_seed=spec.dataset.split_seed,
-            train_subset=spec.dataset.train_subset,
+    metric = spec.metric
+
+    def progress(done: int, total: int, run) -> None:
+        value = "diverged" if run.value is None else f"{metric} {run.value:.4f}"
+        out.print(
+            f"[{done}/{total}] trial #{run.trial} seed {run.seed}: {value} "
+            f"(epochs {run.epochs_run}, kept {run.best_epoch}, {run.seconds:.1f}s)"
         )
-        data = to_device(splits, torch_device)
-        metric = spec.metric
 
-        def progress(done: int, total: int, run) -> None:
-            value = "diverged" if run.value is None else f"{metric} {run.value:.4f}"
-            out.print(
-                f"[{done}/{total}] trial #{run.trial} seed {run.seed}: {value} "
-                f"(epochs {run.epochs_run}, kept {run.best_epoch}, {run.seconds:.1f}s)"
-            )
-
-        run_confirm(stored, jobs, data, torch_device, on_run=progress)
+    confirm_study(stored, jobs, spec.dataset, device, data_dir, cache_dir, on_run=progress)
     print_ranking(out, confirmed_ranking(stored), spec.metric)
 
 

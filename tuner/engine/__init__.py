@@ -1,11 +1,11 @@
 """Training one model: device and precision policy, the model families, augmentation, the loop.
 
-The names callers use live here; `device` decides where and how to train, `families` builds
-the network of each family (`model` is the seed CNN, `pretrained` loads weights), `augment`
-transforms batches, `train` runs the loop (`fit`).
+The names callers use live here; `device` decides where and how to train, `loading` puts a
+study's split on the device, `families` freezes and groups a built model's parameters by its
+family's stages (the families themselves are `tuner.families`), `model` counts parameters,
+`pretrained` loads weights, `augment` transforms batches, `train` runs the loop (`fit`).
 
-Each name is imported on first use (PEP 562): the study-file parser asks `families` for the
-family names without loading torch, so `tuner --help` stays fast.
+Each name is imported on first use (PEP 562), so `tuner --help` stays fast.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ _EXPORTS: dict[str, str] = {
         ("PRECISIONS", "DeviceData", "EngineOptions", "available_cpus", "pick_device", "to_device"),
         "device",
     ),
-    **dict.fromkeys(("FAMILIES", "build_model"), "families"),
+    "build_model": "families",
     **dict.fromkeys(("build_cnn", "count_parameters"), "model"),
+    "load_device_data": "loading",
     "prepare_model": "pretrained",
     **dict.fromkeys(
         (

@@ -21,15 +21,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from tuner.data import Splits
 from tuner.errors import TunerError
 
-# oneDNN (CPU) and cuDNN (CUDA) both run convolutions fastest on NHWC tensors: measured 1.2-1.5x
-# per training step on this project's MNIST and CIFAR-sized models on CPU (bench/RESULTS.md).
+# oneDNN (CPU) and cuDNN (CUDA) both run convolutions fastest on NHWC tensors (measured on
+# this project's models: bench/RESULTS.md, "Engine overhead").
 MEMORY_FORMAT = torch.channels_last
 PRECISIONS = ("auto", "fp32", "bf16")
 # The arithmetic a CPU training step needs before bf16 pays: below it, the casts to and from
-# bf16 around every op cost more than the faster dot products save. Measured on a Zen 4 CPU
-# with AVX512-BF16 (2 threads, bench/precision_crossover.py, bench/RESULTS.md): bf16 steps ran
-# 0.70-1.19x the speed of fp32 at 0.7-18 MFLOP per forward batch (mostly 8x8 digits models),
-# 1.16-2.22x at 31-8,000 (28x28 and 32x32 models).
+# bf16 around every op cost more than the faster dot products save (measured:
+# bench/precision_crossover.py, bench/RESULTS.md "Precision crossover").
 CPU_BF16_MIN_BATCH_FLOPS = 30e6
 
 
@@ -139,8 +137,8 @@ class EngineOptions:
     # bf16 (slower there). "fp32" never autocasts. `resolve` decides "auto", once per trial;
     # `fit` takes only resolved options.
     precision: str = "auto"
-    # torch.compile the model. On CPU it lost: 35 s to compile, then slower epochs than eager
-    # (bench/RESULTS.md). Meant for CUDA and long trials, where compile time is paid back.
+    # torch.compile the model: meant for CUDA and long trials, where the compile time is paid
+    # back; on CPU it lost to eager (bench/RESULTS.md, "Engine overhead").
     compile: bool = False
 
     def __post_init__(self) -> None:

@@ -1,167 +1,23 @@
-"""Model families by name: the seed CNN and torchvision classifiers adapted to the data's shape.
+"""Training-side operations on a built model of a registered family (`tuner.families`).
 
-One registry, `FAMILIES`. Each family builds a network for (C, H, W) inputs and `num_classes`,
-names its backbone stages (input to output; what `freeze` and the backbone learning rate act on)
-and its head (the classifier, always new and trained at `learning_rate`), and says in one line
-how it was adapted to the data. torchvision models are built with `weights=None`: nothing is
-ever downloaded; pretrained weights come from a local file (`tuner.engine.pretrained`).
+Freezing backbone stages, the optimizer's parameter groups (head vs backbone), and the layers
+feature-map hooks and `tuner visualize` read: each asks the family's record for its stages
+and head.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tuner.config import TrialConfig
 from tuner.errors import TunerError
+from tuner.families import FREEZE_RULE, build_model, get_family
+from tuner.families.family import ALL_BUT_LAST
 
-if TYPE_CHECKING:  # torch loads when a network is built, not when the names are read
+if TYPE_CHECKING:
     from torch import nn
 
-SEED_CNN = "seed-cnn"
-# Below this side the torchvision stems (stride 2 + max-pool for resnet, stride 2 for
-# mobilenet) would shrink 28x28 or 32x32 images to a few pixels before the first stage.
-SMALL_IMAGE = 64
-
-FREEZE_RULE = "'none', 'backbone' or 'all-but-last-K' (K >= 1 backbone stages stay trainable)"
-_ALL_BUT_LAST = re.compile(r"all-but-last-([1-9][0-9]{0,2})")
-
-Shape = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Family:
-    """How to build one family and where its backbone and head are."""
-
-    build: Callable[[TrialConfig, Shape, int], nn.Module]
-    stages: Callable[[nn.Module], list[nn.Module]]  # backbone stages, input to output
-    head: Callable[[nn.Module], nn.Module]
-    adaptation: Callable[[Shape], str]  # one line: how the network was fitted to the data
-
-
-def _seed_stages(model: nn.Module) -> list[nn.Module]:
-    return list(model[0])
-
-
-def _resnet(name: str) -> Callable[[TrialConfig, Shape, int], nn.Module]:
-    def build(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
-        from torch import nn
-        from torchvision import models  # imported when a torchvision family is built
-
-        model = getattr(models, name)(weights=None)
-        channels, height, width = input_shape
-        if min(height, width) < SMALL_IMAGE:
-            # The CIFAR-style stem: 3x3 stride 1, no max-pool, so 28x28 keeps 28x28 features.
-            model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            model.maxpool = nn.Identity()
-        elif channels != 3:
-            model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        model.fc = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(model.fc.in_features, num_classes)
-        )
-        return model
-
-    return build
-
-
-def _resnet_stages(model: nn.Module) -> list[nn.Module]:
-    from torch import nn
-
-    stem = nn.ModuleList([model.conv1, model.bn1])  # a view for freezing; not registered
-    return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
-
-
-def _resnet_adaptation(input_shape: Shape) -> str:
-    channels, height, width = input_shape
-    if min(height, width) < SMALL_IMAGE:
-        return (
-            f"stem replaced for {channels}x{height}x{width}: 3x3 stride-1 first conv, "
-            "no max-pool; head replaced"
-        )
-    if channels != 3:
-        return f"first conv replaced for {channels} input channels; head replaced"
-    return "torchvision stem; head replaced"
-
-
-def _mobilenet(name: str) -> Callable[[TrialConfig, Shape, int], nn.Module]:
-    def build(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
-        from torch import nn
-        from torchvision import models
-
-        model = getattr(models, name)(weights=None)
-        channels, height, width = input_shape
-        first = model.features[0][0]
-        stride = 1 if min(height, width) < SMALL_IMAGE else 2
-        if channels != first.in_channels or stride != 2:
-            model.features[0][0] = nn.Conv2d(
-                channels, first.out_channels, kernel_size=3, stride=stride, padding=1, bias=False
-            )
-        classifier = model.classifier  # Linear, Hardswish, Dropout, Linear
-        classifier[2] = nn.Dropout(config.dropout)
-        classifier[3] = nn.Linear(classifier[3].in_features, num_classes)
-        return model
-
-    return build
-
-
-def _mobilenet_adaptation(input_shape: Shape) -> str:
-    channels, height, width = input_shape
-    if min(height, width) < SMALL_IMAGE:
-        return (
-            f"first conv replaced for {channels}x{height}x{width}: 3x3 stride 1; "
-            "classifier's last layer replaced"
-        )
-    if channels != 3:
-        return f"first conv replaced for {channels} input channels; classifier replaced"
-    return "torchvision stem; classifier's last layer replaced"
-
-
-def _build_seed_cnn(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
-    from tuner.engine.model import build_cnn
-
-    return build_cnn(config, input_shape, num_classes)
-
-
-FAMILIES: dict[str, Family] = {
-    SEED_CNN: Family(
-        build=_build_seed_cnn,
-        stages=_seed_stages,
-        head=lambda model: model[1],
-        adaptation=lambda shape: "conv blocks sized by the trial's parameters",
-    ),
-    "resnet18": Family(_resnet("resnet18"), _resnet_stages, lambda m: m.fc, _resnet_adaptation),
-    "resnet34": Family(_resnet("resnet34"), _resnet_stages, lambda m: m.fc, _resnet_adaptation),
-    "mobilenet_v3_small": Family(
-        _mobilenet("mobilenet_v3_small"),
-        lambda m: list(m.features),
-        lambda m: m.classifier,
-        _mobilenet_adaptation,
-    ),
-}
-
-
-def family_names() -> str:
-    return ", ".join(repr(name) for name in FAMILIES)
-
-
-def get_family(name: str) -> Family:
-    """The registered family `name`; TunerError listing the valid names otherwise."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise TunerError(f"unknown model family {name!r}; allowed: {family_names()}") from None
-
-
-def build_model(config: TrialConfig, input_shape: Shape, num_classes: int) -> nn.Module:
-    """The network of `config.family` for (C, H, W) inputs, freshly initialised."""
-    return get_family(config.family).build(config, tuple(input_shape), num_classes)
-
-
-def is_freeze(value: str) -> bool:
-    """Whether `value` is a valid `freeze` setting (see FREEZE_RULE)."""
-    return value in ("none", "backbone") or _ALL_BUT_LAST.fullmatch(value) is not None
+__all__ = ["apply_freeze", "build_model", "conv_layers", "param_groups", "stage_outputs"]
 
 
 def apply_freeze(model: nn.Module, family: str, freeze: str) -> int:
@@ -177,7 +33,7 @@ def apply_freeze(model: nn.Module, family: str, freeze: str) -> int:
     elif freeze == "backbone":
         frozen = stages
     else:
-        match = _ALL_BUT_LAST.fullmatch(freeze)
+        match = ALL_BUT_LAST.fullmatch(freeze)
         if match is None:
             raise TunerError(f"freeze {freeze!r}: must be {FREEZE_RULE}")
         frozen = stages[: max(0, len(stages) - int(match.group(1)))]

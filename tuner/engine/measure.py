@@ -1,38 +1,20 @@
-"""What a study can optimise or constrain (the measure registry), and measuring a built model.
+"""Measuring a built model: the measures of `tuner.measures` known before any training.
 
-Two kinds of measure: `val_accuracy` / `val_loss` come from training; `params`, `flops`,
-`latency_ms` and `memory_mb` are known from the built model alone, so they are measured before
-any training (and a configuration that breaks a constraint need not be trained at all).
+A configuration that breaks a constraint on one of them need not be trained at all.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch loads when a model is measured: the spec reads MEASURES without it
+from tuner.measures import MEASURES, Measure
+
+__all__ = ["MEASURES", "Measure", "model_measures"]
+
+if TYPE_CHECKING:  # torch loads when a model is measured
     import torch
     from torch import nn
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One measure: its fixed direction, its unit, and whether training is needed to know it."""
-
-    direction: str  # "maximize" or "minimize"
-    unit: str
-    from_training: bool
-
-
-MEASURES: dict[str, Measure] = {
-    "val_accuracy": Measure("maximize", "", True),
-    "val_loss": Measure("minimize", "", True),
-    "params": Measure("minimize", "parameters", False),
-    "flops": Measure("minimize", "FLOPs per image", False),
-    "latency_ms": Measure("minimize", "ms per image, batch 1", False),
-    "memory_mb": Measure("minimize", "MB peak for one training step", False),
-}
 
 # Latency: a few untimed passes first (allocator, cuDNN autotuning, lazy init), then the fastest
 # of the timed ones: other load only ever adds time, and on a busy shared CPU even the median

@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tuner.config import TrialConfig
-from tuner.engine.families import apply_freeze, build_model, get_family
+from tuner.engine.families import apply_freeze
 from tuner.errors import TunerError
+from tuner.families import build_model, get_family
 
 log = logging.getLogger(__name__)
 

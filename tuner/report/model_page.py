@@ -13,6 +13,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch
 
+from tuner.families import SEED_CNN
 from tuner.files import write_text_atomic
 from tuner.report.page import Card, Page, Section, generated_line, render
 from tuner.trained.card import ModelCard
@@ -67,7 +68,7 @@ def retrain_page(card: ModelCard) -> Page:
             Card("training images", f"{card.train_count:,}"),
             Card("parameters", f"{card.param_count:,}"),
             Card("filters per block", " · ".join(str(f) for f in card.config.filters))
-            if card.config.family == "seed-cnn"
+            if card.config.family == SEED_CNN
             else Card("model family", card.config.family),
         ),
         sections=tuple(sections),

@@ -16,9 +16,10 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
-from tuner.engine.families import FAMILIES, SEED_CNN, stage_outputs
 from tuner.engine.families import conv_layers as family_conv_layers
+from tuner.engine.families import stage_outputs
 from tuner.errors import TunerError
+from tuner.families import SEED_CNN, get_family
 from tuner.files import write_text_atomic
 from tuner.report.page import Page, Section, generated_line, render
 from tuner.trained.card import ModelCard
@@ -177,7 +178,7 @@ def _architecture(card: ModelCard, blocks: int) -> str:
     config = card.config
     if config.family == SEED_CNN:
         return f"{blocks} conv blocks ({', '.join(str(f) for f in config.filters)} filters)"
-    adaptation = FAMILIES[config.family].adaptation(card.input_shape)
+    adaptation = get_family(config.family).adaptation(card.input_shape)
     return f"{config.family} ({adaptation}); the first conv of each of its {blocks} stages shown"
 
 

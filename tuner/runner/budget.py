@@ -8,7 +8,6 @@ finish before then are not started; the trial running at the deadline is cut ins
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import statistics
@@ -20,85 +19,33 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
-from tuner.config import TrialConfig
-from tuner.engine import DeviceData, EngineOptions, TrainingStopped, build_cnn, fit
-from tuner.search.samplers import build_pruner
-from tuner.search.space import suggest
+from tuner.engine import DeviceData, EngineOptions
+from tuner.runner.probe import first_config, probe_seconds_per_image
+from tuner.search.schedule import TrialSchedule
 from tuner.spec import StudySpec, TrainingSpec
 from tuner.spec.budget import format_duration
-from tuner.spec.enqueue import trial_params
 
 log = logging.getLogger(__name__)
 
-# Before this study has measured anything, a probe times a few batches of the configuration
-# the run trains first (the study's first [[enqueue]] table, else TrialConfig()) on this
-# machine, now (its load included: the same trial took 9 ms an image on an idle 2-core CPU
-# and 17 ms with 8 other jobs). That rate is the guess until trials measure their own. The
-# lower quartile of the batch times after a warm-up is the measure: a fresh process runs its
-# first batches up to 2x slower than the rest of the epoch (Fashion-MNIST, batch 128: 51, 47,
-# 41 ms, then 20-33 ms). Even so the probe stays on the safe side: it guesses 12.5-15 s for the
-# known good model's epochs that take ~10.5 s with their validation reports (idle AMD EPYC,
-# bench/RESULTS.md), so no safety factor is applied; with the mean of 5 batches times 1.5
-# it had guessed 25 s.
-# A whole epoch against the probe's guess: 0.7-0.84x on the Zen 4 above, 1.05-1.28x on an
-# AVX2-only AMD EPYC (validation and in-epoch reports, which the probe leaves out; the session
-# 5 race). Until session 8 the probe trained in fp32 while the trials autocast to bf16 on CPUs
-# with native bf16, which explains the Zen 4's figures: on the Xeon with AMX the fp32 probe
-# guessed 43 s, the bf16 one 25 s, for a bf16 epoch of 28.7 s (1.15x). A full trial is
-# planned to fit in the time left with this margin, so a study whose full_trial_share is near
-# 1 still sees its first trial finish.
+# Before this study has measured anything, the probe (`tuner.runner.probe`) times a few
+# batches of the configuration the run trains first (`first_config`) on this machine, now,
+# its load included; trials replace the guess with their own measure. Whole epochs came out
+# within this margin of the probe's guess on the CPUs tried (bench/RESULTS.md, "The budget's
+# probe against whole epochs"): a full trial is planned to fit in the time left with it, so a
+# study whose full_trial_share is near 1 still sees its first trial finish.
 ESTIMATE_MARGIN = 1.3
 # A first result (the short trial of [training].first_result_epochs) is worth its time when
 # the full trial after it trains at least twice its epochs: then it arrives in at most a third
 # of the time to the full result. With less, the budget goes to the full trial alone.
 FIRST_RESULT_MIN_RATIO = 2
-PROBE_BATCHES = 32
-PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process warms up longer
-# Training images per in-epoch report in the default schedule: small datasets report once
-# per epoch, 10,000 images twice, Fashion-MNIST's 54,000 eight times (MAX_DEFAULT_STEPS).
-# An in-epoch report evaluates SLICE_VAL_IMAGES (1,000) images at ~0.1 of a training image's
-# cost each: ~2% on top of 5,000 training images (measured, bench/RESULTS.md).
-IMAGES_PER_STEP = 5_000
-MAX_DEFAULT_STEPS = 8
 # The running trial is cut this long before the deadline: its record and the summary fit.
 END_MARGIN_SECONDS = 1.0
-RUNG_PRUNERS = ("hyperband", "successive-halving")
-# Pruner options a study file writes in epochs: the unit its author thinks in, and the one
-# every shipped file was written in before in-epoch reports existed (median's
-# n_warmup_steps = 2 meant two epochs, not a quarter of one).
-EPOCH_OPTIONS = {
-    "median": ("n_warmup_steps", "interval_steps"),
-    "hyperband": ("min_resource", "max_resource"),
-    "successive-halving": ("min_resource",),
-}
-
-
-def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
-    """[training].reports_per_epoch, or one report per ~IMAGES_PER_STEP training images."""
-    if spec.training.reports_per_epoch:
-        return spec.training.reports_per_epoch
-    return max(1, min(MAX_DEFAULT_STEPS, round(train_count / IMAGES_PER_STEP)))
-
-
-def rung_pruner(
-    spec: StudySpec, max_epochs: int, steps_per_epoch: int
-) -> optuna.pruners.BasePruner:
-    """The study file's pruner, its rungs counted in steps: the file's step options count
-    epochs (EPOCH_OPTIONS) and become steps; a Hyperband or successive-halving pruner without
-    min_resource/max_resource gets 1 step and the full schedule."""
-    options = dict(spec.pruner.options)
-    for key in EPOCH_OPTIONS.get(spec.pruner.name, ()):
-        if isinstance(options.get(key), int):  # "auto" stays Optuna's
-            options[key] *= steps_per_epoch
-    if spec.pruner.name in RUNG_PRUNERS:
-        options.setdefault("min_resource", 1)
-        if spec.pruner.name == "hyperband":
-            # A budget may fix fewer epochs than the file's max_resource: no trial could reach
-            # the rungs beyond, and Hyperband would size its brackets for them.
-            schedule = max_epochs * steps_per_epoch
-            given = options.get("max_resource", schedule)
-            options["max_resource"] = min(given, schedule) if isinstance(given, int) else given
-    return build_pruner(spec.pruner.name, options)
+# A budget too short for one epoch of the first configuration trains the first trial on the
+# part of the training split that fits, when that is at least this share of it (less says
+# little about the configuration). An evaluated image is counted as a third of a trained one
+# (a forward pass, no backward): on the safe side of what an in-epoch report measured.
+MIN_EPOCH_SHARE = 0.1
+EVAL_IMAGE_COST = 1 / 3
 
 
 def measured_seconds_per_image(study: optuna.Study) -> float | None:
@@ -111,54 +58,6 @@ def measured_seconds_per_image(study: optuna.Study) -> float | None:
         if trial.user_attrs.get(attrs.TRAIN_IMAGES) and attrs.TRAIN_SECONDS in trial.user_attrs
     ]
     return statistics.median(rates) if rates else None
-
-
-def first_config(spec: StudySpec) -> TrialConfig:
-    """The configuration a new study trains first: its first [[enqueue]] table when that fixes
-    every parameter, else the default model (TrialConfig())."""
-    if spec.enqueue:
-        fixed = optuna.trial.FixedTrial(trial_params(spec.enqueue[0], spec.space))
-        try:
-            return suggest(fixed, spec)
-        except ValueError:  # a partial table: the rest is sampled, the model is unknown
-            pass
-    return TrialConfig()
-
-
-def probe_seconds_per_image(
-    data: DeviceData,
-    device: torch.device,
-    config: TrialConfig | None = None,
-    options: EngineOptions | None = None,
-) -> float:
-    """Seconds per training image of `config` (default TrialConfig()) here, in the precision
-    the trials train in (`options` resolved for this model, as the objective does): the lower
-    quartile of PROBE_BATCHES batches after the warm-up ones."""
-    config = dataclasses.replace(config or TrialConfig(), max_epochs=1, patience=0)
-    torch.manual_seed(0)
-    model = build_cnn(config, data.input_shape, data.num_classes)
-    # Not compiled: a probe of 40 batches cannot pay back the compile time (a compiled
-    # trial's own measure replaces the guess once it has ended).
-    engine = dataclasses.replace(options or EngineOptions(), compile=False).resolve(
-        model, data.input_shape, config.batch_size, device
-    )
-    polls: list[float] = []
-
-    def stop_after_probe() -> bool:
-        polls.append(time.perf_counter())
-        return len(polls) > PROBE_BATCHES
-
-    try:
-        for _ in fit(model, data, config, device, engine, should_stop=stop_after_probe):
-            pass  # an epoch shorter than the probe: the polls so far are the measure
-    except TrainingStopped:
-        pass
-    batch_seconds = [later - earlier for earlier, later in itertools.pairwise(polls)]
-    timed = batch_seconds[PROBE_WARMUP_BATCHES:] or batch_seconds
-    if not timed:
-        return 0.0
-    quartile = statistics.quantiles(timed, n=4)[0] if len(timed) > 1 else timed[0]
-    return quartile / config.batch_size
 
 
 def budget_epochs(
@@ -202,10 +101,9 @@ def first_result_budget_epochs(
     and both fit in the `left` seconds, the full trial with the estimate's margin. The short
     trial's own time needs none: it is measured before the full trial is planned for good
     (`BudgetPlan.replan_after_first_result`), so a guess too fast shortens the full trial then
-    rather than breaking the deadline, while a guess too slow would skip it (session 8's
-    probe, still in fp32, guessed 40 s an epoch for 31 s). Never a cut: a short schedule
-    decays its rate sooner and lands under what the study asked for (Fashion-MNIST: 2 epochs
-    gave 0.885 where 4 give 0.909-0.913)."""
+    rather than breaking the deadline, while a guess too slow would skip it. Never a cut: a
+    short schedule decays its rate sooner and lands under what the study asked for
+    (bench/RESULTS.md, the search races)."""
     if asked == 0 or full_epochs < FIRST_RESULT_MIN_RATIO * asked:
         return 0
     if epoch_seconds <= 0:
@@ -271,49 +169,63 @@ class BudgetClock:
             study.stop()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class BudgetPlan:
-    """What a budget run trains: a full trial's epochs, the first-result trial's, the clock.
-
-    State: `epochs` is planned again once, from the first result's measured speed, before any
-    full trial has started (`replan_after_first_result`).
-    """
+    """What a budget run trains: a full trial's epochs, the first-result trial's, the clock;
+    `schedule` applies it to the study file's schedule."""
 
     epochs: int
     first_result_epochs: int  # 0: the first result is skipped (or none was asked)
     clock: BudgetClock
     training: TrainingSpec  # the study file's, before the budget fixed max_epochs
     train_count: int
+    steps_per_epoch: int
+    # Training images per epoch when a whole epoch does not fit (None: the whole split).
+    epoch_images: int | None = None
+    # The budget a first trial of whole epochs needs here (start-up and probe included).
+    needed: float = 0.0
 
-    def replan_after_first_result(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        """After the first-result trial: plan the full trial's epochs again from its measured
-        speed: four whole epochs with validation, against the probe's few batches (1.15x off
-        on the Xeon of session 8; the host's speed also swings 2x within an hour). Not when a
-        full trial has started (a worker sharing the study): the pruner compares trials of
-        one schedule. Whether the epochs changed."""
+    def schedule(self, base: TrialSchedule) -> TrialSchedule:
+        """The study file's schedule narrowed to this plan, with its deadline."""
+        return dataclasses.replace(
+            base,
+            max_epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            first_result_epochs=self.first_result_epochs,
+            train_images=self.epoch_images,
+            deadline=self.clock,
+        )
+
+    def replan_after_first_result(
+        self, study: optuna.Study, trial: FrozenTrial, current: TrialSchedule
+    ) -> TrialSchedule | None:
+        """After the first-result trial: the `current` schedule with the full trial's epochs
+        planned again from its measured speed: whole epochs with validation, against the
+        probe's few batches (the host's speed also swings within an hour). Not when a full
+        trial has started (a worker sharing the study): the pruner compares trials of one
+        schedule. None when the epochs stay."""
         if not trial.user_attrs.get(attrs.FIRST_RESULT) or trial.state != TrialState.COMPLETE:
-            return False
+            return None
         others = (t for t in study.get_trials(deepcopy=False) if t.number != trial.number)
         if any(t.state != TrialState.WAITING for t in others):
-            return False
+            return None
         rate = measured_seconds_per_image(study)
         if rate is None:
-            return False
+            return None
         epochs = full_trial_epochs(
             self.training, self.clock.budget, rate * self.train_count, self.clock.left()
         )
-        if epochs == self.epochs:
-            return False
+        if epochs == current.max_epochs:
+            return None
         log.info(
             "budget: the first result measured %.0fs an epoch: full trials train %d epochs "
             "(the probe's guess planned %d)",
             rate * self.train_count,
             epochs,
-            self.epochs,
+            current.max_epochs,
         )
-        self.epochs = epochs
         study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
-        return True
+        return dataclasses.replace(current, max_epochs=epochs)
 
 
 def plan_budget(
@@ -334,17 +246,37 @@ def plan_budget(
     planned in, as long as the full trial keeps FIRST_RESULT_MIN_RATIO times as many (else it is
     skipped and the full trial has the budget). The study keeps the epochs with the budget that
     chose them: later runs with the same budget (and workers sharing the study) train the same
-    schedule; a run with another budget plans again."""
+    schedule; a run with another budget plans again.
+
+    When not even one epoch of the first configuration fits and the study has no complete
+    trial, the run trains one epoch on the part of the training split that fits
+    (`short_epoch_images`), so it ends with a finished trial; the log says so in one line,
+    with the budget a whole epoch needs here.
+    """
     train_count = len(data.train_labels)
     rate = measured_seconds_per_image(study) or probe_seconds_per_image(
         data, device, first_config(spec), options
     )
     epoch_seconds = rate * train_count
-    left = started_at + budget - time.time()  # start-up and the probe came out of it
+    now = time.time()
+    left = started_at + budget - now  # start-up and the probe came out of it
+    val_seconds = EVAL_IMAGE_COST * rate * len(data.val_labels)
+    needed = (now - started_at) + ESTIMATE_MARGIN * (epoch_seconds + val_seconds)
+    needed += END_MARGIN_SECONDS
+    study.set_user_attr(attrs.STUDY_BUDGET_NEEDED, round(needed, 1))
     asked = spec.training.first_result_epochs if first_result_pending(study) else 0
+    epoch_images = None
+    if needed > budget and not _has_complete_trial(study):
+        epoch_images = short_epoch_images(rate, train_count, len(data.val_labels), left)
+        _say_too_short(budget, needed, epoch_seconds, epoch_images, train_count)
     stored = study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS)
     stored_budget = study.user_attrs.get(attrs.STUDY_BUDGET_SECONDS)
-    if stored is not None and stored_budget is not None and abs(stored_budget - budget) < 1:
+    if epoch_images is not None:
+        epochs, first_result, asked = 1, 0, 0
+        steps_per_epoch = 1  # a trial this short has no rungs to be judged at
+        study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
+        study.set_user_attr(attrs.STUDY_BUDGET_SECONDS, budget)
+    elif stored is not None and stored_budget is not None and abs(stored_budget - budget) < 1:
         epochs = min(int(stored), spec.training.max_epochs)
         first_result = first_result_budget_epochs(asked, epochs, epoch_seconds, left)
     else:
@@ -375,6 +307,49 @@ def plan_budget(
             format_duration(max(0.0, left)),
             epoch_seconds,
         )
-    first_rung = math.ceil(train_count / steps_per_epoch)
+    images = train_count if epoch_images is None else epoch_images
+    first_rung = math.ceil(images / steps_per_epoch)
     clock = BudgetClock(started_at + budget, budget, first_rung, rate)
-    return BudgetPlan(epochs, first_result, clock, spec.training, train_count)
+    return BudgetPlan(
+        epochs,
+        first_result,
+        clock,
+        spec.training,
+        train_count,
+        steps_per_epoch,
+        epoch_images,
+        needed,
+    )
+
+
+def short_epoch_images(rate: float, train_count: int, val_count: int, left: float) -> int | None:
+    """Training images of one epoch, with its validation, that fit in `left` seconds with the
+    estimate's margin; None when that is under MIN_EPOCH_SHARE of the `train_count`."""
+    if rate <= 0:
+        return None
+    fits = (left - END_MARGIN_SECONDS) / (ESTIMATE_MARGIN * rate) - EVAL_IMAGE_COST * val_count
+    images = min(train_count, math.floor(fits))
+    return images if images >= MIN_EPOCH_SHARE * train_count else None
+
+
+def _say_too_short(
+    budget: float, needed: float, epoch_seconds: float, epoch_images: int | None, train_count: int
+) -> None:
+    """One line at the start: what a first trial of whole epochs needs here, and what is done."""
+    what = (
+        f"the first trial trains 1 epoch on {epoch_images} of the {train_count} training images"
+        if epoch_images is not None
+        else "no trial can finish"
+    )
+    log.warning(
+        "budget: %s is too short for one epoch here (~%s of training, measured now): %s; "
+        "--budget %s or more trains whole epochs",
+        format_duration(budget),
+        format_duration(epoch_seconds),
+        what,
+        format_duration(math.ceil(needed)),
+    )
+
+
+def _has_complete_trial(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

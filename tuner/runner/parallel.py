@@ -159,6 +159,7 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
         timeout=settings.timeout,
         budget=budget,
         budget_epochs=None if budget is None else study.user_attrs.get(attrs.STUDY_BUDGET_EPOCHS),
+        budget_needed=None if budget is None else study.user_attrs.get(attrs.STUDY_BUDGET_NEEDED),
         retried=tuple(sorted(retried)),
         detail="; ".join(details) if reason == StopReason.ERROR else None,
         **study_state(study),

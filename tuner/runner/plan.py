@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import platform
 import queue
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,11 +58,13 @@ class Workload:
     config: dict[str, Any]  # TrialConfig.to_dict()
     input_shape: tuple[int, int, int]
     num_classes: int
+    precision: str = "auto"  # the run's --precision: the trials' precision is timed
 
     def key(self, cores: int) -> str:
         """The cache key: this machine and this study shape."""
         machine = [cpu_model(), cores, _torch_version(), platform.machine()]
-        text = json.dumps([machine, self.config, list(self.input_shape), self.num_classes])
+        shape = [self.config, list(self.input_shape), self.num_classes, self.precision]
+        text = json.dumps([machine, *shape])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -216,35 +217,29 @@ def _measure_main(threads: int, workload: Workload, start: Any, results: Any) ->
 
 
 def time_steps(workload: Workload, barrier: Callable[[], object] = lambda: None) -> float:
-    """Images per second of training steps of `workload` in this process (random data)."""
+    """Images per second of training batches of `workload` in this process: the budget's probe
+    (`tuner.runner.probe`), the model the trials build through their loop, on random data."""
     import torch
-    from torch import nn
 
     from tuner.config import TrialConfig
-    from tuner.engine.model import build_cnn
+    from tuner.engine import EngineOptions
+    from tuner.runner.probe import random_data, time_batches
 
-    torch.manual_seed(0)
     config = TrialConfig.from_dict(workload.config)
-    model = build_cnn(config, workload.input_shape, workload.num_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    images = torch.randn(config.batch_size, *workload.input_shape)
-    labels = torch.randint(0, workload.num_classes, (config.batch_size,))
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
-        optimizer.step()
-
-    for _ in range(WARMUP_STEPS):
-        step()
-    barrier()
-    started = time.perf_counter()
-    steps = 0
-    while steps < TIMED_STEPS and (steps == 0 or time.perf_counter() - started < MEASURE_SECONDS):
-        step()
-        steps += 1
-    return steps * config.batch_size / (time.perf_counter() - started)
+    device = torch.device("cpu")
+    images = config.batch_size * (WARMUP_STEPS + TIMED_STEPS + 1)
+    data = random_data(workload.input_shape, workload.num_classes, images, device)
+    timed = time_batches(
+        data,
+        device,
+        config,
+        EngineOptions(precision=workload.precision),
+        batches=WARMUP_STEPS + TIMED_STEPS,
+        warmup=WARMUP_STEPS,
+        max_seconds=MEASURE_SECONDS,
+        barrier=barrier,
+    )
+    return len(timed) * config.batch_size / sum(timed)
 
 
 def typical_params(space: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any]:
@@ -275,16 +270,14 @@ def _middle(param: Any) -> Any:
     return round(middle) if param.type == "int" else middle
 
 
-def study_workload(spec: Any, input_shape: tuple[int, int, int], num_classes: int) -> Workload:
-    """The workload `--workers auto` measures for a study: its typical model and batch."""
-    import optuna
+def study_workload(
+    spec: Any, input_shape: tuple[int, int, int], num_classes: int, precision: str = "auto"
+) -> Workload:
+    """The workload `--workers auto` measures for a study: the model and batch the budget's
+    probe times (`tuner.runner.probe.first_config`)."""
+    from tuner.runner.probe import first_config
 
-    from tuner.search.space import suggest
-    from tuner.spec.enqueue import trial_params
-
-    known = trial_params(spec.enqueue[0], spec.space) if spec.enqueue else None
-    config = suggest(optuna.trial.FixedTrial(typical_params(spec.space, known)), spec)
-    return Workload(config.to_dict(), input_shape, num_classes)
+    return Workload(first_config(spec).to_dict(), input_shape, num_classes, precision)
 
 
 def resolve_workers_auto(settings: Any) -> tuple[Any, str]:
@@ -308,7 +301,7 @@ def resolve_workers_auto(settings: Any) -> tuple[Any, str]:
     dataset = load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
     chosen = auto_plan(
-        study_workload(spec, dataset.input_shape, dataset.num_classes),
+        study_workload(spec, dataset.input_shape, dataset.num_classes, settings.precision),
         settings.cache_dir or default_cache_dir(),
         available_cpus(),
         threads_given=int(given) if given.isdigit() and int(given) > 0 else None,

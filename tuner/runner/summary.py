@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -82,6 +83,7 @@ class RunSummary:
     timeout: float | None = None
     budget: float | None = None  # --budget (or the study file's) in seconds
     budget_epochs: int | None = None  # the max_epochs the budget chose
+    budget_needed: float | None = None  # the budget a first trial of whole epochs needs here
     retried: tuple[int, ...] = ()  # interrupted trials queued to run again, first
     detail: str | None = None  # the error, for StopReason.ERROR
 
@@ -154,10 +156,26 @@ def summary_lines(summary: RunSummary) -> list[str]:
         else f"{s.finished}/{plural(s.target, 'finished trial')}"
     )
     lines.append(f"study {s.study}: {finished}, {best}")
+    if s.reason == StopReason.BUDGET and s.best_value is None and s.budget_needed:
+        lines.append(_nothing_finished_line(s.budget or 0, s.budget_needed))
     if s.left:
         lines.append(f"left: {plural(s.left, 'trial')}; run the same command to continue")
     lines.append(f"report: {s.report_command}")
     return lines
+
+
+def _nothing_finished_line(budget: float, needed: float) -> str:
+    """Why a budget run ended without a complete trial: the budget, or the estimate, was short."""
+    needed_text = format_duration(math.ceil(needed))
+    if needed > budget:
+        return (
+            f"no trial finished: a first trial needs a budget of about {needed_text} on this "
+            "machine now (start-up and one epoch of the first configuration, measured)"
+        )
+    return (
+        f"no trial finished: the first trial took longer than the ~{needed_text} estimated "
+        "for it here (the machine slowed, or its configuration costs more); give a longer --budget"
+    )
 
 
 def _stop_line(s: RunSummary) -> str:

@@ -14,6 +14,7 @@ import optuna
 import torch
 
 from tuner import attrs
+from tuner.config import TrialConfig
 from tuner.engine import (
     BatchCallback,
     DeviceData,
@@ -21,7 +22,6 @@ from tuner.engine import (
     EngineOptions,
     EpochResult,
     SliceResult,
-    StopCheck,
     TrainingStopped,
     count_parameters,
     fit,
@@ -29,6 +29,7 @@ from tuner.engine import (
 )
 from tuner.engine.measure import MEASURES, model_measures
 from tuner.search.constraints import broken, set_constraints
+from tuner.search.schedule import RunSchedule, TrialSchedule, study_schedule
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
 
@@ -47,169 +48,250 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialHooks:
+    """What a run watches of each trial: `on_epoch(trial number, result)` after every epoch,
+    `on_batch(done, per_epoch)` within one (see `fit`)."""
+
+    on_epoch: EpochCallback | None = None
+    on_batch: BatchCallback | None = None
+
+
 def make_objective(
     spec: StudySpec,
     data: DeviceData,
     device: torch.device,
-    on_epoch: EpochCallback | None = None,
+    schedule: TrialSchedule | RunSchedule | None = None,
     options: EngineOptions | None = None,
-    on_batch: BatchCallback | None = None,
-    should_stop: StopCheck | None = None,
-    steps_per_epoch: int = 1,
-    first_result_epochs: int = 0,
-    max_epochs: Callable[[], int] | None = None,
+    hooks: TrialHooks | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
-    """Build the Optuna objective for `spec`, training on `data` (already on `device`).
+    """The Optuna objective for `spec`, training on `data` (already on `device`) as `schedule`
+    says (default: the study file's for `data`, `study_schedule`); a `RunSchedule` is asked as
+    each trial starts, so a re-plan reaches the trials that start after it. `options` may
+    leave the precision "auto": each trial decides it for its own model (see `run_trial`)."""
+    if schedule is None:
+        schedule = study_schedule(spec, len(data.train_labels))
+    engine = options or EngineOptions()
+    hooks = hooks or TrialHooks()
 
-    `options` may leave the precision "auto": each trial decides it once, for its own model,
-    records it, and trains in it. `on_epoch(trial number, result)` follows every epoch and
-    `on_batch(done, per_epoch)` the batches within one (see `fit`).
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
+        current = schedule.current if isinstance(schedule, RunSchedule) else schedule
+        return run_trial(trial, spec, data, device, current, engine, hooks)
 
-    The trial's value is the study metric of the weights the trial keeps (its best epoch by
+    return objective
+
+
+def run_trial(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    data: DeviceData,
+    device: torch.device,
+    schedule: TrialSchedule,
+    options: EngineOptions,
+    hooks: TrialHooks,
+) -> float | tuple[float, ...]:
+    """Sample, build, measure and train one trial; record it on `trial`; return its value.
+
+    The value is the study metric of the weights the trial keeps (its best epoch by
     validation loss); with several metrics, a tuple in their order (model measures such as
     params come from `model_measures`, taken before training). A configuration that breaks a
     [constraints] limit is not trained: it ends as pruned with stop_reason "constraint: ...".
-    A diverging loss or CUDA out-of-memory ends the trial as pruned with the reason in the
+    A diverging loss or out-of-memory ends the trial as pruned with the reason in the
     `stop_reason` user attribute, so the study goes on. Multi-objective studies are never
     pruned (Optuna cannot); early stopping still ends their trials.
 
-    Fidelity: the metric is reported `steps_per_epoch` times per epoch (step s covers s /
-    steps_per_epoch epochs of data; in-epoch steps on a fixed validation subset, epoch ends on
-    the whole set), so a pruner's rungs can judge a trial on a slice of the training set before
-    it earns the rest. When `should_stop()` turns True (the run's deadline) the trial is cut
-    within its epoch and ends pruned with stop_reason "budget", its reported values kept.
+    Fidelity: the metric is reported `schedule.steps_per_epoch` times per epoch (step s covers
+    s / steps_per_epoch epochs of data; in-epoch steps on a fixed validation subset, epoch ends
+    on the whole set), so a pruner's rungs can judge a trial on a slice of the training set
+    before it earns the rest. When the schedule's deadline passes the trial is cut within its
+    epoch and ends pruned with stop_reason "budget", its reported values kept.
 
     The short trial of [training].first_result_epochs (marked FIRST_RESULT when it was queued)
-    trains `first_result_epochs` epochs and reports nothing: the pruner must not judge the full
-    trials by a schedule that decays sooner. With 0 (a budget with no time for it), or once the
-    study has a complete trial, it is not trained and ends pruned.
+    trains `schedule.first_result_epochs` epochs and reports nothing: the pruner must not judge
+    the full trials by a schedule that decays sooner. With 0 (a budget with no time for it), or
+    once the study has a complete trial, it is not trained and ends pruned.
+    """
+    config = _sample(trial, spec, schedule, device)
+    data = _epoch_data(trial, data, schedule.train_images)
+    torch.manual_seed(config.seed)
+    model = _build(trial, config, data)
+    measures = _measure_before_training(trial, spec, model, data, config.batch_size, device)
+    engine = _precision(trial, options, model, data, config, device)
+    best = _train(trial, spec, schedule, model, data, config, device, engine, hooks)
+    values = [
+        getattr(best, name) if name in TRAINING_MEASURES else measures[name]
+        for name in spec.objectives
+    ]
+    return tuple(values) if spec.multi_objective else values[0]
 
-    `max_epochs()`, when given, is asked as each trial starts for the full schedule's epochs
-    (a budget run plans them again once it has measured its speed); else the spec's.
+
+def _sample(
+    trial: optuna.Trial, spec: StudySpec, schedule: TrialSchedule, device: torch.device
+) -> TrialConfig:
+    """The trial's configuration, with the schedule's epochs, recorded on the trial."""
+    config = dataclasses.replace(suggest(trial, spec), max_epochs=schedule.max_epochs)
+    if trial.user_attrs.get(attrs.FIRST_RESULT):
+        _skip_needless_first_result(trial, schedule.first_result_epochs)
+        config = dataclasses.replace(
+            config, max_epochs=min(schedule.first_result_epochs, config.max_epochs)
+        )
+    trial.set_user_attr(attrs.CONFIG, config.to_dict())
+    trial.set_user_attr(attrs.SEED, config.seed)
+    trial.set_user_attr(attrs.DEVICE, str(device))
+    trial.set_user_attr(attrs.WORKER, worker_id())
+    return config
+
+
+def _epoch_data(trial: optuna.Trial, data: DeviceData, images: int | None) -> DeviceData:
+    """`data` with its first `images` training images only (the split is already shuffled),
+    recorded on the trial; all of it when `images` is None or not fewer."""
+    if images is None or images >= len(data.train_labels):
+        return data
+    trial.set_user_attr(attrs.EPOCH_IMAGES, images)
+    return dataclasses.replace(
+        data, train_images=data.train_images[:images], train_labels=data.train_labels[:images]
+    )
+
+
+def _build(trial: optuna.Trial, config: TrialConfig, data: DeviceData) -> torch.nn.Module:
+    """The configuration's model, pretrained weights loaded and frozen as it says."""
+    model, loaded = prepare_model(config, data.input_shape, data.num_classes)
+    if loaded is not None:
+        trial.set_user_attr(attrs.PRETRAINED, loaded.summary())
+    trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
+    return model
+
+
+def _precision(
+    trial: optuna.Trial,
+    options: EngineOptions,
+    model: torch.nn.Module,
+    data: DeviceData,
+    config: TrialConfig,
+    device: torch.device,
+) -> EngineOptions:
+    """The options `fit` trains in, "auto" decided once for this model: the precision
+    recorded is the one the trial trains in."""
+    engine = options.resolve(model, data.input_shape, config.batch_size, device)
+    trial.set_user_attr(attrs.PRECISION, engine.precision)
+    return engine
+
+
+class _TrialRecord:
+    """What a trial has trained so far, written to its user attributes as it ends.
+
+    State: the history, the best epoch and the images seen grow while `fit` runs.
     """
 
-    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        config = suggest(trial, spec)
-        if max_epochs is not None:
-            config = dataclasses.replace(config, max_epochs=max_epochs())
-        first_result = bool(trial.user_attrs.get(attrs.FIRST_RESULT))
-        if first_result:
-            _skip_needless_first_result(trial, first_result_epochs)
-            config = dataclasses.replace(
-                config, max_epochs=min(first_result_epochs, config.max_epochs)
-            )
-        trial.set_user_attr(attrs.CONFIG, config.to_dict())
-        trial.set_user_attr(attrs.SEED, config.seed)
-        trial.set_user_attr(attrs.DEVICE, str(device))
-        trial.set_user_attr(attrs.WORKER, worker_id())
+    def __init__(self, trial: optuna.Trial, steps_per_epoch: int, train_count: int) -> None:
+        self.trial = trial
+        self.steps_per_epoch = steps_per_epoch
+        self.train_count = train_count
+        self.history: list[dict[str, float]] = []
+        self.best: EpochResult | None = None
+        self.images = 0  # training images seen so far: the trial's cost, for budget estimates
+        self.started = time.perf_counter()
 
-        torch.manual_seed(config.seed)
-        model, loaded = prepare_model(config, data.input_shape, data.num_classes)
-        if loaded is not None:
-            trial.set_user_attr(attrs.PRETRAINED, loaded.summary())
-        trial.set_user_attr(attrs.PARAM_COUNT, count_parameters(model))
-        measures = _measure_before_training(trial, spec, model, data, config.batch_size, device)
-        # Decided here, once: the precision recorded is the one `fit` trains in.
-        engine = (options or EngineOptions()).resolve(
-            model, data.input_shape, config.batch_size, device
+    def add(self, result: EpochResult) -> None:
+        self.images = result.epoch * self.train_count
+        self.history.append({k: v for k, v in asdict(result).items() if k != "improved"})
+        if result.improved:
+            self.best = result
+
+    def write(self, stop_reason: str | None = None) -> None:
+        trial = self.trial
+        trial.set_user_attr(attrs.TRAIN_IMAGES, self.images)
+        trial.set_user_attr(attrs.STEPS_PER_EPOCH, self.steps_per_epoch)
+        trial.set_user_attr(attrs.HISTORY, self.history)
+        trial.set_user_attr(attrs.EPOCHS_RUN, len(self.history))
+        trial.set_user_attr(attrs.TRAIN_SECONDS, round(time.perf_counter() - self.started, 3))
+        if self.best is not None:
+            trial.set_user_attr(attrs.BEST_EPOCH, self.best.epoch)
+        if stop_reason:
+            trial.set_user_attr(attrs.STOP_REASON, stop_reason)
+
+
+def _train(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    schedule: TrialSchedule,
+    model: torch.nn.Module,
+    data: DeviceData,
+    config: TrialConfig,
+    device: torch.device,
+    engine: EngineOptions,
+    hooks: TrialHooks,
+) -> EpochResult:
+    """Train the model, reporting to the pruner; the best epoch, or TrialPruned with the
+    reason recorded (pruned, the deadline, a diverged loss, out of memory)."""
+    steps = schedule.steps_per_epoch
+    record = _TrialRecord(trial, steps, len(data.train_labels))
+    judged = not (spec.multi_objective or trial.user_attrs.get(attrs.FIRST_RESULT))
+
+    def report(value: float, step: int, where: str) -> None:
+        # Optuna cannot prune multi-objective studies (report raises): skip it; early
+        # stopping inside `fit` and the budget still apply.
+        if not judged:
+            return
+        trial.report(value, step)
+        if trial.should_prune():
+            record.write(f"pruned at {where} by the {spec.pruner.name} pruner")
+            raise optuna.TrialPruned()
+
+    def on_slice(result: SliceResult) -> None:
+        epochs_done = (result.epoch - 1) + result.part / result.parts
+        record.images = round(epochs_done * record.train_count)
+        step = (result.epoch - 1) * result.parts + result.part
+        where = f"step {step} (epoch {result.epoch}, slice {result.part}/{result.parts})"
+        report(getattr(result, spec.metric), step, where)
+
+    out_of_memory = None
+    with contextlib.closing(
+        fit(
+            model,
+            data,
+            config,
+            device,
+            engine,
+            on_batch=hooks.on_batch,
+            should_stop=None if schedule.deadline is None else schedule.deadline.should_stop,
+            slices=steps,
+            on_slice=on_slice if steps > 1 else None,
         )
-        trial.set_user_attr(attrs.PRECISION, engine.precision)
-
-        history: list[dict[str, float]] = []
-        best: EpochResult | None = None
-        started = time.perf_counter()
-
-        train_count = len(data.train_labels)
-        images = 0  # training images seen so far: the trial's cost, for budget estimates
-
-        def record(stop_reason: str | None = None) -> None:
-            trial.set_user_attr(attrs.TRAIN_IMAGES, images)
-            trial.set_user_attr(attrs.STEPS_PER_EPOCH, steps_per_epoch)
-            trial.set_user_attr(attrs.HISTORY, history)
-            trial.set_user_attr(attrs.EPOCHS_RUN, len(history))
-            trial.set_user_attr(attrs.TRAIN_SECONDS, round(time.perf_counter() - started, 3))
-            if best is not None:
-                trial.set_user_attr(attrs.BEST_EPOCH, best.epoch)
-            if stop_reason:
-                trial.set_user_attr(attrs.STOP_REASON, stop_reason)
-
-        def report(value: float, step: int, where: str) -> None:
-            # Optuna cannot prune multi-objective studies (report raises): skip it; early
-            # stopping inside `fit` and the budget still apply.
-            if spec.multi_objective or first_result:
-                return
-            trial.report(value, step)
-            if trial.should_prune():
-                record(f"pruned at {where} by the {spec.pruner.name} pruner")
-                raise optuna.TrialPruned()
-
-        def on_slice(result: SliceResult) -> None:
-            nonlocal images
-            images = round(((result.epoch - 1) + result.part / result.parts) * train_count)
-            step = (result.epoch - 1) * result.parts + result.part
-            where = f"step {step} (epoch {result.epoch}, slice {result.part}/{result.parts})"
-            report(getattr(result, spec.metric), step, where)
-
-        out_of_memory = None
-        with contextlib.closing(
-            fit(
-                model,
-                data,
-                config,
-                device,
-                engine,
-                on_batch=on_batch,
-                should_stop=should_stop,
-                slices=steps_per_epoch,
-                on_slice=on_slice if steps_per_epoch > 1 else None,
-            )
-        ) as epochs:
-            try:
-                for result in epochs:
-                    images = result.epoch * train_count
-                    history.append({k: v for k, v in asdict(result).items() if k != "improved"})
-                    if result.improved:
-                        best = result
-                    if on_epoch is not None:
-                        on_epoch(trial.number, result)
-                    report(
-                        getattr(result, spec.metric),
-                        result.epoch * steps_per_epoch,
-                        f"epoch {result.epoch}",
-                    )
-            except TrainingStopped as exc:
-                images = (exc.epoch - 1) * train_count + (exc.batch - 1) * config.batch_size
-                record(BUDGET_STOP)
-                raise optuna.TrialPruned(f"the run's budget ran out in epoch {exc.epoch}") from None
-            except DivergedError as exc:
-                record(str(exc))
-                raise optuna.TrialPruned(str(exc)) from None
-            except RuntimeError as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                out_of_memory = f"out of memory with batch_size={config.batch_size}"
-        if out_of_memory:
-            # Outside the except block, so no traceback keeps the trial's tensors alive.
-            record(out_of_memory)
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise optuna.TrialPruned(out_of_memory)
-
-        record(
-            None
-            if len(history) == config.max_epochs
-            else f"early stopping at epoch {len(history)}: no val_loss improvement "
-            f"for {config.patience} epochs"
-        )
-        assert best is not None  # fit yields at least one epoch, and the first one improves
-        values = [
-            getattr(best, name) if name in TRAINING_MEASURES else measures[name]
-            for name in spec.objectives
-        ]
-        return tuple(values) if spec.multi_objective else values[0]
-
-    return objective
+    ) as epochs:
+        try:
+            for result in epochs:
+                record.add(result)
+                if hooks.on_epoch is not None:
+                    hooks.on_epoch(trial.number, result)
+                report(getattr(result, spec.metric), result.epoch * steps, f"epoch {result.epoch}")
+        except TrainingStopped as exc:
+            in_epoch = (exc.batch - 1) * config.batch_size
+            record.images = (exc.epoch - 1) * record.train_count + in_epoch
+            record.write(BUDGET_STOP)
+            raise optuna.TrialPruned(f"the run's budget ran out in epoch {exc.epoch}") from None
+        except DivergedError as exc:
+            record.write(str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            out_of_memory = f"out of memory with batch_size={config.batch_size}"
+    if out_of_memory:
+        # Outside the except block, so no traceback keeps the trial's tensors alive.
+        record.write(out_of_memory)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise optuna.TrialPruned(out_of_memory)
+    record.write(
+        None
+        if len(record.history) == config.max_epochs
+        else f"early stopping at epoch {len(record.history)}: no val_loss improvement "
+        f"for {config.patience} epochs"
+    )
+    assert record.best is not None  # fit yields at least one epoch, and the first one improves
+    return record.best
 
 
 def _skip_needless_first_result(trial: optuna.Trial, first_result_epochs: int) -> None:

@@ -1,7 +1,8 @@
 """Sampling: a trial + the study's search space -> a concrete `TrialConfig`.
 
-Also the space as Optuna sees it (parameter names, distributions, the grid and its size), so
-the spec can check a study file against exactly what `suggest` will sample.
+Also the space as Optuna sees it (parameter names, distributions, the grid), so the pre-flight
+step (`tuner.search.preflight`) tries the sampler on exactly what `suggest` will sample. The
+grid's arithmetic lives with the spec (`tuner.spec.grid`), which counts it without Optuna.
 """
 
 from __future__ import annotations
@@ -10,28 +11,25 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from tuner.config import AugmentSpec, TrialConfig
+from tuner.families import SEED_CNN, family_parameters, get_family
+from tuner.spec.grid import (
+    FILTERS_PER_BLOCK,
+    filter_param_name,
+    grid_values,
+)
 
-if TYPE_CHECKING:  # spec calls this module while it validates a file: no import back at run time
+if TYPE_CHECKING:
     from tuner.spec import ParamSpec, StudySpec
 
-# Grid studies sample the whole conv stack as this one parameter; see `grid_search_space`.
-FILTERS_PER_BLOCK = "filters_per_block"
 # Space parameters that are augmentations: they land in TrialConfig.augment.
 AUGMENT_NAMES = frozenset(field.name for field in dataclasses.fields(AugmentSpec))
-SEED_CNN = "seed-cnn"
-# Sampled only in trials of the seed CNN (the other families have no such knobs).
-SEED_CNN_ONLY = ("kernel_size", "num_blocks", "filters", "fc_units", "batch_norm")
-
-
-def filter_param_name(block: int) -> str:
-    """The trial parameter holding the filter count of conv block `block` (1-based)."""
-    return f"filters_{block}"
+# Parameters only some families have (the seed CNN's `filters`...) -> the families that do.
+FAMILY_ONLY = family_parameters()
 
 
 def _suggest_one(trial: optuna.Trial, name: str, param: ParamSpec) -> Any:
@@ -53,19 +51,19 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     Augmentations declared in [space] replace the study's fixed [augment] values.
     """
     stacks = _filter_stacks(spec) if _stack_is_one_param(spec) else None
-    # The family first: the seed CNN's own parameters are sampled only for seed-cnn trials.
+    # The family first: a family's own parameters are sampled only for its trials.
     family = spec.space.get("family")
     values = {"family": _suggest_one(trial, "family", family)} if family else {}
-    seed_cnn = values.get("family", SEED_CNN) == SEED_CNN
+    chosen = get_family(values.get("family", SEED_CNN))
     values.update(
         (name, _suggest_one(trial, name, param))
         for name, param in spec.space.items()
         if name not in ("filters", "family")
         and not (stacks and name == "num_blocks")
-        and (seed_cnn or name not in SEED_CNN_ONLY)
+        and (name not in FAMILY_ONLY or name in chosen.parameters)
     )
-    model = {} if seed_cnn else {"pretrained": spec.model.pretrained}
-    if not seed_cnn:
+    model = {"pretrained": spec.model.pretrained} if chosen.pretrained else {}
+    if "filters" not in chosen.parameters:
         filters = TrialConfig().filters
     elif stacks:
         filters = tuple(json.loads(trial.suggest_categorical(FILTERS_PER_BLOCK, stacks)))
@@ -108,9 +106,9 @@ def common_distributions(
     `filters_k` for k above the fewest blocks is conditional (only deeper models have it), so
     it is left out, as samplers that model the common search space (CMA-ES's x0) never see it.
     """
-    # With a sampled family, the seed CNN's parameters are conditional too.
+    # With a sampled family, the families' own parameters are conditional too.
     family = params.get("family")
-    conditional = SEED_CNN_ONLY if family is not None and not family.is_fixed else ()
+    conditional = set(FAMILY_ONLY) if family is not None and not family.is_fixed else set()
     distributions = {
         name: distribution(param)
         for name, param in params.items()
@@ -118,7 +116,7 @@ def common_distributions(
     }
     if not params["filters"].is_fixed and not conditional:
         blocks = params["num_blocks"]
-        fewest = blocks.value if blocks.is_fixed else min(_values(blocks))
+        fewest = blocks.value if blocks.is_fixed else min(grid_values(blocks))
         for block in range(1, fewest + 1):
             distributions[filter_param_name(block)] = distribution(params["filters"])
     return distributions
@@ -142,23 +140,8 @@ def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
         if name == "filters":
             grid[FILTERS_PER_BLOCK] = _filter_stacks(spec)
         else:
-            grid[name] = _values(param)
+            grid[name] = grid_values(param)
     return grid
-
-
-def grid_size(params: Mapping[str, ParamSpec]) -> int:
-    """How many points `grid_search_space` gives a grid study of `params`, without listing them.
-
-    A depth of b blocks adds (filter values)**b conv stacks, whatever the other depths use.
-    Every sampled float needs a step (the grid is finite); the caller checks that first.
-    """
-    points = 1
-    for name, param in params.items():
-        if name not in ("num_blocks", "filters"):
-            points *= _count(param)
-    blocks = params["num_blocks"]
-    depths = [blocks.value] if blocks.is_fixed else _values(blocks)
-    return points * sum(_count(params["filters"]) ** depth for depth in depths)
 
 
 def _stack_is_one_param(spec: StudySpec) -> bool:
@@ -172,32 +155,9 @@ def _filter_stacks(spec: StudySpec) -> list[str]:
     Text because Optuna's categorical choices must be plain scalars, not tuples.
     """
     blocks = spec.space["num_blocks"]
-    filters = _values(spec.space["filters"])
+    filters = grid_values(spec.space["filters"])
     return [
         json.dumps(list(stack))
-        for num_blocks in ([blocks.value] if blocks.is_fixed else _values(blocks))
+        for num_blocks in ([blocks.value] if blocks.is_fixed else grid_values(blocks))
         for stack in itertools.product(filters, repeat=num_blocks)
     ]
-
-
-def _values(param: ParamSpec) -> list[Any]:
-    """The grid values of a sampled parameter."""
-    if param.type == "categorical":
-        return list(param.choices)
-    if param.type == "int":
-        return list(range(param.low, param.high + 1, param.step or 1))
-    # Decimal steps give 0.3, not 0.30000000000000004, and never step past `high`.
-    low, step = Decimal(str(param.low)), Decimal(str(param.step))
-    return [float(low + i * step) for i in range(_count(param))]
-
-
-def _count(param: ParamSpec) -> int:
-    """len(_values(param)) without building the list; 1 for a fixed parameter."""
-    if param.is_fixed:
-        return 1
-    if param.type == "categorical":
-        return len(param.choices)
-    if param.type == "int":
-        return len(range(param.low, param.high + 1, param.step or 1))
-    low, high, step = (Decimal(str(value)) for value in (param.low, param.high, param.step))
-    return int((high - low) / step) + 1

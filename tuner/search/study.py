@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.search.samplers import make_pruner, make_sampler
+from tuner.search.samplers import make_sampler
+from tuner.search.schedule import study_schedule
 from tuner.spec import StudySpec
 from tuner.spec.enqueue import trial_params
 from tuner.storage import settle_stale_trials, stale_poll_seconds, storage_lost
@@ -65,7 +66,8 @@ def open_study(
     """Create the study, or resume it when it exists (`load_if_exists`).
 
     Resuming with a study file whose search space differs from the stored one is refused
-    with a diff, unless `force` is set (then the stored space is replaced).
+    with a diff, unless `force` is set (then the stored space is replaced). Its pruner is the
+    study file's schedule's (`study_schedule`); a run installs its own (`RunSchedule`).
     """
     current_space = _normalised(spec.space_dict())
     study = optuna.create_study(
@@ -73,7 +75,7 @@ def open_study(
         study_name=spec.name,
         directions=spec.directions,
         sampler=make_sampler(spec, seed_offset),
-        pruner=make_pruner(spec),
+        pruner=study_schedule(spec).build_pruner(),
         load_if_exists=True,
     )
     existing_trials = len(study.get_trials(deepcopy=False))

@@ -18,11 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
+from tuner.checking import Checker
 from tuner.errors import TunerError
-from tuner.search.space import FILTERS_PER_BLOCK, distribution
+from tuner.search.space import distribution
 from tuner.spec import StudySpec
-from tuner.spec.checker import Checker
 from tuner.spec.enqueue import check_values, trial_params
+from tuner.spec.grid import FILTERS_PER_BLOCK
 
 log = logging.getLogger(__name__)
 

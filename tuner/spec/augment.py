@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from tuner.checking import Checker, shown
 from tuner.config import AugmentSpec
-from tuner.spec.checker import Checker, shown
 from tuner.spec.schema import ParamDomain
 
 # The largest padding any shipped dataset can use (CIFAR's 32-pixel side; 28 for MNIST):

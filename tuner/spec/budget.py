@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from tuner.spec.checker import Checker, shown
+from tuner.checking import Checker, shown
 from tuner.spec.schema import TrainingSpec
 
 DURATION_FORMS = "a duration such as '90s', '10m', '1h30m' or plain seconds"

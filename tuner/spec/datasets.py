@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tuner.checking import Checker, check_seed
 from tuner.data.registry import dataset_name_problem
-from tuner.spec.checker import Checker, check_seed
 
 if TYPE_CHECKING:
     from tuner.spec.schema import DatasetSpec

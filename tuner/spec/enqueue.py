@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.search.space import filter_param_name
+from tuner.checking import Checker, shown
 from tuner.spec.augment import AUGMENT_PARAMETERS
-from tuner.spec.checker import Checker, shown
+from tuner.spec.grid import filter_param_name
 from tuner.spec.schema import PARAMETERS, ParamSpec
 
 MAX_ENQUEUED = 1_000  # a study file lists a few known configurations, not a grid

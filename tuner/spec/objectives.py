@@ -1,25 +1,18 @@
 """The study file's objectives (`metric`, `direction`) and its [constraints] table.
 
 `metric` is one measure name or a list of them (a multi-objective study); each measure has a
-fixed direction in `tuner.engine.measure.MEASURES`. [constraints] holds `max_<measure>` limits
-on the measures known before training; they reach Optuna as the sampler's `constraints_func`,
-which only some samplers take (`CONSTRAINT_SAMPLERS`, read from their constructors).
+fixed direction in `tuner.measures.MEASURES`. [constraints] holds `max_<measure>` limits on
+the measures known before training; they reach Optuna as the sampler's `constraints_func`,
+which only some samplers take (checked in `tuner.search.preflight`).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from tuner.engine.measure import MEASURES
-from tuner.search.samplers import SAMPLERS
-from tuner.spec.checker import Checker, shown, shown_key
+from tuner.checking import Checker, shown, shown_key
+from tuner.measures import MEASURES
 
-CONSTRAINT_SAMPLERS = tuple(
-    name
-    for name, cls in SAMPLERS.items()
-    if "constraints_func" in inspect.signature(cls).parameters
-)
 # Limits apply to what is measured before training: a broken one means the trial is not trained.
 CONSTRAINT_KEYS = {f"max_{name}": name for name, m in MEASURES.items() if not m.from_training}
 
@@ -59,7 +52,7 @@ def parse_metrics(check: Checker, data: dict[str, Any]) -> tuple[tuple[str, ...]
     return tuple(names), first
 
 
-def parse_constraints(check: Checker, data: dict[str, Any], sampler: str) -> dict[str, float]:
+def parse_constraints(check: Checker, data: dict[str, Any]) -> dict[str, float]:
     """[constraints]: measure name -> upper limit."""
     table = check.table(data, "constraints")
     limits: dict[str, float] = {}
@@ -75,10 +68,4 @@ def parse_constraints(check: Checker, data: dict[str, Any], sampler: str) -> dic
         if limit <= 0:
             raise check.fail(where, f"must be > 0, got {shown(value)}")
         limits[CONSTRAINT_KEYS[key]] = limit
-    if limits and sampler not in CONSTRAINT_SAMPLERS:
-        raise check.fail(
-            "[sampler].name",
-            f"sampler {sampler!r} cannot take [constraints]; samplers that can: "
-            f"{', '.join(CONSTRAINT_SAMPLERS)}",
-        )
     return limits

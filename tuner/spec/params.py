@@ -10,9 +10,9 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from tuner.search.space import grid_size
+from tuner.checking import Checker, shown
 from tuner.spec.augment import AUGMENT_PARAMETERS
-from tuner.spec.checker import Checker, shown
+from tuner.spec.grid import grid_size
 from tuner.spec.model import MODEL_PARAMETERS
 from tuner.spec.schema import PARAMETERS, ParamDomain, ParamSpec
 

@@ -12,16 +12,16 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from tuner.checking import Checker, check_seed, shown, shown_key
 from tuner.errors import TunerError
 from tuner.files import read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
-from tuner.spec.checker import Checker, check_seed, shown, shown_key
 from tuner.spec.datasets import validate_dataset
 from tuner.spec.enqueue import parse_enqueue
 from tuner.spec.model import model_params, parse_model
 from tuner.spec.objectives import parse_constraints, parse_metrics
-from tuner.spec.options import parse_pruner, parse_sampler, trial_run
+from tuner.spec.options import parse_pruner, parse_sampler
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
 
@@ -38,8 +38,11 @@ MAX_STUDY_CHARS = 1_000_000
 MAX_KEY_DOTS = 100
 
 
-def load_spec(path: Path) -> StudySpec:
-    """Read and validate a study file. Raises TunerError naming the file and the key."""
+def read_spec(path: Path) -> StudySpec:
+    """Read and parse a study file (no pre-flight: see `tuner.search.preflight.load_spec`).
+
+    Raises TunerError naming the file and the key.
+    """
     path = Path(path)
     text = read_text_file(path, "study file")
     _check_size(path, text)
@@ -120,14 +123,13 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     model = parse_model(check, model_table, space, sampler.name)
     if sampler.name == "grid":
         validate_grid(check, space)
-    trial_run(check, sampler, pruner, space)
     enqueue = parse_enqueue(check, data, space, sampler.name)
     if training.first_result_epochs and not enqueue:
         raise check.fail(
             "[training].first_result_epochs",
             "needs an [[enqueue]] table: the configuration the first result trains",
         )
-    constraints = parse_constraints(check, data, sampler.name)
+    constraints = parse_constraints(check, data)
 
     return StudySpec(
         name=name,

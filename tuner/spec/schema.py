@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.config import AugmentSpec
-from tuner.engine.measure import MEASURES
+from tuner.measures import MEASURES
 
 # Measures a study may optimise: name -> fixed direction (the registry is MEASURES).
 METRICS = {name: measure.direction for name, measure in MEASURES.items()}

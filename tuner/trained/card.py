@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tuner.checking import Checker, is_fraction, is_int, is_number, short
 from tuner.config import TrialConfig
-from tuner.engine.families import build_model
 from tuner.engine.model import count_parameters
 from tuner.errors import TunerError
+from tuner.families import build_model
 from tuner.files import atomic_path, read_text_file
 from tuner.trained.export import parse_config
 
@@ -243,74 +243,32 @@ def _check_fit(
 
 def _parse_card(values: Any, path: Path) -> ModelCard:
     """Every field of a card read from JSON, checked; a TunerError names `path` and the key."""
-
-    def fail(key: str, problem: str) -> TunerError:
-        return TunerError(f"{path}: {key}: {problem}")
-
+    check = Checker(path)
     if not isinstance(values, dict) or values.get("format") != CARD_FORMAT:
         found = values.get("format") if isinstance(values, dict) else type(values).__name__
         raise TunerError(
             f"{path}: not a tuner model card (format: {found!r}, expected {CARD_FORMAT!r})"
         )
     known = {f.name: f for f in fields(ModelCard)}
-    for key in values:
-        if key not in known:
-            raise fail(key, f"unknown key; allowed: {', '.join(sorted(known))}")
+    check.no_unknown(values, set(known), "")
     for key, field in known.items():
         if key not in values and field.default is MISSING:
-            raise fail(key, "missing")
-
-    shape = values["input_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
-        raise fail("input_shape", f"must be [channels, height, width], got {_short(shape)}")
-    channels, height, width = shape
-    if channels not in INPUT_CHANNELS:
-        raise fail("input_shape", f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
-        raise fail(
-            "input_shape",
-            f"height and width must be 1 to {MAX_INPUT_SIDE} pixels, got {height}x{width}",
-        )
+            raise check.fail(key, "missing")
+    shape = _input_shape(check, values["input_shape"])
     names = values["class_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
-        raise fail("class_names", "must be a list of non-empty strings")
+        raise check.fail("class_names", "must be a list of non-empty strings")
     if len(names) < 2 or len(set(names)) != len(names):
-        raise fail("class_names", f"must name at least 2 distinct classes, got {_short(names)}")
-    classes = len(names)
-    stats = {key: _numbers(values[key], key, channels, fail, 1.0) for key in ("mean", "std")}
+        raise check.fail(
+            "class_names", f"must name at least 2 distinct classes, got {short(names)}"
+        )
+    stats = {key: check.numbers(values[key], key, shape[0], 1.0) for key in ("mean", "std")}
     if min(stats["std"]) <= 0:
-        raise fail("std", f"every channel's std must be > 0, got {list(stats['std'])}")
-    per_class = values["per_class_accuracy"]
-    if not (isinstance(per_class, dict) and set(per_class) == set(names)):
-        raise fail("per_class_accuracy", "must have one entry per class name")
-    for name, accuracy in per_class.items():
-        if accuracy is not None and not _is_fraction(accuracy):
-            raise fail(f"per_class_accuracy.{name}", f"must be 0 to 1 or null, got {accuracy!r}")
-    matrix = values["confusion_matrix"]
-    rows_ok = isinstance(matrix, list) and len(matrix) == classes
-    if not rows_ok or not all(
-        isinstance(row, list) and len(row) == classes and all(_is_int(v) and v >= 0 for v in row)
-        for row in matrix
-    ):
-        raise fail("confusion_matrix", f"must be {classes}x{classes} counts (one row per class)")
-    for key in ("study", "tuner_version", "created", "dataset"):
-        value = values.get(key)
-        if not (isinstance(value, str) or (key == "study" and value is None)):
-            raise fail(key, f"must be a string, got {_short(value)}")
-    if not values["dataset"]:
-        raise fail("dataset", "must name the dataset the model was trained on")
-    for key, low in (("trial", 0), ("epochs", 1), ("train_count", 0), ("test_count", 0)):
-        value = values[key]
-        if not ((_is_int(value) and value >= low) or (key == "trial" and value is None)):
-            raise fail(key, f"must be an int >= {low}, got {_short(value)}")
-    if not _is_int(values["param_count"]) or values["param_count"] < 1:
-        raise fail("param_count", f"must be an int >= 1, got {_short(values['param_count'])}")
-    if not _is_fraction(values["test_accuracy"]):
-        raise fail("test_accuracy", f"must be 0 to 1, got {_short(values['test_accuracy'])}")
-    if not (_is_number(values["test_loss"]) and values["test_loss"] >= 0):
-        raise fail("test_loss", f"must be a number >= 0, got {_short(values['test_loss'])}")
+        raise check.fail("std", f"every channel's std must be > 0, got {list(stats['std'])}")
+    _check_scores(check, values, names)
+    _check_facts(check, values)
     curves = {
-        key: _numbers(values.get(key, []), key, None, fail, high)
+        key: check.numbers(values.get(key, []), key, None, high)
         for key, high in (
             ("train_loss", math.inf),
             ("train_accuracy", 1.0),
@@ -318,76 +276,96 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
             ("train_sample_accuracy", 1.0),
         )
     }
-    for key in ("kept_epoch", "train_sample_count"):
-        value = values.get(key, 0)
-        if not (_is_int(value) and value >= 0):
-            raise fail(key, f"must be an int >= 0, got {_short(value)}")
-    precision = values.get("precision", "")
-    if precision not in ("", "fp32", "bf16"):
-        raise fail("precision", f"must be fp32 or bf16, got {_short(precision)}")
-    adaptation = values.get("adaptation", "")
-    if not isinstance(adaptation, str):
-        raise fail("adaptation", f"must be a string, got {_short(adaptation)}")
-    digest = values.get("weights_sha256", "")
-    if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
-        raise fail("weights_sha256", "must be empty or 64 lowercase hex digits")
     return ModelCard(
         **{key: values[key] for key in ("study", "trial", "dataset", "tuner_version", "created")},
         **{key: values[key] for key in ("epochs", "train_count", "test_count", "param_count")},
-        input_shape=(channels, height, width),
+        input_shape=shape,
         class_names=tuple(names),
         mean=stats["mean"],
         std=stats["std"],
         config=parse_config(values["config"], path, "config"),
         test_accuracy=float(values["test_accuracy"]),
         test_loss=float(values["test_loss"]),
-        per_class_accuracy={name: per_class[name] for name in names},
-        confusion_matrix=tuple(tuple(row) for row in matrix),
+        per_class_accuracy={name: values["per_class_accuracy"][name] for name in names},
+        confusion_matrix=tuple(tuple(row) for row in values["confusion_matrix"]),
         train_loss=curves["train_loss"],
         train_accuracy=curves["train_accuracy"],
-        weights_sha256=digest,
-        adaptation=adaptation,
+        weights_sha256=values.get("weights_sha256", ""),
+        adaptation=values.get("adaptation", ""),
         kept_epoch=values.get("kept_epoch", 0),
-        precision=precision,
+        precision=values.get("precision", ""),
         train_sample_count=values.get("train_sample_count", 0),
         train_sample_loss=curves["train_sample_loss"],
         train_sample_accuracy=curves["train_sample_accuracy"],
     )
 
 
-def _numbers(
-    values: Any,
-    key: str,
-    count: int | None,
-    fail: Callable[[str, str], TunerError],
-    high: float,
-) -> tuple[float, ...]:
-    """A list of finite numbers from 0 to `high`, `count` long when given."""
-    if not isinstance(values, list) or (count is not None and len(values) != count):
-        length = "a list" if count is None else f"a list of {count} (one per input channel)"
-        raise fail(key, f"must be {length} of numbers, got {_short(values)}")
-    allowed = ">= 0" if high == math.inf else f"from 0 to {high:g}"
-    for index, value in enumerate(values):
-        if not (_is_number(value) and 0 <= value <= high):
-            raise fail(f"{key}[{index}]", f"must be a finite number {allowed}, got {value!r}")
-    return tuple(float(value) for value in values)
+def _input_shape(check: Checker, shape: Any) -> tuple[int, int, int]:
+    if not (isinstance(shape, list) and len(shape) == 3 and all(is_int(v) for v in shape)):
+        raise check.fail("input_shape", f"must be [channels, height, width], got {short(shape)}")
+    channels, height, width = shape
+    if channels not in INPUT_CHANNELS:
+        raise check.fail("input_shape", f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+        raise check.fail(
+            "input_shape",
+            f"height and width must be 1 to {MAX_INPUT_SIDE} pixels, got {height}x{width}",
+        )
+    return channels, height, width
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_scores(check: Checker, values: dict[str, Any], names: list[str]) -> None:
+    """The test results: per-class accuracies, the confusion matrix, accuracy and loss."""
+    classes = len(names)
+    per_class = values["per_class_accuracy"]
+    if not (isinstance(per_class, dict) and set(per_class) == set(names)):
+        raise check.fail("per_class_accuracy", "must have one entry per class name")
+    for name, accuracy in per_class.items():
+        if accuracy is not None and not is_fraction(accuracy):
+            raise check.fail(
+                f"per_class_accuracy.{name}", f"must be 0 to 1 or null, got {accuracy!r}"
+            )
+    matrix = values["confusion_matrix"]
+    rows_ok = isinstance(matrix, list) and len(matrix) == classes
+    if not rows_ok or not all(
+        isinstance(row, list) and len(row) == classes and all(is_int(v) and v >= 0 for v in row)
+        for row in matrix
+    ):
+        raise check.fail(
+            "confusion_matrix", f"must be {classes}x{classes} counts (one row per class)"
+        )
+    if not is_fraction(values["test_accuracy"]):
+        raise check.fail("test_accuracy", f"must be 0 to 1, got {short(values['test_accuracy'])}")
+    if not (is_number(values["test_loss"]) and values["test_loss"] >= 0):
+        raise check.fail("test_loss", f"must be a number >= 0, got {short(values['test_loss'])}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_fraction(value: Any) -> bool:
-    return _is_number(value) and 0 <= value <= 1
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _check_facts(check: Checker, values: dict[str, Any]) -> None:
+    """Where the model came from and how it was trained: names, counts, precision, hash."""
+    for key in ("study", "tuner_version", "created", "dataset"):
+        value = values.get(key)
+        if not (isinstance(value, str) or (key == "study" and value is None)):
+            raise check.fail(key, f"must be a string, got {short(value)}")
+    if not values["dataset"]:
+        raise check.fail("dataset", "must name the dataset the model was trained on")
+    for key, low in (("trial", 0), ("epochs", 1), ("train_count", 0), ("test_count", 0)):
+        value = values[key]
+        if not ((is_int(value) and value >= low) or (key == "trial" and value is None)):
+            raise check.fail(key, f"must be an int >= {low}, got {short(value)}")
+    if not is_int(values["param_count"]) or values["param_count"] < 1:
+        raise check.fail("param_count", f"must be an int >= 1, got {short(values['param_count'])}")
+    for key in ("kept_epoch", "train_sample_count"):
+        value = values.get(key, 0)
+        if not (is_int(value) and value >= 0):
+            raise check.fail(key, f"must be an int >= 0, got {short(value)}")
+    precision = values.get("precision", "")
+    if precision not in ("", "fp32", "bf16"):
+        raise check.fail("precision", f"must be fp32 or bf16, got {short(precision)}")
+    if not isinstance(values.get("adaptation", ""), str):
+        raise check.fail("adaptation", f"must be a string, got {short(values.get('adaptation'))}")
+    digest = values.get("weights_sha256", "")
+    if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
+        raise check.fail("weights_sha256", "must be empty or 64 lowercase hex digits")
 
 
 def _sha256(path: Path) -> str:

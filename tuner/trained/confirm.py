@@ -15,16 +15,30 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
 
 from tuner import attrs
+from tuner.checking import MAX_SEED
 from tuner.config import TrialConfig
-from tuner.engine import DeviceData, DivergedError, EngineOptions, EpochResult, fit, prepare_model
+from tuner.engine import (
+    DeviceData,
+    DivergedError,
+    EngineOptions,
+    EpochResult,
+    fit,
+    load_device_data,
+    pick_device,
+    prepare_model,
+)
 from tuner.errors import TunerError
 from tuner.search.confirmed import ConfirmRun, run_key, store_run, top_trials
-from tuner.spec.checker import MAX_SEED
+
+if TYPE_CHECKING:
+    from tuner.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +115,24 @@ def run_job(
         seconds=round(time.perf_counter() - started, 3),
         stop_reason=stop_reason,
     )
+
+
+def confirm_study(
+    study: optuna.Study,
+    jobs: list[Job],
+    dataset: DatasetSpec,
+    device: str = "auto",
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    on_run: Callable[[int, int, ConfirmRun], None] | None = None,
+) -> list[ConfirmRun]:
+    """`confirm` on the study's own train/validation split, loaded onto `device` ("auto",
+    "cpu", "cuda"...) only when a job is left to run."""
+    if all(job.done for job in jobs):
+        return []
+    torch_device = pick_device(device)
+    data = load_device_data(dataset, torch_device, data_dir, cache_dir)
+    return confirm(study, jobs, data, torch_device, on_run=on_run)
 
 
 def confirm(

@@ -22,9 +22,10 @@ from typing import Any
 import optuna
 
 from tuner import __version__, attrs
+from tuner.checking import Checker, is_kind
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.errors import TunerError
-from tuner.files import read_text_file
+from tuner.files import read_text_file, toml_value
 from tuner.search.confirmed import confirmed_ranking
 from tuner.spec import MAX_SEED, PARAMETERS
 from tuner.spec.model import MODEL_PARAMETERS
@@ -152,18 +153,18 @@ def to_toml(best: BestConfig) -> str:
         f"# Written by tuner {__version__} on {datetime.date.today().isoformat()}.",
         "# Retrain it on the full training split with:  tuner retrain --config THIS_FILE",
         "",
-        *(f"{key} = {_toml_value(value)}" for key, value in values.items()),
+        *(f"{key} = {toml_value(value)}" for key, value in values.items()),
         "",
         *(
-            ["[confirmed]", *(f"{key} = {_toml_value(v)}" for key, v in confirmed.items()), ""]
+            ["[confirmed]", *(f"{key} = {toml_value(v)}" for key, v in confirmed.items()), ""]
             if confirmed
             else []
         ),
         "[config]",
-        *(f"{key} = {_toml_value(value)}" for key, value in config.items()),
+        *(f"{key} = {toml_value(value)}" for key, value in config.items()),
         "",
         "[config.augment]",
-        *(f"{key} = {_toml_value(value)}" for key, value in augment.items()),
+        *(f"{key} = {toml_value(value)}" for key, value in augment.items()),
         "",
         *_space_hint(best.config),
     ]
@@ -185,26 +186,8 @@ def _space_hint(config: TrialConfig) -> list[str]:
             )
             lines.append(f"#   filters = {max(config.filters)}{note}")
         else:
-            lines.append(f"#   {name} = {_toml_value(getattr(config, name))}")
+            lines.append(f"#   {name} = {toml_value(getattr(config, name))}")
     return lines
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)  # shortest text that reads back as the same float
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
 
 
 def render(best: BestConfig, fmt: str) -> str:
@@ -231,15 +214,16 @@ def read_best(path: Path) -> BestConfig:
 
 
 def _parse(data: dict[str, Any], path: Path) -> BestConfig:
+    check = Checker(path)
     known = {f.name for f in fields(BestConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise TunerError(f"{path}: {unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+        raise check.fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(known))}")
     for key in ("dataset", "config"):
         if key not in data:
-            raise TunerError(f"{path}: {key}: missing (see `tuner best` for the format)")
+            raise check.fail(key, "missing (see `tuner best` for the format)")
     if not isinstance(data["dataset"], str):
-        raise TunerError(f"{path}: dataset: must be a string")
+        raise check.fail("dataset", "must be a string")
     config = parse_config(data["config"], path, "config")
     checked = {
         "study": (str, data.get("study")),
@@ -249,13 +233,13 @@ def _parse(data: dict[str, Any], path: Path) -> BestConfig:
         "best_epoch": (int, data.get("best_epoch")),
     }
     for key, (kind, value) in checked.items():
-        if value is not None and not _is_kind(value, kind):
-            raise TunerError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")
+        if value is not None and not is_kind(value, kind):
+            raise check.fail(key, f"must be {kind.__name__}, got {value!r}")
     confirmed = data.get("confirmed")
     if confirmed is not None and not (
-        isinstance(confirmed, dict) and all(_is_kind(v, float) for v in confirmed.values())
+        isinstance(confirmed, dict) and all(is_kind(v, float) for v in confirmed.values())
     ):
-        raise TunerError(f"{path}: confirmed: must be a table of numbers (mean, std, ...)")
+        raise check.fail("confirmed", "must be a table of numbers (mean, std, ...)")
     return BestConfig(
         dataset=data["dataset"],
         config=config,
@@ -283,62 +267,42 @@ def parse_config(values: Any, path: Path, where: str) -> TrialConfig:
     file's [space] allows (spec.PARAMETERS), so a hand-edited file cannot ask for a
     10001-pixel kernel. Raises TunerError naming `path` and the key (`where.name`).
     """
+    check = Checker(path)
     if not isinstance(values, dict):
-        raise TunerError(f"{path}: {where}: must be a table")
-    _check_fields(values, TrialConfig, path, where)
+        raise check.fail(where, "must be a table")
+    check.fields_of(values, TrialConfig, where)
     augment = values.get("augment", {})
     if not isinstance(augment, dict):
-        raise TunerError(f"{path}: {where}.augment: must be a table")
-    _check_fields(augment, AugmentSpec, path, f"{where}.augment")
+        raise check.fail(f"{where}.augment", "must be a table")
+    check.fields_of(augment, AugmentSpec, f"{where}.augment")
     filters = values.get("filters")
     blocks = PARAMETERS["num_blocks"]
     if not (isinstance(filters, list) and filters and blocks.check(len(filters))):
-        raise TunerError(
-            f"{path}: {where}.filters: must be a list of ints, one per conv block "
-            f"(the number of blocks is {blocks.allowed})"
+        raise check.fail(
+            f"{where}.filters",
+            "must be a list of ints, one per conv block "
+            f"(the number of blocks is {blocks.allowed})",
         )
     for index, value in enumerate(filters):
-        _check_domain(value, "filters", path, f"{where}.filters[{index}]")
+        _check_domain(check, value, "filters", f"{where}.filters[{index}]")
     for name in PARAMETERS.keys() - {"num_blocks", "filters"}:
         if name in values:
-            _check_domain(values[name], name, path, f"{where}.{name}")
+            _check_domain(check, values[name], name, f"{where}.{name}")
     for name, domain in MODEL_PARAMETERS.items():  # family, freeze, backbone_learning_rate
         value = values.get(name, domain.default)
-        if not (_is_kind(value, domain.kind) and domain.check(value)):
-            raise TunerError(f"{path}: {where}.{name}: must be {domain.allowed}, got {value!r}")
-    for name, (check, allowed) in _TRAINING_DOMAINS.items():
-        if name in values and not check(values[name]):
-            raise TunerError(f"{path}: {where}.{name}: must be {allowed}, got {values[name]!r}")
+        if not (is_kind(value, domain.kind) and domain.check(value)):
+            raise check.fail(f"{where}.{name}", f"must be {domain.allowed}, got {value!r}")
+    for name, (valid, allowed) in _TRAINING_DOMAINS.items():
+        if name in values and not valid(values[name]):
+            raise check.fail(f"{where}.{name}", f"must be {allowed}, got {values[name]!r}")
     for name, value in augment.items():
-        if _is_kind(value, float) and not (math.isfinite(value) and value >= 0):
-            raise TunerError(f"{path}: {where}.augment.{name}: must be >= 0, got {value!r}")
+        if is_kind(value, float) and not (math.isfinite(value) and value >= 0):
+            raise check.fail(f"{where}.augment.{name}", f"must be >= 0, got {value!r}")
     return TrialConfig.from_dict(values)
 
 
-def _check_domain(value: Any, name: str, path: Path, key: str) -> None:
+def _check_domain(check: Checker, value: Any, name: str, key: str) -> None:
     domain = PARAMETERS[name]
     finite = not isinstance(value, float) or math.isfinite(value)
-    if not (_is_kind(value, domain.kind) and finite and domain.check(value)):
-        raise TunerError(f"{path}: {key}: must be {domain.allowed}, got {value!r}")
-
-
-def _check_fields(values: dict[str, Any], cls: type, path: Path, where: str) -> None:
-    """Each key must be a field of `cls` whose default has the same type (ints pass as floats)."""
-    defaults = cls()
-    names = {f.name for f in fields(cls)}
-    for key, value in values.items():
-        if key not in names:
-            raise TunerError(
-                f"{path}: {where}.{key}: unknown key; allowed: {', '.join(sorted(names))}"
-            )
-        kind = type(getattr(defaults, key))
-        if kind in (int, float, bool, str) and not _is_kind(value, kind):
-            raise TunerError(f"{path}: {where}.{key}: must be {kind.__name__}, got {value!r}")
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    if not (is_kind(value, domain.kind) and finite and domain.check(value)):
+        raise check.fail(key, f"must be {domain.allowed}, got {value!r}")

@@ -14,7 +14,8 @@ import optuna
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.trained.export import FORMATS, _toml_value
+from tuner.files import toml_value
+from tuner.trained.export import FORMATS
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -62,20 +63,20 @@ def render_pareto(study: optuna.Study, fmt: str) -> str:
     lines = [
         f"# Pareto-optimal trials of study {study.study_name!r} ({', '.join(names)}),",
         f"# best {names[0]} first. Retrain one: tuner retrain --study {study.study_name} --trial N",
-        f"study = {_toml_value(study.study_name)}",
-        f"metrics = {_toml_value(names)}",
+        f"study = {toml_value(study.study_name)}",
+        f"metrics = {toml_value(names)}",
     ]
     for entry in entries:
         lines += ["", "[[pareto]]", f"trial = {entry['trial']}"]
         for table in ("values", "measures"):
             if table in entry:
                 lines += ["", f"[pareto.{table}]"]
-                lines += [f"{k} = {_toml_value(float(v))}" for k, v in entry[table].items()]
+                lines += [f"{k} = {toml_value(float(v))}" for k, v in entry[table].items()]
         if "config" in entry:
             config = dict(entry["config"])
             augment = config.pop("augment", {})
             lines += ["", "[pareto.config]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in config.items()]
+            lines += [f"{k} = {toml_value(v)}" for k, v in config.items()]
             lines += ["", "[pareto.config.augment]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in augment.items()]
+            lines += [f"{k} = {toml_value(v)}" for k, v in augment.items()]
     return "\n".join(lines) + "\n"

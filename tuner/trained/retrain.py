@@ -26,7 +26,6 @@ from tuner import __version__
 from tuner.config import TrialConfig
 from tuner.data import Dataset, Splits, channel_stats
 from tuner.engine import (
-    FAMILIES,
     DeviceData,
     DivergedError,
     EngineOptions,
@@ -38,6 +37,7 @@ from tuner.engine import (
     to_device,
 )
 from tuner.errors import TunerError
+from tuner.families import get_family
 from tuner.trained.card import ModelCard, save_model
 from tuner.trained.export import BestConfig
 
@@ -139,7 +139,7 @@ def retrain(
         train_accuracy=tuple(result.train_accuracy for result in history),
         kept_epoch=history[-1].epoch if history else 0,
         precision=options.precision,
-        adaptation=f"{config.family}: {FAMILIES[config.family].adaptation(dataset.input_shape)}",
+        adaptation=f"{config.family}: {get_family(config.family).adaptation(dataset.input_shape)}",
         train_sample_count=len(splits.val),
         train_sample_loss=tuple(result.val_loss for result in history),
         train_sample_accuracy=tuple(result.val_accuracy for result in history),

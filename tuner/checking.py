@@ -1,7 +1,10 @@
-"""One-line error messages for study files: the file, the key, what is allowed, what was found.
+"""One-line errors for the files users give tuner: the file, the key, what is allowed, found.
 
-`Checker` builds them; `shown` keeps a value short enough for one line whatever the file holds
-(a 10,000-digit integer, a string of a megabyte, tables nested thousands deep).
+The one validator of study files (`tuner.spec`), exported configurations (`trained.export`)
+and model cards (`trained.card`): `Checker` names the file in every message and checks keys,
+types and fields; the `is_*` predicates say what a JSON or TOML value is (a bool is never a
+number); `shown` keeps a value short enough for one line whatever the file holds (a
+10,000-digit integer, a string of a megabyte, tables nested thousands deep).
 """
 
 from __future__ import annotations
@@ -45,6 +48,34 @@ def type_name(value: Any) -> str:
     return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
+
+
+def short(value: Any) -> str:
+    """repr(value), cut to 60 characters (for values read from JSON, already bounded)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_fraction(value: Any) -> bool:
+    return is_number(value) and 0 <= value <= 1
+
+
+def is_kind(value: Any, kind: type) -> bool:
+    """Whether a value read from a file is a `kind`: ints pass as floats, bools as neither."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return is_int(value)
+    return isinstance(value, kind)
 
 
 def kind_name(kind: type) -> str:
@@ -98,6 +129,32 @@ class Checker:
                 key,
                 f"must be an integer from -2**63 to 2**63 - 1 (TOML's range), got {shown(value)}",
             )
+
+    def fields_of(self, values: dict[str, Any], cls: type, where: str) -> None:
+        """Each key of `values` must be a field of `cls` whose default has the same type."""
+        defaults = cls()
+        names = {f.name for f in fields(cls)}
+        for key, value in values.items():
+            if key not in names:
+                raise self.fail(
+                    f"{where}.{key}", f"unknown key; allowed: {', '.join(sorted(names))}"
+                )
+            kind = type(getattr(defaults, key))
+            if kind in (int, float, bool, str) and not is_kind(value, kind):
+                raise self.fail(f"{where}.{key}", f"must be {kind.__name__}, got {value!r}")
+
+    def numbers(self, values: Any, key: str, count: int | None, high: float) -> tuple[float, ...]:
+        """A list of finite numbers from 0 to `high`, `count` long when given."""
+        if not isinstance(values, list) or (count is not None and len(values) != count):
+            length = "a list" if count is None else f"a list of {count} (one per input channel)"
+            raise self.fail(key, f"must be {length} of numbers, got {short(values)}")
+        allowed = ">= 0" if high == math.inf else f"from 0 to {high:g}"
+        for index, value in enumerate(values):
+            if not (is_number(value) and 0 <= value <= high):
+                raise self.fail(
+                    f"{key}[{index}]", f"must be a finite number {allowed}, got {value!r}"
+                )
+        return tuple(float(value) for value in values)
 
     def dataclass_section(self, data: dict[str, Any], key: str, cls: type) -> Any:
         """Parse a flat table into a dataclass, checking keys and value types."""
