@@ -77,6 +77,7 @@ def run(
         ),
     ] = None,
     storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     cache_dir: CacheDirOption = None,
@@ -185,11 +186,14 @@ def run(
     from tuner.runner.run import run_study
     from tuner.runner.settings import RunSettings
     from tuner.storage import resolve_storage_url
+    from tuner.storage.artifacts import resolve_artifacts
 
+    url = resolve_storage_url(storage)
     settings = RunSettings(
         study_file=study_file(study, studies),
-        storage=resolve_storage_url(storage),
+        storage=url,
         storage_given=storage is not None,
+        artifacts=resolve_artifacts(artifacts, url),
         trials=trials,
         device=device,
         data_dir=data_dir,

@@ -124,7 +124,10 @@ def print_status(console: Console, study: optuna.Study) -> None:
 
 def print_artifacts_space(console: Console, location: str, used: int | None) -> None:
     """One line: what the study's checkpoints and kept weights take, and where."""
-    size = "size not measured (bucket)" if used is None else f"{used / 1e6:.1f} MB"
+    if used is None:
+        size = "size not measured (a bucket)"
+    else:
+        size = f"{used / 1e6:.1f} MB" if used >= 100_000 else f"{used / 1e3:.1f} kB"
     console.print(f"checkpoints and kept weights: {size} in {location}")
 
 

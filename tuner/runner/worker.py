@@ -16,10 +16,12 @@ from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
 from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
+from tuner.search.checkpoints import requeue_budget_cut, tidy
 from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import RunSchedule, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.storage import mask_url
+from tuner.storage.artifacts import Artifacts, open_artifacts
 
 if TYPE_CHECKING:
     import optuna
@@ -56,6 +58,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     with interrupt_on_signals():
         device, dataset, data = _load(spec, settings)
         study = _open(spec, settings)
+        artifacts = _artifacts(study, settings)
         schedule = study_schedule(spec, len(data.train_labels), budget)
         plan = None
         if budget is not None:
@@ -86,8 +89,12 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 run_schedule,
                 engine,
                 TrialHooks(on_epoch=progress.on_epoch, on_batch=progress.on_batch),
+                artifacts,
             )
             callbacks = [progress.on_trial_end]
+            if artifacts is not None:
+                keep = spec.training.keep_weights
+                callbacks.append(lambda study, _: tidy(artifacts, study, keep))
             if plan is not None:
 
                 def replan(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -154,6 +161,15 @@ def _open(spec: StudySpec, settings: RunSettings) -> optuna.Study:
         seed_offset=seed_offset,
         force=settings.force,
     )
+
+
+def _artifacts(study: optuna.Study, settings: RunSettings) -> Artifacts | None:
+    """The run's artifact store, with the trials a budget cut queued again to resume first."""
+    if settings.artifacts is None:
+        return None
+    artifacts = open_artifacts(settings.artifacts)
+    requeue_budget_cut(study)
+    return artifacts
 
 
 def _run(

@@ -20,6 +20,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +47,60 @@ WEIGHTS_FORMAT = "tuner-weights/1"
 AnyTrial = optuna.Trial | FrozenTrial
 
 
+@dataclass(frozen=True)
+class TrialCheckpoints:
+    """One running trial's use of the store: what it resumes from, its save after each epoch,
+    and what it keeps or drops as it ends. `identity` is its `run_identity`, `seed` the seed
+    it trains with."""
+
+    artifacts: Artifacts
+    trial: optuna.Trial
+    identity: str
+    seed: int
+
+    def resume(self) -> tuple[TrainingState, int] | None:
+        """The checkpoint to continue from and the seed it was trained with; None: none."""
+        state = load_checkpoint(self.artifacts, self.trial, self.identity)
+        if state is None:
+            return None
+        pointer = _pointer(self.trial, attrs.CHECKPOINT)
+        return state, int(pointer.get("seed", self.seed)) if pointer else self.seed
+
+    def save(self, state: TrainingState) -> None:
+        save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
+
+    def drop(self) -> None:
+        drop_checkpoint(self.artifacts, self.trial)
+
+    def keep(self, weights: Tensors, epoch: int) -> None:
+        keep_best_weights(self.artifacts, self.trial, weights, epoch)
+
+
 def run_identity(config: dict[str, Any], train_images: int) -> str:
-    """What a checkpoint can only be resumed under: the trial's whole configuration (epochs,
-    seed, every hyperparameter) and its training images. A retry that would train otherwise
-    (a budget run that planned other epochs) starts afresh."""
+    """What a checkpoint can only be resumed under: the trial's configuration (epochs, every
+    hyperparameter) and its training images. A retry that would train otherwise (a budget run
+    that planned other epochs) starts afresh. The seed is left out: a retry is a new trial
+    with a seed of its own, and continues with the seed of the checkpoint it resumes."""
+    config = {key: value for key, value in config.items() if key != "seed"}
     text = json.dumps({"config": config, "train_images": train_images}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_checkpoint(
-    artifacts: Artifacts, trial: optuna.Trial, state: TrainingState, identity: str = ""
+    artifacts: Artifacts,
+    trial: optuna.Trial,
+    state: TrainingState,
+    identity: str = "",
+    seed: int | None = None,
 ) -> str:
     """Upload `state` as the trial's checkpoint, then drop the one it replaces; its id.
 
-    `identity` (`run_identity`) is recorded with it, for `load_checkpoint` to compare."""
+    `identity` (`run_identity`) and the `seed` the run trains with are recorded with it."""
     name = f"trial-{trial.number}-epoch-{state.epoch}.ckpt"
     artifact_id = _upload(artifacts, trial, name, to_bytes(state))
     previous = _pointer(trial, attrs.CHECKPOINT)
     pointer = {"artifact_id": artifact_id, "epoch": state.epoch, "trial": trial.number}
-    trial.set_user_attr(attrs.CHECKPOINT, {**pointer, "identity": identity})
+    trial.set_user_attr(attrs.CHECKPOINT, {**pointer, "identity": identity, "seed": seed})
     if previous is not None:
         _remove(artifacts, previous["artifact_id"])
     return artifact_id

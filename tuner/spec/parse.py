@@ -184,3 +184,8 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
     if training.trials < 1:
         raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
     check_seed(check, training.seed, "[training].seed")
+    if training.keep_weights < 0:
+        raise check.fail(
+            "[training].keep_weights",
+            f"must be >= 0 (finished trials whose weights are kept), got {training.keep_weights}",
+        )
