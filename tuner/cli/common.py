@@ -115,3 +115,23 @@ def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
     from tuner.storage import resolve_storage_url
 
     return load(name, resolve_storage_url(storage_option))
+
+
+def spec_and_study(study: str, storage: str | None, studies: Path | None):
+    """The study file (for its train/validation split) and the stored study it created."""
+    from tuner import attrs
+    from tuner.spec import load_spec
+
+    try:
+        path = study_file(study, studies)
+    except TunerError:
+        if Path(study).suffix == ".toml":
+            raise
+    else:
+        spec = load_spec(path)
+        return spec, load_stored_study(spec.name, storage)
+    stored = load_stored_study(study, storage)  # a stored name: its study file, as recorded
+    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
+    if not recorded:
+        raise TunerError(f"study {study!r} does not record its study file; pass --study FILE")
+    return load_spec(Path(recorded)), stored

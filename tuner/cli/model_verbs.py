@@ -12,6 +12,7 @@ import typer
 
 from tuner.cli import views
 from tuner.cli.common import (
+    ArtifactsOption,
     CacheDirOption,
     DataDirOption,
     DeviceOption,
@@ -21,6 +22,7 @@ from tuner.cli.common import (
     app,
     console,
     load_stored_study,
+    spec_and_study,
     study_name,
 )
 from tuner.errors import TunerError
@@ -88,12 +90,28 @@ def best(
     trial: Annotated[
         int | None, typer.Option("--trial", "-t", min=0, help="This trial instead of the best.")
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Instead: write the trial's kept weights and their model card into this "
+            "folder (trained on the training split only; for predict, visualize, export).",
+        ),
+    ] = None,
+    artifacts: ArtifactsOption = None,
+    data_dir: DataDirOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
-    """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
+    """Print the best trial's full configuration (read back by `tuner retrain --config`), or
+    with --model save its kept weights as a model, without retraining."""
     from tuner.files import write_text_atomic
     from tuner.trained.export import render
     from tuner.trained.pareto import render_pareto
 
+    if model is not None:
+        _save_kept(model, study, storage, studies, trial, artifacts, data_dir, cache_dir)
+        return
     if pareto:
         stored = load_stored_study(study_name(study, studies), storage)
         text = render_pareto(stored, fmt.value)
@@ -104,6 +122,39 @@ def best(
     else:
         write_text_atomic(out, text)
         typer.echo(f"written to {out}", err=True)
+
+
+def _save_kept(
+    directory: Path,
+    study: str,
+    storage: str | None,
+    studies: Path | None,
+    trial: int | None,
+    artifacts: str | None,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+) -> None:
+    """`tuner best --model DIR`: the trial's kept weights, tested once, saved with their card."""
+    from tuner.storage import resolve_storage_url
+    from tuner.storage.artifacts import open_artifacts, resolve_artifacts
+    from tuner.trained.kept import save_kept_model
+
+    spec, stored = spec_and_study(study, storage, studies)
+    location = resolve_artifacts(artifacts, resolve_storage_url(storage))
+    weights, card = save_kept_model(
+        directory,
+        stored,
+        spec.dataset,
+        open_artifacts(location, create=False),
+        trial,
+        data_dir,
+        cache_dir,
+    )
+    console().print(
+        f"trial {card.trial} of {card.study}: weights of its epoch {card.kept_epoch}, trained on "
+        f"the training split only; test accuracy {card.test_accuracy:.4f} on {card.test_count} "
+        f"held-out images\nmodel: {weights}"
+    )
 
 
 @app.command()

@@ -215,7 +215,7 @@ def export_model(
             staged.replace(tmp)
         finally:
             staged.unlink(missing_ok=True)
-    log.info("exported %s to %s (max abs difference %.3g)", model_path, out, difference)
+    log.debug("exported %s to %s (max abs difference %.3g)", model_path, out, difference)
     return ExportResult(out, fmt, difference, tolerance, card)
 
 
