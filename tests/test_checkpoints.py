@@ -18,6 +18,7 @@ from tuner import attrs
 from tuner.engine.checkpoint import RngState, TrainingState
 from tuner.errors import TunerError
 from tuner.search.checkpoints import (
+    TrialCheckpoints,
     drop_checkpoint,
     keep_best_weights,
     load_best_weights,
@@ -235,3 +236,21 @@ def test_s3_needs_a_bare_bucket_and_boto3(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(builtins, "__import__", no_boto3)
     with pytest.raises(TunerError, match="S3 needs boto3; install it with: pip install boto3"):
         open_artifacts("s3://bucket")
+
+
+def test_a_store_that_cannot_take_a_checkpoint_costs_one_warning_not_the_trial(
+    study, artifacts, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trial = study.ask()
+    checkpoints = TrialCheckpoints(artifacts, trial, "id", seed=3)
+
+    def full(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifacts.store, "write", full)
+    with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
+        checkpoints.save(state(2))
+    (record,) = caplog.records
+    assert "the checkpoint of epoch 2 was not saved" in record.getMessage()
+    assert "No space left on device" in record.getMessage()
+    assert checkpoints.resume() is None

@@ -110,6 +110,9 @@ def test_a_crashed_trial_resumes_after_its_last_epoch_with_the_same_values(
     assert resumed.params == study.trials[0].params
     assert epochs_trained == [4, 5]  # epochs 1-3 were not trained again
     assert resumed.user_attrs[attrs.RESUMED_FROM] == 3
+    # It continues trial 0's run: trial 0's seed, not the one its own number would give.
+    assert resumed.user_attrs[attrs.SEED] == study.trials[0].user_attrs[attrs.SEED]
+    assert resumed.user_attrs[attrs.CONFIG]["seed"] == resumed.user_attrs[attrs.SEED]
     history = resumed.user_attrs[attrs.HISTORY]
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]  # no epoch twice
     assert values(history) == values(uninterrupted)  # bit for bit: tolerance 0

@@ -67,7 +67,18 @@ class TrialCheckpoints:
         return state, int(pointer.get("seed", self.seed)) if pointer else self.seed
 
     def save(self, state: TrainingState) -> None:
-        save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
+        """Save after an epoch; a store that cannot take it (a full disk) costs the resume
+        point, not the trial: one warning, and training goes on."""
+        try:
+            save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
+        except OSError as exc:
+            log.warning(
+                "trial %d: the checkpoint of epoch %d was not saved in %s (%s)",
+                self.trial.number,
+                state.epoch,
+                self.artifacts.location,
+                exc.strerror or exc,
+            )
 
     def drop(self) -> None:
         drop_checkpoint(self.artifacts, self.trial)
