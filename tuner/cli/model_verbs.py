@@ -30,7 +30,9 @@ from tuner.errors import TunerError
 ModelOption = Annotated[
     Path,
     typer.Option(
-        "--model", "-m", help="A model directory written by `tuner retrain`, or its .safetensors."
+        "--model",
+        "-m",
+        help="A model directory (`tuner retrain`, `tuner best --model`), or its .safetensors.",
     ),
 ]
 
@@ -261,8 +263,9 @@ def predict(
         typer.Option(
             "--model",
             "-m",
-            help="A model directory written by `tuner retrain`, its .safetensors, or a file "
-            "written by `tuner export` (.onnx, or .pt2: load only .pt2 files you trust).",
+            help="A model directory (`tuner retrain`, `tuner best --model`), its "
+            ".safetensors, or a file written by `tuner export` (.onnx, or .pt2: load only .pt2 "
+            "files you trust).",
         ),
     ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 3,
