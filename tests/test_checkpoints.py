@@ -254,3 +254,15 @@ def test_a_store_that_cannot_take_a_checkpoint_costs_one_warning_not_the_trial(
     assert "the checkpoint of epoch 2 was not saved" in record.getMessage()
     assert "No space left on device" in record.getMessage()
     assert checkpoints.resume() is None
+
+
+def test_a_trial_saves_once_its_last_checkpoint_is_old_enough(study, artifacts) -> None:
+    """Epochs shorter than checkpoint_seconds are not each worth a write."""
+    trial = study.ask()
+    hourly = TrialCheckpoints(artifacts, trial, "id", seed=3, every_seconds=3600)
+    hourly.save(state(1))  # an hour has not passed since the trial started
+    assert hourly.resume() is None and files(artifacts) == []
+    every_epoch = TrialCheckpoints(artifacts, trial, "id", seed=3, every_seconds=0)
+    every_epoch.save(state(2))
+    found = every_epoch.resume()
+    assert found is not None and found[0].epoch == 2 and found[1] == 3

@@ -90,6 +90,20 @@ MALFORMED = [
         "val_fraction",
     ),
     case("unknown [training] key", "max_epochs", "epochs", "[training].epochs", "max_epochs"),
+    case(
+        "negative keep_weights",
+        "max_epochs = 2",
+        "max_epochs = 2\nkeep_weights = -1",
+        "[training].keep_weights",
+        "must be >= 0",
+    ),
+    case(
+        "negative checkpoint_seconds",
+        "max_epochs = 2",
+        "max_epochs = 2\ncheckpoint_seconds = -5",
+        "[training].checkpoint_seconds",
+        "must be >= 0 (0: a checkpoint after every epoch)",
+    ),
     case("unknown [augment] key", "horizontal_flip", "flip", "[augment].flip", "horizontal_flip"),
     case(
         "unknown [space] key", "filters = 4", "filters = 4\nlr = 0.1", "[space].lr", "learning_rate"

@@ -18,9 +18,9 @@ import hashlib
 import json
 import logging
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,31 @@ WEIGHTS_FORMAT = "tuner-weights/1"
 AnyTrial = optuna.Trial | FrozenTrial
 
 
-@dataclass(frozen=True)
 class TrialCheckpoints:
     """One running trial's use of the store: what it resumes from, its save after each epoch,
     and what it keeps or drops as it ends. `identity` is its `run_identity`, `seed` the seed
-    it trains with."""
+    it trains with.
 
-    artifacts: Artifacts
-    trial: optuna.Trial
-    identity: str
-    seed: int
+    An epoch's end is saved when the trial's last save (or its start) is at least
+    `every_seconds` old ([training].checkpoint_seconds): an epoch shorter than that costs
+    less to train again than its checkpoint costs to write, so a crash costs at most that
+    long plus the epoch it cuts. State: the time of the last save.
+    """
+
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        trial: optuna.Trial,
+        identity: str,
+        seed: int,
+        every_seconds: float = 0.0,
+    ) -> None:
+        self.artifacts = artifacts
+        self.trial = trial
+        self.identity = identity
+        self.seed = seed
+        self.every_seconds = every_seconds
+        self.last_saved = time.monotonic()
 
     def resume(self) -> tuple[TrainingState, int] | None:
         """The checkpoint to continue from and the seed it was trained with; None: none."""
@@ -67,10 +82,13 @@ class TrialCheckpoints:
         return state, int(pointer.get("seed", self.seed)) if pointer else self.seed
 
     def save(self, state: TrainingState) -> None:
-        """Save after an epoch; a store that cannot take it (a full disk) costs the resume
-        point, not the trial: one warning, and training goes on."""
+        """Save after an epoch, if due; a store that cannot take it (a full disk) costs the
+        resume point, not the trial: one warning, and training goes on."""
+        if time.monotonic() - self.last_saved < self.every_seconds:
+            return
         try:
             save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
+            self.last_saved = time.monotonic()
         except OSError as exc:
             log.warning(
                 "trial %d: the checkpoint of epoch %d was not saved in %s (%s)",

@@ -137,7 +137,9 @@ def run_trial(
             {**config.to_dict(), "steps_per_epoch": schedule.steps_per_epoch},
             len(data.train_labels),
         )
-        checkpoints = TrialCheckpoints(artifacts, trial, identity, config.seed)
+        checkpoints = TrialCheckpoints(
+            artifacts, trial, identity, config.seed, spec.training.checkpoint_seconds
+        )
     best = _train(trial, spec, schedule, model, data, config, device, engine, hooks, checkpoints)
     values = [
         getattr(best, name) if name in TRAINING_MEASURES else measures[name]
