@@ -22,8 +22,8 @@ from tuner.engine.checkpoint import (
     restore_rng,
     to_bytes,
 )
-from tuner.engine.model import build_cnn
 from tuner.engine.train import make_optimizer
+from tuner.families import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def parts(optimizer: str):
         filters=(4, 6), fc_units=8, dropout=0.5, optimizer=optimizer, momentum=0.9, max_epochs=4
     )
     torch.manual_seed(0)
-    model = build_cnn(config, SHAPE, 3)
+    model = build_model(config, SHAPE, 3)
     opt = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.max_epochs)
     return model, opt, schedule, torch.Generator().manual_seed(7)
