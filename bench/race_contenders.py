@@ -5,9 +5,10 @@
     python bench/race_contenders.py retrain --params '{"learning_rate": ...}' --epochs 9 \\
         --out result.json
 
-The usual script is bench/trial_throughput.py's `UsualScript` (torchvision FashionMNIST of PIL
-images read from the same IDX files, transforms, DataLoader, the seed CNN's family), on the study's
-own train/validation split:
+The usual script is bench/trial_throughput.py's `UsualScript` (PIL images per sample as its
+users read them, bench/usual_data.py: torchvision's MNIST classes for IDX sets, ImageFolder for
+`imagefolder:PATH`; transforms, DataLoader, tuner's model families), on the study's own
+train/validation split:
 - optuna-recipe: `TPESampler(seed)` + `MedianPruner()` defaults, accuracy reported each epoch.
 - random: `RandomSampler(seed)`, no pruning (the floor).
 - ray-asha: Ray Tune, `ASHAScheduler` (max_t = the study's max_epochs, other defaults) and
@@ -30,7 +31,8 @@ from typing import Any
 
 import optuna
 import torch
-from trial_throughput import TORCHVISION_DATASETS, UsualScript, split_indices, torchvision_root
+from trial_throughput import UsualScript
+from usual_data import recipe_data
 
 from tuner import attrs
 from tuner.engine import pick_device
@@ -61,16 +63,12 @@ def race_spec(path: Path, seed: int, train_limit: int, max_epochs: int = 0) -> S
 def usual_script(
     spec: StudySpec, dataset_dir: Path, into: Path, epoch_log: Path | None = None
 ) -> UsualScript:
-    """The usual script on the study's split, normalized with its training split's mean/std;
-    with `epoch_log`, each finished epoch is appended there (the race's epoch-level curve)."""
-    dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
-    root = torchvision_root(dataset_class, dataset_dir, into)
-    images = dataset_class(str(root), train=True).data
-    indices = split_indices(spec, len(images))
-    train = images[indices[0]].float() / 255
-    stats = ((train.mean().item(),), (train.std().item(),))
+    """The usual script on the study's dataset and split (bench/usual_data.py), normalized with
+    its training split's mean/std; with `epoch_log`, each finished epoch is appended there (the
+    race's epoch-level curve)."""
+    data = recipe_data(spec, dataset_dir, into)
     device = pick_device("auto")
-    return UsualScript(spec, root, indices, stats, device, loader_workers=0, epoch_log=epoch_log)
+    return UsualScript(spec, data, device, loader_workers=0, epoch_log=epoch_log)
 
 
 def run_optuna(contender: str, usual: UsualScript, seed: int, budget: float, url: str) -> None:

@@ -29,7 +29,6 @@ The trial value of both is the validation accuracy of the epoch with the lowest 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import statistics
@@ -52,10 +51,10 @@ from common import (
     sample_configs,
 )
 from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from torchvision import transforms
+from usual_data import TORCHVISION_DATASETS, RecipeData, recipe_data, split_indices
 
 from tuner.config import AugmentSpec, TrialConfig
-from tuner.data import MNIST_FILES
 from tuner.engine import PRECISIONS, DeviceData, EngineOptions, fit, pick_device, to_device
 from tuner.families import build_model
 from tuner.search.space import suggest
@@ -73,21 +72,6 @@ def bench_spec(spec: StudySpec, epochs: int) -> StudySpec:
     """The study with every trial running all `epochs`: no pruner, no early stopping."""
     training = replace(spec.training, max_epochs=epochs, patience=0)
     return replace(spec, pruner=PrunerSpec(name="none"), training=training)
-
-
-# The torchvision dataset class the usual script reads each study's dataset with.
-TORCHVISION_DATASETS = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}
-
-
-def torchvision_root(dataset_class: type, dataset_dir: Path, into: Path) -> Path:
-    """A root folder torchvision's MNIST-style classes read: ROOT/<Class>/raw/ with IDX files."""
-    raw = into / dataset_class.__name__ / "raw"
-    raw.mkdir(parents=True)
-    for stem in (stem for pair in MNIST_FILES.values() for stem in pair):
-        plain, packed = dataset_dir / stem, dataset_dir / f"{stem}.gz"
-        data = plain.read_bytes() if plain.is_file() else gzip.decompress(packed.read_bytes())
-        (raw / stem).write_bytes(data)
-    return into
 
 
 def tuner_objective(
@@ -113,9 +97,7 @@ class UsualScript:
     def __init__(
         self,
         spec: StudySpec,
-        root: Path,
-        split_indices: tuple[list[int], list[int]],
-        stats: tuple[tuple[float, ...], tuple[float, ...]],
+        data: RecipeData,
         device: torch.device,
         loader_workers: int,
         epoch_log: Path | None = None,
@@ -124,9 +106,9 @@ class UsualScript:
         # The search race's epoch-level curve: one JSON line per finished epoch (trial, epoch,
         # wall time, accuracy), appended as it happens so a stopped run keeps every line.
         self.epoch_log = epoch_log
-        self.root = root
-        self.train_indices, self.val_indices = split_indices
-        self.normalize = transforms.Normalize(*stats)  # the training split's channel mean, std
+        self.data = data
+        self.train_indices, self.val_indices = data.split
+        self.normalize = transforms.Normalize(*data.stats)  # the training split's mean, std
         self.device = device
         self.loader_workers = loader_workers
 
@@ -136,14 +118,14 @@ class UsualScript:
         """Datasets and loaders, built per trial as in Optuna's examples: the study's train and
         validation split, or with `test` the whole training split and the test split."""
         augment = self.spec.augment
-        per_sample = [transforms.RandomCrop(28, padding=augment.random_crop_padding)]
+        size = self.data.input_shape[1:]
+        per_sample = [transforms.RandomCrop(size, padding=augment.random_crop_padding)]
         if augment.horizontal_flip:
             per_sample.append(transforms.RandomHorizontalFlip())
         train_transform = transforms.Compose([*per_sample, transforms.ToTensor(), self.normalize])
         val_transform = transforms.Compose([transforms.ToTensor(), self.normalize])
-        dataset_class = TORCHVISION_DATASETS[self.spec.dataset.name]
-        train_set = dataset_class(str(self.root), train=True, transform=train_transform)
-        val_set = dataset_class(str(self.root), train=not test, transform=val_transform)
+        train_set = self.data.pool(train_transform)
+        val_set = self.data.test(val_transform) if test else self.data.pool(val_transform)
         if not test:
             train_set = Subset(train_set, self.train_indices)
             val_set = Subset(val_set, self.val_indices)
@@ -163,7 +145,8 @@ class UsualScript:
         """Train `config` for its max_epochs; yields (epoch, val loss, val accuracy) each epoch."""
         train_loader, val_loader = loaders
         torch.manual_seed(config.seed)
-        model = build_model(config, (1, 28, 28), 10).to(self.device)
+        model = build_model(config, self.data.input_shape, self.data.num_classes)
+        model = model.to(self.device)
         if config.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 model.parameters(),
@@ -225,16 +208,6 @@ class UsualScript:
         return best_accuracy
 
 
-def split_indices(spec: StudySpec, total: int) -> tuple[list[int], list[int]]:
-    """The train and validation indices `tuner.data.split` uses for the study's split."""
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(spec.dataset.split_seed))
-    val_count = max(1, round(total * spec.dataset.val_fraction))
-    train = order[val_count:]
-    if spec.dataset.train_subset:
-        train = train[: spec.dataset.train_subset]
-    return train.tolist(), order[:val_count].tolist()
-
-
 def run_one(study: optuna.Study, objective, params: dict[str, object]) -> TrialTiming:
     """One trial of `params` (enqueued, so every engine trains the same config)."""
     study.enqueue_trial(params)
@@ -294,10 +267,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root_dir:
         started = time.perf_counter()
         dataset_class = TORCHVISION_DATASETS[spec.dataset.name]
-        root = torchvision_root(dataset_class, args.dataset_dir, Path(root_dir))
+        recipe = replace(
+            recipe_data(spec, args.dataset_dir, Path(root_dir)), stats=(splits.mean, splits.std)
+        )
+        root = Path(root_dir)
         usual_setup = time.perf_counter() - started
-        stats = (splits.mean, splits.std)
-        usual = UsualScript(spec, root, indices, stats, device, args.loader_workers)
+        usual = UsualScript(spec, recipe, device, args.loader_workers)
         objectives = {
             "tuner": tuner_objective(spec, data, device, EngineOptions(args.precision)),
             "usual": usual.objective,

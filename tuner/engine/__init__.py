@@ -20,7 +20,7 @@ _EXPORTS: dict[str, str] = {
         "device",
     ),
     "build_model": "families",
-    **dict.fromkeys(("build_cnn", "count_parameters"), "model"),
+    "count_parameters": "model",
     "load_device_data": "loading",
     "prepare_model": "pretrained",
     **dict.fromkeys(

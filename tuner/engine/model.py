@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-# Built through `tuner.families.build_model`; named here for code that imported it from here.
-from tuner.families.seed_cnn import build_cnn
-
-__all__ = ["build_cnn", "count_parameters"]
+__all__ = ["count_parameters"]
 
 
 def count_parameters(model: nn.Module) -> int:

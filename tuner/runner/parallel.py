@@ -65,9 +65,8 @@ def worker_threads(workers: int) -> int:
     """Torch threads per worker when `workers` share this machine: $OMP_NUM_THREADS, if set.
 
     Otherwise the CPU cores are split between the workers: each PyTorch process starts one
-    thread per core, and oversubscribed OpenMP threads spin at every barrier: on 2 cores,
-    2 workers x 2 threads took 2.3-3.2x as long for the same 6 trials as 2 workers x 1 thread
-    (bench/RESULTS.md).
+    thread per core, and oversubscribed OpenMP threads spin at every barrier (measured in
+    bench/RESULTS.md).
     """
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
     if given.isdigit() and int(given) > 0:

@@ -244,7 +244,7 @@ def time_steps(workload: Workload, barrier: Callable[[], object] = lambda: None)
 
 def typical_params(space: dict[str, Any], known: dict[str, Any] | None) -> dict[str, Any]:
     """Trial parameters of a typical model: the first [[enqueue]] set, else mid-range values."""
-    from tuner.search.space import filter_param_name
+    from tuner.spec.grid import filter_param_name
 
     params = dict(known or {})
     for name, param in space.items():

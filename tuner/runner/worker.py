@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from tuner.data import Dataset
     from tuner.engine import DeviceData
     from tuner.spec import StudySpec
 
@@ -56,7 +55,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     with interrupt_on_signals():
-        device, dataset, data = _load(spec, settings)
+        device, data = _load(spec, settings)
         study = _open(spec, settings)
         artifacts = _artifacts(study, settings)
         schedule = study_schedule(spec, len(data.train_labels), budget)
@@ -68,7 +67,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         run_schedule = RunSchedule(study, schedule)
         worker = "" if settings.slot is None else f"worker {settings.slot.index}: "
         console.print(
-            f"{worker}study [bold]{spec.name}[/bold]: {spec.dataset.name} {dataset.input_shape} "
+            f"{worker}study [bold]{spec.name}[/bold]: {spec.dataset.name} {data.input_shape} "
             f"on {device}, {target_text(total)}, storage {mask_url(settings.storage)}"
         )
         progress = TrialProgress(
@@ -131,23 +130,15 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         )
 
 
-def _load(spec: StudySpec, settings: RunSettings) -> tuple[torch.device, Dataset, DeviceData]:
-    """The device, the dataset, and its split on the device (this worker's threads set)."""
-    from tuner.data import load_dataset, split
-    from tuner.engine import pick_device, to_device
+def _load(spec: StudySpec, settings: RunSettings) -> tuple[torch.device, DeviceData]:
+    """The device and the study's split on it (this worker's threads set)."""
+    from tuner.engine import load_device_data, pick_device
 
     device = pick_device(settings.device)
-    dataset = load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
-    splits = split(
-        dataset,
-        val_fraction=spec.dataset.val_fraction,
-        split_seed=spec.dataset.split_seed,
-        train_subset=spec.dataset.train_subset,
-    )
-    data = to_device(splits, device)
+    data = load_device_data(spec.dataset, device, settings.data_dir, settings.cache_dir)
     if settings.slot is not None:
         torch.set_num_threads(settings.slot.threads)  # the machine's cores, split between workers
-    return device, dataset, data
+    return device, data
 
 
 def _open(spec: StudySpec, settings: RunSettings) -> optuna.Study:
