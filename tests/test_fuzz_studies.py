@@ -30,6 +30,7 @@ from tuner import data as data_module
 from tuner.cli import app
 from tuner.data import load as data_load
 from tuner.data.registry import DATASETS
+from tuner.engine import loading as engine_loading
 from tuner.errors import TunerError
 from tuner.search.samplers import PRUNERS, SAMPLERS
 from tuner.search.space import suggest
@@ -327,6 +328,9 @@ def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Iterator[Path]:
         return real_load_dataset(name, *args, **kwargs)
 
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
+    # The worker loads through tuner.engine.loading, which holds its own name for it once an
+    # earlier test has imported that module.
+    monkeypatch.setattr(engine_loading, "load_dataset", load_dataset)
     monkeypatch.setattr(data_load, "_download", lambda *args: None)
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # relative imagefolder paths resolve (to nothing) here
