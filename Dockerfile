@@ -1,11 +1,12 @@
 # Worker image: `tuner run` plus optuna-dashboard.
 #
 # torch comes from the PyTorch wheel index named by TORCH_INDEX:
-#   CPU (default, ~1 GB image):  docker build -t tuner-worker .
+#   CPU (default, ~1 GB image):  docker build -t tuner-worker:0.1.0 .
 #   CUDA (driver >= the CUDA version on the host, NVIDIA Container Toolkit to run):
-#     docker build -t tuner-worker:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .
+#     docker build -t tuner-worker:0.1.0-cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .
 # The CUDA wheels bring their own CUDA libraries, so the slim Python base works for both.
-# Every Python package is pinned by deploy/constraints.txt (python deploy/lock.py writes it),
+# Tag images with tuner's version (pyproject.toml), never :latest: every worker then runs one
+# build. Every Python package is pinned by deploy/constraints.txt (python deploy/lock.py writes it),
 # and the base image by its exact tag, so images built on different days are the same software.
 FROM python:3.11.7-slim-bookworm
 

@@ -38,6 +38,7 @@ from tuner import attrs
 from tuner.engine import pick_device
 from tuner.search.space import suggest
 from tuner.spec import StudySpec, load_spec
+from tuner.spec.schema import DEFAULT_TRIALS
 
 BENCH = Path(__file__).resolve().parent
 OPTUNA_CONTENDERS = {
@@ -77,7 +78,9 @@ def run_optuna(contender: str, usual: UsualScript, seed: int, budget: float, url
     study = optuna.create_study(
         storage=url, study_name=contender, direction="maximize", sampler=sampler, pruner=pruner
     )
-    study.optimize(usual.objective, n_trials=usual.spec.training.trials, timeout=budget)
+    study.optimize(
+        usual.objective, n_trials=usual.spec.training.trials or DEFAULT_TRIALS, timeout=budget
+    )
 
 
 def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:

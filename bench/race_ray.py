@@ -22,6 +22,7 @@ from trial_throughput import UsualScript
 
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
+from tuner.spec.schema import DEFAULT_TRIALS
 
 BENCH = Path(__file__).resolve().parent
 
@@ -77,7 +78,7 @@ def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
             mode="max",
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=spec.training.trials,
+            num_samples=spec.training.trials or DEFAULT_TRIALS,
             time_budget_s=budget,
         ),
         run_config=tune.RunConfig(storage_path=str(out.resolve() / "ray"), name="race", verbose=0),

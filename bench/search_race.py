@@ -6,7 +6,7 @@
     python bench/search_race.py --budgets 90s --train-limit 6000 --results /tmp/race.jsonl
 
 Any study races: a plain one (`[dataset]` and `[space]`) on any dataset tuner reads, an
-`imagefolder:PATH` (relative to where you run this) or IDX files in --dataset-dir. Contenders,
+`imagefolder:PATH` (relative to the study file) or IDX files in --dataset-dir. Contenders,
 one at a time, each in a fresh process with a fresh SQLite storage, on the same study file (its
 search space, val_fraction and split_seed; the test split is touched only by --retrain), data
 and budget:

@@ -236,3 +236,29 @@ def write_imagefolder(
             class_name = classes[index % len(classes)]
             write_png(root / split / class_name / f"{index:03d}.png", pixels)
     return root
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """A real, valid greyscale PNG of zeros, built row by row: tiny on disk, huge decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    compressor = zlib.compressobj(1)
+    rows = b"\x00" * (width + 1) * 1000  # each row: filter type 0, then the pixels
+    parts = [
+        compressor.compress(rows[: (width + 1) * min(1000, height - start)])
+        for start in range(0, height, 1000)
+    ]
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts) + compressor.flush())
+        + chunk(b"IEND", b"")
+    )
+    return path

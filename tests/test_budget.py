@@ -26,12 +26,13 @@ from tuner.runner.budget import BudgetClock, budget_epochs, first_config, plan_b
 from tuner.runner.plan import study_workload, time_steps
 from tuner.runner.probe import probe_seconds_per_image
 from tuner.runner.run import run_study
-from tuner.runner.settings import RunSettings
+from tuner.runner.settings import RunSettings, trial_target, unused_trials_note
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
 from tuner.search.schedule import TrialSchedule, default_steps_per_epoch, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.spec.budget import format_duration, parse_duration
+from tuner.spec.schema import DEFAULT_TRIALS
 
 # ---------------------------------------------------------------- durations and the spec key
 
@@ -508,3 +509,29 @@ def test_a_budget_too_short_for_any_trial_says_what_it_needs(
     assert summary.budget_needed is not None and summary.budget_needed > 3000
     lines = "\n".join(summary_lines(summary))
     assert "no trial finished: a first trial needs a budget of about" in lines
+
+
+def test_a_budget_run_says_that_the_files_trial_count_is_not_used(tmp_path: Path) -> None:
+    counted = spec_from(tmp_path, tiny_study_toml(training="trials = 20"))
+    assert trial_target(None, counted, budget=60.0) is None  # the budget ends the run
+    note = unused_trials_note(None, counted, budget=60.0)
+    assert note is not None and "trials = 20 is not used" in note and "--trials 20" in note
+    assert unused_trials_note(20, counted, budget=60.0) is None  # --trials given: it counts
+    assert unused_trials_note(None, counted, budget=None) is None
+    assert trial_target(None, counted, budget=None) == 20
+    unset = spec_from(tmp_path, tiny_study_toml())  # no trials key: nothing to say
+    assert unused_trials_note(None, unset, budget=60.0) is None
+    assert trial_target(None, unset, budget=None) == DEFAULT_TRIALS
+
+
+@pytest.mark.parametrize(
+    ("left", "said"),
+    [(30.0, "only 29.0s of the budget is left"), (0.5, "the budget is used up")],
+)
+def test_no_new_trial_is_said_as_a_person_would(caplog, left: float, said: str) -> None:
+    clock = BudgetClock(1000.0 + left, 60, 300, seconds_per_image=0.2, clock=lambda: 1000.0)
+    with caplog.at_level("WARNING", logger="tuner"):
+        assert not clock.first_rung_fits()
+    message = caplog.records[-1].getMessage()
+    assert said in message and "a new trial needs about 1m 00s" in message
+    assert "are left" not in message and "~0s" not in message

@@ -194,6 +194,30 @@ def test_a_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path, decodes: li
     assert len(decodes) == 2, "the rewritten cache file should be valid again"
 
 
+def test_a_cache_file_changed_in_place_is_rebuilt_with_a_warning(
+    tmp_path: Path, decodes: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every train pixel set to 255, the safetensors header intact: only the checksum tells."""
+    source, cache = write_idx_dataset(tmp_path / "mnist"), tmp_path / "cache"
+    good = load(source, cache)
+    (cache_file,) = cache_files(cache)
+    data = bytearray(cache_file.read_bytes())
+    header_size = int.from_bytes(data[:8], "little")
+    start, end = json.loads(data[8 : 8 + header_size])["train_images"]["data_offsets"]
+    offset = 8 + header_size
+    data[offset + start : offset + end] = b"\xff" * (end - start)
+    cache_file.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="tuner.data"):
+        rebuilt = load(source, cache)
+    assert len(decodes) == 2, "the changed cache file should have been rebuilt"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "SHA-256 does not match" in warnings[0], warnings
+    assert torch.equal(rebuilt.train.images, good.train.images)
+    load(source, cache)
+    assert len(decodes) == 2, "the rewritten cache file should be valid again"
+
+
 def good_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
     return {
         "train_images": dataset.train.images,

@@ -142,6 +142,35 @@ def test_output_to_a_file_is_not_wrapped(workspace: Workspace) -> None:
     assert header.endswith(f"2 trials in total, storage {workspace.storage}")
 
 
+def test_a_run_that_lost_its_storage_sums_up_what_it_saw(isolated: Path, monkeypatch) -> None:
+    """The database file gone after 3 complete trials: the summary still counts them and
+    names the best one, from what this process saw last."""
+    from tuner.runner import worker
+
+    real_run_trials = worker.run_trials
+
+    def lose_storage_after_three(study, objective, total, **options):
+        real_run_trials(study, objective, 3, **options)
+        study._storage.rdb.engine.dispose()  # close the connections to the file, then move it
+        database = Path(study._storage.rdb.engine.url.database)
+        database.rename(database.with_name("moved.db"))
+        for extra in ("-wal", "-shm"):
+            Path(f"{database}{extra}").unlink(missing_ok=True)
+        database.mkdir()  # where the file was: SQLite cannot open it, as on a lost mount
+        return real_run_trials(study, objective, total, **options)
+
+    monkeypatch.setattr(worker, "run_trials", lose_storage_after_three)
+    (isolated / "tiny.toml").write_text(TINY)
+    result = invoke(
+        "run", "--study", "tiny.toml", "--trials", "6", "--storage-retry-seconds", "0.3"
+    )
+    assert result.exit_code == 2, result.output
+    assert "no trial has completed yet" not in result.stdout
+    assert "this run: 3 trials" in result.stdout and "(3 complete, 0 pruned" in result.stdout
+    assert re.search(r"study tiny: 3/6 finished trials, best val_accuracy 0\.\d{4} \(trial \d\)",
+                     result.stdout), result.stdout  # fmt: skip
+
+
 def test_a_run_stopped_by_its_timeout_says_so_and_the_same_command_continues(
     isolated: Path,
 ) -> None:
@@ -179,8 +208,9 @@ def test_progress_off_a_terminal_is_one_log_line_per_epoch(isolated: Path) -> No
     first, second = epochs
     assert "trial 0 epoch 1/2: val_accuracy " in first
     assert "trial 0 epoch 2/2: val_accuracy " in second
-    for fact in ("epoch ~", "trial ~", "study ~", "elapsed ", "finished 0/1", "best -"):
+    for fact in ("epoch ~", "trial ~", "elapsed ", "finished 0/1", "best -"):
         assert fact in first, fact
+    assert "study ~" not in first  # no guess at the study's time before any trial finished
     assert "\x1b[" not in result.output  # no terminal codes in a log
 
 
@@ -194,7 +224,7 @@ def test_progress_on_a_terminal_is_a_live_view(isolated: Path) -> None:
     assert result.exit_code == 0, result.output
     # Every epoch is drawn at its first batch: the second one knows how long an epoch takes.
     assert re.search(r"trial 0  epoch 2/2  batch 1/\d+  epoch ~\S+  trial ~\S+ left", result.stdout)
-    assert re.search(r"tiny\S*  elapsed \S+  study ~\S+ left  finished 0/1  best -", result.stdout)
+    assert re.search(r"tiny\S*  elapsed \S+  finished 0/1  best -", result.stdout)
     assert "finished 1/1" in result.stdout  # the last view, once the trial ended
     assert "this run: 1 trial in " in result.stdout
     assert " epoch 1/2: val_accuracy" not in result.stderr  # no log lines under a live view
@@ -313,6 +343,36 @@ def test_unknown_study_name_lists_the_available_ones(isolated: Path) -> None:
     assert not (isolated / "tuner.db").exists()
 
 
+def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolated: Path) -> None:
+    (isolated / "work").mkdir()
+    path = isolated / "work" / "my.toml"
+    path.write_text(TINY.replace('name = "tiny"', 'name = "my-shapes"'))
+    storage = f"sqlite:///{isolated / 'tuner.db'}"
+    first = invoke("run", "--study", path, "--storage", storage, "--trials", "1")
+    assert first.exit_code == 0, first.output
+    again = invoke("run", "--study", "my-shapes", "--storage", storage, "--trials", "2")
+    assert again.exit_code == 0, again.output
+    assert f"resuming with its study file {path}" in again.stdout
+    assert len(optuna.load_study(study_name="my-shapes", storage=storage).trials) == 2
+
+    path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
+    gone = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(gone, "'my-shapes' is in", str(path), "no longer there", "--study PATH.toml")
+    path.write_text(TINY.replace('name = "tiny"', 'name = "other"'))  # the file was reused
+    renamed = invoke("run", "--study", "my-shapes", "--storage", storage)
+    assert_user_error(renamed, "now names study 'other'", "--study PATH.toml")
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "é" * 128], ids=["300 a", "128 é"])
+@pytest.mark.parametrize("verb", ["run", "status", "report", "best", "retrain", "confirm"])
+def test_a_study_name_too_long_for_a_file_name_is_one_line(
+    isolated: Path, verb: str, name: str
+) -> None:
+    """300 bytes are more than a file name may have; 128 'é' were accepted, then broke report."""
+    size = len(name.encode())
+    assert_user_error(invoke(verb, "--study", name), f"has {size} bytes", "128")
+
+
 def test_missing_dataset_says_how_to_provide_it_and_stores_nothing(isolated: Path) -> None:
     path = isolated / "mnist.toml"
     path.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))
@@ -390,6 +450,20 @@ def test_bad_command_line_is_one_plain_line_and_a_help_hint(
     assert not (isolated / "tuner.db").exists()
 
 
+@pytest.mark.parametrize(
+    "option",
+    [["--trials", "2000000"], ["--timeout", "1e12"], ["--timeout", "nan"]],
+    ids=["2M trials", "1e12 s timeout", "nan timeout"],
+)
+def test_run_options_beyond_sane_limits_are_one_line(isolated: Path, option: list[str]) -> None:
+    """Refused before the study is looked for (the one named here does not exist)."""
+    result = invoke("run", "--study", "nope.toml", *option)
+    assert result.exit_code == 2, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: ") and f"'{option[0]}'" in first, result.stderr
+    assert "1000000" in first or "365 days" in first, result.stderr
+
+
 def test_precision_choices_are_the_engines() -> None:
     from tuner.cli import Precision
     from tuner.engine import PRECISIONS
@@ -443,3 +517,28 @@ def test_best_model_saves_the_trials_own_weights_ready_for_predict(
     elsewhere = invoke("best", "--study", "tiny", *args, "--model", tmp_path / "x",
                        "--artifacts", tmp_path / "empty")  # fmt: skip
     assert_user_error(elsewhere, "its weights are no longer in", "use `tuner retrain`")
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        "run",
+        "studies",
+        "status",
+        "report",
+        "best",
+        "retrain",
+        "visualize",
+        "predict",
+        "export",
+        "dashboard",
+    ],
+)
+def test_help_at_80_columns_shows_every_option_text_whole(verb: str) -> None:
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"}, prog_name="tuner")
+    assert result.exit_code == 0
+    assert "…" not in result.output  # rich cuts a word too long for its column with an ellipsis
+    if verb == "run":
+        assert "~/.cache/tuner/data" in result.output
+        assert "TUNER_STORAGE_RETRY_SECONDS" in result.output
+        assert "[training]" in result.output  # not eaten as rich markup

@@ -29,6 +29,21 @@ def load(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / name).read_text())
 
 
+def k8s(kind: str) -> dict[str, Any]:
+    """The document of `kind` in deploy/k8s-job.yaml (the data claim, then the Job)."""
+    (document,) = [
+        doc
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s-job.yaml").read_text())
+        if doc["kind"] == kind
+    ]
+    return document
+
+
+def version() -> str:
+    text = (ROOT / "pyproject.toml").read_text()
+    return re.search(r'^version = "([^"]+)"', text, re.MULTILINE).group(1)
+
+
 def strings(node: Any, key: str = "") -> list[tuple[str, str]]:
     """Every (key, string value) pair in a parsed YAML document; list items keep their key."""
     if isinstance(node, dict):
@@ -41,7 +56,8 @@ def strings(node: Any, key: str = "") -> list[tuple[str, str]]:
 def assert_no_password_literal(document: dict[str, Any]) -> None:
     for key, value in strings(document):
         if "PASSWORD" in key.upper():
-            assert value.startswith("${"), f"{key} has a literal password"
+            secret_file = key.endswith("_FILE") and value.startswith("/run/secrets/")
+            assert value.startswith("${") or secret_file, f"{key} has a literal password"
         bare = INTERPOLATION.sub("${}", value)
         assert not URL_PASSWORD.search(bare), f"{key}: URL with a literal password: {value}"
 
@@ -56,14 +72,73 @@ def test_compose_services_volume_and_healthcheck() -> None:
     assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
     assert "pgdata" in compose["volumes"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
-        assert postgres["environment"][name].startswith("${"), name
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
 
 
 def test_compose_has_no_password_literal() -> None:
     assert_no_password_literal(load("docker-compose.yml"))
-    text = (ROOT / "docker-compose.yml").read_text()
-    assert "${POSTGRES_PASSWORD:?" in text  # compose refuses to start without a password
+
+
+def test_compose_reads_the_password_from_secret_files_only() -> None:
+    """Not in any container's environment (`docker inspect` shows it) nor on a command line."""
+    compose = load("docker-compose.yml")
+    assert compose["secrets"] == {
+        "postgres-password": {"file": "./secrets/postgres-password"},
+        "storage-url": {"file": "./secrets/storage-url"},
+    }
+    services = compose["services"]
+    assert services["postgres"]["secrets"] == ["postgres-password"]
+    for name in ("worker", "dashboard"):
+        service = services[name]
+        assert service["secrets"] == ["storage-url"], name
+        assert service["environment"]["TUNER_STORAGE_FILE"] == "/run/secrets/storage-url"
+        assert "TUNER_STORAGE" not in service["environment"], name
+    for _key, value in strings(compose):
+        assert "://" not in value or "$" not in value, value  # no URL built from variables
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "secrets/" in ignored and "secrets/" in (ROOT / ".dockerignore").read_text()
+
+
+def test_images_are_tagged_with_the_version() -> None:
+    """Never :latest: every replica and every node runs one build."""
+    tag = version()
+    assert load("docker-compose.yml")["services"]["worker"]["image"] == f"tuner-worker:{tag}"
+    assert load("docker-compose.gpu.yml")["services"]["worker"]["image"] == (
+        f"tuner-worker:{tag}-cuda"
+    )
+    (container,) = k8s("Job")["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(f"tuner-worker:{tag}")
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert f"docker build -t tuner-worker:{tag} ." in (ROOT / "Dockerfile").read_text()
+
+
+def test_compose_services_have_memory_limits_and_the_worker_a_healthcheck() -> None:
+    services = load("docker-compose.yml")["services"]
+    for name, service in services.items():
+        assert re.fullmatch(r"\$\{[A-Z_]+:-\d+g\}", service["mem_limit"]), name
+    worker = services["worker"]
+    command = worker["healthcheck"]["test"]
+    assert command[:3] == ["CMD", "python", "-c"] and "open_storage" in command[3]
+    assert worker["read_only"] is True and "/tmp" in worker["tmpfs"]
+
+
+def worker_healthcheck(storage_file: Path) -> subprocess.CompletedProcess:
+    """The compose worker's healthcheck command, run here with TUNER_STORAGE_FILE."""
+    command = load("docker-compose.yml")["services"]["worker"]["healthcheck"]["test"][1:]
+    env = {**os.environ, "TUNER_STORAGE_FILE": str(storage_file), "PYTHONPATH": str(ROOT)}
+    env.pop("TUNER_STORAGE", None)
+    return subprocess.run(
+        [sys.executable, *command[1:]], env=env, capture_output=True, timeout=120, check=False
+    )
+
+
+def test_the_worker_healthcheck_fails_when_the_storage_does_not_answer(tmp_path: Path) -> None:
+    url_file = tmp_path / "storage-url"
+    url_file.write_text(f"sqlite:///{tmp_path / 'ok.db'}\n")
+    assert worker_healthcheck(url_file).returncode == 0
+    url_file.write_text(f"postgresql://tuner:pw@127.0.0.1:{free_port()}/tuner\n")
+    assert worker_healthcheck(url_file).returncode != 0
 
 
 def test_compose_ports_are_bound_to_localhost() -> None:
@@ -80,8 +155,8 @@ def test_compose_worker_runs_tuner_on_postgres() -> None:
     assert command[:2] == ["tuner", "run"]
     assert command[command.index("--study") + 1] == "${TUNER_STUDY:-digits-quick}"
     assert command[command.index("--trials") + 1] == "${TUNER_TRIALS:-100}"
-    assert worker["environment"]["TUNER_STORAGE"].startswith("postgresql+psycopg://")
-    assert "@postgres:5432/" in worker["environment"]["TUNER_STORAGE"]
+    assert worker["environment"]["TUNER_STORAGE_FILE"].startswith("/run/secrets/")
+    assert "@postgres:5432/" in (ROOT / "docker-compose.yml").read_text()  # the URL to write
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert worker["build"] == "."
     assert "container_name" not in worker  # a fixed name would prevent --scale
@@ -92,8 +167,8 @@ def test_dashboard_reads_the_same_database() -> None:
     services = load("docker-compose.yml")["services"]
     dashboard = services["dashboard"]
     assert (
-        dashboard["environment"]["TUNER_STORAGE"]
-        == services["worker"]["environment"]["TUNER_STORAGE"]
+        dashboard["environment"]["TUNER_STORAGE_FILE"]
+        == services["worker"]["environment"]["TUNER_STORAGE_FILE"]
     )
     assert "optuna_dashboard" in " ".join(dashboard["command"])
 
@@ -118,10 +193,10 @@ def test_dockerfile_and_env_example() -> None:
         for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert env["POSTGRES_PASSWORD"] == ""  # to be filled in; never a default password
-    assert {"POSTGRES_USER", "POSTGRES_DB", "TUNER_STUDY", "TUNER_TRIALS"} <= set(env)
+    assert "POSTGRES_PASSWORD" not in env  # the password is in secrets/, not in .env
+    assert {"TUNER_STUDY", "TUNER_TRIALS", "TUNER_WORKER_MEMORY"} <= set(env)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ".env" in ignored and ".git" in ignored
+    assert ".env" in ignored and ".git" in ignored and "secrets/" in ignored
     assert "!deploy/constraints.txt" in ignored  # deploy/ is ignored but for the pins
 
 
@@ -185,7 +260,7 @@ def test_compose_workers_share_a_data_volume_and_limit_threads() -> None:
 def test_dashboard_url_is_not_on_its_command_line() -> None:
     dashboard = load("docker-compose.yml")["services"]["dashboard"]
     command = " ".join(dashboard["command"])
-    assert "TUNER_STORAGE" in command and "os.environ" in command
+    assert "resolve_storage_url(None)" in command  # TUNER_STORAGE_FILE, the secret file
     assert "$" not in command and "://" not in command  # nothing `ps` could show
     assert "healthcheck" in dashboard
 
@@ -200,7 +275,10 @@ def test_compose_dashboard_command_serves_and_passes_its_healthcheck(tmp_path: P
     assert command[0] == health[0] == "python"
     storage = f"sqlite:///{tmp_path / 'dash.db'}"
     optuna.create_study(study_name="compose-check", storage=storage)
-    env = {**os.environ, "TUNER_STORAGE": storage}
+    url_file = tmp_path / "storage-url"
+    url_file.write_text(storage + "\n")
+    env = {**os.environ, "TUNER_STORAGE_FILE": str(url_file), "PYTHONPATH": str(ROOT)}
+    env.pop("TUNER_STORAGE", None)
     server = subprocess.Popen(
         [sys.executable, *command[1:]],
         env=env,
@@ -221,28 +299,53 @@ def test_compose_dashboard_command_serves_and_passes_its_healthcheck(tmp_path: P
         server.wait(timeout=30)
 
 
-def test_k8s_indexed_job_reads_the_url_from_a_secret() -> None:
-    job = load("deploy/k8s-job.yaml")
-    assert job["kind"] == "Job" and job["apiVersion"] == "batch/v1"
+def test_k8s_indexed_job_reads_the_url_from_a_secret_file() -> None:
+    job = k8s("Job")
+    assert job["apiVersion"] == "batch/v1"
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["parallelism"] == spec["completions"] >= 2
-    (container,) = spec["template"]["spec"]["containers"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
     assert container["command"][:2] == ["tuner", "run"]
-    (storage,) = [env for env in container["env"] if env["name"] == "TUNER_STORAGE"]
-    assert storage["valueFrom"]["secretKeyRef"] == {"name": "tuner-db", "key": "url"}
+    assert not [env for env in container["env"] if env["name"] == "TUNER_STORAGE"]
+    (storage,) = [env for env in container["env"] if env["name"] == "TUNER_STORAGE_FILE"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "storage-url"]
+    assert storage["value"] == f"{mount['mountPath']}/url" and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "storage-url"]
+    assert volume["secret"]["secretName"] == "tuner-db"
     assert_no_password_literal(job)
+    text = (ROOT / "deploy" / "k8s-job.yaml").read_text()
+    assert "--from-file=url=" in text and "--from-literal" not in text
 
 
 def test_k8s_job_limits_threads_time_and_shares_data() -> None:
-    job = load("deploy/k8s-job.yaml")
-    spec = job["spec"]
+    spec = k8s("Job")["spec"]
     assert spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["cpu"]
     (threads,) = [env for env in container["env"] if env["name"] == "OMP_NUM_THREADS"]
     assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
-    (mount,) = container["volumeMounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert mount["mountPath"] == "/data" and volume["persistentVolumeClaim"]["claimName"]
+    claim = k8s("PersistentVolumeClaim")  # the claim the Job mounts is defined with it
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+
+
+def test_k8s_job_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
+    pod = k8s("Job")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's user
+    assert "--uid 10001" in (ROOT / "Dockerfile").read_text()
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"]
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+    assert "emptyDir" in volume
+    probe = container["livenessProbe"]
+    assert "open_storage" in " ".join(probe["exec"]["command"])
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 120  # outlasts a failover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -70,3 +71,18 @@ def test_missing_optuna_dashboard_says_how_to_install(tmp_path: Path, monkeypatc
     result = CliRunner().invoke(app, ["dashboard", "--storage", sqlite_url(tmp_path)])
     assert result.exit_code == 2
     assert "pip install 'tuner[dashboard]'" in result.stderr
+
+
+def test_busy_port_is_one_line_suggesting_another(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    make_study(2, name="fake", storage=url)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["dashboard", "--study", "fake", "--storage", url, "--port", str(port)]
+        )
+    assert result.exit_code == 2
+    assert "--port" in result.stderr
+    assert "http://" not in result.stdout  # no promise of a server that never starts

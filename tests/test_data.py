@@ -18,6 +18,7 @@ from datasets import (
     cifar_pickle,
     idx_bytes,
     make_images,
+    write_blank_png,
     write_cifar_binary,
     write_cifar_python,
     write_idx_dataset,
@@ -28,6 +29,7 @@ from datasets import (
 
 from tuner.data import Dataset, channel_stats, load_dataset, split
 from tuner.data import stats as stats_module
+from tuner.data.imagefolder import MAX_IMAGE_PIXELS
 from tuner.data.load import DOWNLOAD_TIMEOUT
 from tuner.errors import TunerError
 
@@ -123,6 +125,21 @@ def test_imagefolder_with_train_and_test_folders(tmp_path: Path) -> None:
     dataset = load(f"imagefolder:{root}", image_size=8)
     assert_images(dataset, (3, 8, 8), 6, 6)
     assert dataset.class_names == ("cat", "dog")
+
+
+@pytest.mark.parametrize(("width", "height"), [(9000, 9000), (13000, 13000)])
+def test_an_image_over_the_pixel_limit_of_predict_refuses_the_folder(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    """81 MP (under Pillow's warning) and 169 MP (Pillow only warned): one limit, as predict."""
+    root = write_imagefolder(tmp_path / "photos", per_class=2, size=4)
+    bomb = write_blank_png(root / "cat" / "bomb.png", width, height)
+    with pytest.raises(TunerError) as caught:
+        load(f"imagefolder:{root}", image_size=4)
+    assert str(caught.value) == (
+        f"{bomb}: {width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS:,}; "
+        "shrink the image first"
+    )
 
 
 def test_imagefolder_path_may_start_with_home(tmp_path: Path, monkeypatch) -> None:
@@ -571,3 +588,40 @@ def test_too_few_images_for_a_split(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path, train=1, test=1)
     with pytest.raises(TunerError, match="too few images"):
         split(load("mnist", tmp_path), val_fraction=0.5, split_seed=0)
+
+
+class FailingAfterMakingFolders:
+    """torchvision's MNIST as it fails: its raw/ folder is made before the download breaks."""
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise urllib.error.URLError("Name or service not known")
+
+
+class DownloadingBoth:
+    """torchvision's MNIST as it succeeds: each split's IDX files under FashionMNIST/raw/."""
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        raw = Path(root) / "FashionMNIST" / "raw"
+        if not (raw / "train-images-idx3-ubyte").exists():
+            write_idx_dataset(raw, train=20, test=5, gz=False)
+
+
+def test_a_failed_download_leaves_nothing_in_the_users_data_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    users = tmp_path / "my-data"
+    users.mkdir()
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", FailingAfterMakingFolders)
+    with pytest.raises(TunerError, match="not found"):
+        load_dataset("fashion-mnist", users, cache_dir=tmp_path / "cache")
+    assert list(users.iterdir()) == []
+
+
+def test_a_download_lands_in_the_data_folder_once_it_has_succeeded(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", DownloadingBoth)
+    dataset = load_dataset("fashion-mnist", tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert_images(dataset, (1, 28, 28), 20, 5)
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()

@@ -80,6 +80,7 @@ def test_a_config_file_without_trial_facts_is_enough(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ('dataset = "digits"\n[config]\nfilterz = [8]\n', "config.filterz: unknown key"),
+        ('dataset = "digits"\n[config]\nfilterz = [8]\n', "did you mean 'filters'?"),
         ('dataset = "digits"\n[config]\nfilters = [8]\nbatch_size = "x"\n', "batch_size: must"),
         ('dataset = "digits"\n[config]\nfilters = []\n', "config.filters"),
         ("[config]\nfilters = [8]\n", "dataset: missing"),

@@ -328,8 +328,7 @@ def cli_stops_before_training(tmp_path: Path, monkeypatch) -> Iterator[Path]:
         return real_load_dataset(name, *args, **kwargs)
 
     monkeypatch.setattr(data_module, "load_dataset", load_dataset)
-    # The worker loads through tuner.engine.loading, which holds its own name for it once an
-    # earlier test has imported that module.
+    # tuner.engine.loading binds load_dataset when imported: the workers load through it.
     monkeypatch.setattr(engine_loading, "load_dataset", load_dataset)
     monkeypatch.setattr(data_load, "_download", lambda *args: None)
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))

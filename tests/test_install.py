@@ -1,7 +1,8 @@
-"""What the README's install routes rely on in pyproject.toml."""
+"""What the README's install routes rely on in pyproject.toml, and the README itself."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -28,3 +29,10 @@ def test_torch_and_torchvision_are_pinned_together() -> None:
     for name in ("torch", "torchvision"):
         (spec,) = pins[name].specifier
         assert spec.operator == "==", f"{name} must be pinned exactly"
+
+
+def test_readme_says_each_sentence_once() -> None:
+    """A paragraph copied into a second section drifts from the first (it happened twice)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    sentences = [s for s in re.split(r"(?<=[.:])\s+", text) if len(s) > 40 and "|" not in s]
+    assert not {s for s in sentences if sentences.count(s) > 1}

@@ -1,12 +1,17 @@
 """`tuner run --workers K`: K real worker processes share one study and stop at the total."""
 
+import io
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from optuna_worker import wait_until
 from typer.testing import CliRunner
 
 from studies import tiny_study_toml
@@ -20,6 +25,7 @@ from tuner.runner.parallel import (
     worker_threads,
 )
 from tuner.runner.settings import RunSettings, worker_seed_offset
+from tuner.storage import open_storage
 
 TINY_STUDY = tiny_study_toml(
     "tiny-parallel",
@@ -34,6 +40,7 @@ fc_units = 16
 )
 
 
+ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = RunSettings(study_file=Path("s.toml"), storage="sqlite:///t.db")
 
 
@@ -107,3 +114,88 @@ def test_two_worker_processes_share_the_study_and_stop_at_the_total(tmp_path):
     assert all(t.state.is_finished() for t in trials)
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs[attrs.WORKER] for t in finished}) == 2
+
+
+def running_worker_pid(url: str) -> int | None:
+    """The pid of a worker whose trial is RUNNING and has reported an epoch."""
+    try:
+        study = optuna.load_study(study_name="tiny-parallel", storage=open_storage(url))
+    except KeyError:  # not created yet
+        return None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.intermediate_values and attrs.WORKER in trial.user_attrs:
+            return int(trial.user_attrs[attrs.WORKER].rsplit(":", 1)[1])
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_reported_in_one_line_and_the_others_finish(tmp_path):
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY_STUDY.replace("max_epochs = 3", "max_epochs = 8"))
+    # A journal file has no heartbeats, so the other worker need not wait for the dead one's
+    # trial to go stale before it stops.
+    url = f"journal:{tmp_path / 'tuner.journal'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "tuner", "run", "--study", str(study_file), "--trials", "3",
+               "--workers", "2", "--storage", url, "--device", "cpu",
+               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        parent = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: running_worker_pid(url) is not None, 180, "a worker to train")
+        os.kill(running_worker_pid(url), signal.SIGKILL)  # as the out-of-memory killer does
+        wait_until(lambda: parent.poll() is not None, 300, "tuner run to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    output = log.read_text()
+    assert parent.returncode == 2, output
+    assert "Aborted" not in output and "Traceback" not in output, output
+    killed = [line for line in output.splitlines() if "was killed by SIGKILL" in line]
+    assert killed and "the other workers go on" in killed[0], output
+    assert re.search(r"^error: worker \d was killed by SIGKILL", output, re.M), output
+    assert "this run: " in output  # the summary is printed
+    finished = [
+        t
+        for t in optuna.load_study(study_name="tiny-parallel", storage=open_storage(url)).trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    assert len(finished) >= 3  # the other worker finished the study
+
+
+def test_workers_that_lost_the_storage_are_summed_up_from_what_they_saw(tmp_path, monkeypatch):
+    """The parent cannot read the study at the end: the latest view a worker sent is used."""
+    from rich.console import Console
+
+    from tuner.runner import parallel
+    from tuner.runner.summary import RunSummary, StopReason, TrialCounts
+
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY_STUDY)
+
+    def worker_summary(finished: int, best: float, trial: int) -> RunSummary:
+        return RunSummary(
+            study="tiny-parallel", reason=StopReason.ERROR, ran=TrialCounts(complete=8),
+            finished=finished, target=40, seconds=1.0, report_command="", metric="val_accuracy",
+            best_value=best, best_trial=trial, best_params={"fc_units": 16}, detail="lost",
+        )  # fmt: skip
+
+    outcomes = [(2, worker_summary(15, 0.91, 9)), (2, worker_summary(16, 0.93, 15))]
+    monkeypatch.setattr(parallel, "run_workers", lambda launches: (outcomes, False))
+
+    def lost(study):
+        raise TunerError("lost the storage for 60 s")
+
+    monkeypatch.setattr(parallel, "study_state", lost)
+    settings = RunSettings(
+        study_file=study_file,
+        storage=f"sqlite:///{tmp_path / 'tuner.db'}",
+        trials=40,
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        workers=2,
+    )
+    summary = parallel.run_parallel(settings, Console(file=io.StringIO()))
+    assert (summary.finished, summary.best_trial, summary.best_value) == (16, 15, 0.93)
+    assert summary.ran.complete == 16 and summary.metric == "val_accuracy"

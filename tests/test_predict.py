@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import write_blank_png
 from model_fixtures import CLASSES, save_untrained_model
 from PIL import Image
 from typer.testing import CliRunner
 
 from tuner.cli import app
+from tuner.data.imagefolder import MAX_IMAGE_PIXELS
 from tuner.errors import TunerError
 from tuner.trained.predict import (
-    MAX_IMAGE_PIXELS,
     exit_code,
     predict_files,
     probabilities,
@@ -146,32 +147,6 @@ def test_cli_bad_model_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "none"), str(image)])
     assert result.exit_code == 2
     assert "no such model" in result.stderr
-
-
-def write_blank_png(path: Path, width: int, height: int) -> Path:
-    """A real, valid greyscale PNG of zeros, built row by row: tiny on disk, huge decoded."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    compressor = zlib.compressobj(1)
-    rows = b"\x00" * (width + 1) * 1000  # each row: filter type 0, then the pixels
-    parts = [
-        compressor.compress(rows[: (width + 1) * min(1000, height - start)])
-        for start in range(0, height, 1000)
-    ]
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", b"".join(parts) + compressor.flush())
-        + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from study_fixtures import make_study, sqlite_url
 from tuner import attrs
 from tuner.errors import TunerError
 from tuner.report import build_report, history, importance, params, timeline, write_report
-from tuner.report.data import best_table, format_count, format_seconds, summarize
+from tuner.report.data import best_table, format_count, format_metric, format_seconds, summarize
 from tuner.report.style import STATE_STYLES
 
 PLOT_DIV = 'class="plotly-graph-div"'
@@ -55,7 +56,7 @@ def test_header_names_the_study_counts_and_best_value(study: optuna.Study, page:
         assert f"{count_states(study, state)} {label}<" in page
     assert count_states(study, TrialState.PRUNED) > 0
     assert count_states(study, TrialState.FAIL) == 1
-    assert f">{study.best_value:.4g}<" in page
+    assert f">{study.best_value:.4f}<" in page
     assert f"trial #{study.best_trial.number}" in page
 
 
@@ -210,8 +211,50 @@ def test_minimized_metric_sorts_ascending_and_shows_val_accuracy() -> None:
     table = best_table(study, "val_loss")
     assert table.keys == (1, 0, 2)
     assert table.headers[:3] == ("trial", "val loss", "val accuracy")
-    assert table.rows[0][:3] == ("#1", "0.2", "0.8")
+    assert table.rows[0][:3] == ("#1", "0.2000", "0.8000")
     assert summarize(study).best_value == 0.2
+
+
+def one_value_trials(value: float, runs: list[tuple[str, int, int]]) -> optuna.Study:
+    """A study with one trial per (worker, start minute, end minute), each scoring `value`."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(attrs.STUDY_METRIC, "val_accuracy")
+    distributions = {"dropout": optuna.distributions.FloatDistribution(0, 0.5)}
+    start = datetime.datetime(2026, 1, 1)
+    for number, (worker, begin, end) in enumerate(runs):
+        trial = optuna.trial.create_trial(
+            value=value,
+            params={"dropout": number / 100},
+            distributions=distributions,
+            user_attrs={attrs.WORKER: worker},
+        )
+        trial.datetime_start = start + datetime.timedelta(minutes=begin)
+        trial.datetime_complete = start + datetime.timedelta(minutes=end)
+        study.add_trial(trial)
+    return study
+
+
+def test_header_and_table_show_the_metric_with_its_four_decimals() -> None:
+    page = build_report(one_value_trials(1.0, [("a:1", 0, 1), ("a:1", 1, 2)]))
+    assert ">1.0000<" in page  # the best-value card, as the run's lines write it
+    assert '<td class="pin pin-1">1.0000</td>' in page
+    assert format_metric(1234567.0) == "1,234,567"  # a params or flops objective
+
+
+def test_best_table_keeps_trial_and_value_in_view_when_it_scrolls() -> None:
+    page = build_report(one_value_trials(0.5, [("a:1", 0, 1), ("a:1", 1, 2)]))
+    assert '<th class="pin pin-0">trial</th>' in page
+    assert '<td class="pin pin-0">#0</td>' in page
+    assert re.search(r"\.pin \{[^}]*position: sticky", page)
+
+
+def test_runs_one_after_another_are_not_counted_as_parallel_workers() -> None:
+    after = summarize(one_value_trials(0.5, [("a:1", 0, 1), ("a:2", 2, 3), ("b:3", 4, 5)]))
+    assert (after.workers, after.processes) == (1, 3)
+    page = build_report(one_value_trials(0.5, [("a:1", 0, 1), ("a:2", 2, 3), ("b:3", 4, 5)]))
+    assert "3 worker processes, at most 1 at once" in page
+    side_by_side = [("a:1", 0, 2), ("a:2", 1, 3), ("b:3", 1, 2), ("b:3", 2, 4)]
+    assert summarize(one_value_trials(0.5, side_by_side)).workers == 3
 
 
 def test_best_table_shows_each_trials_precision_when_trials_recorded_it() -> None:

@@ -298,7 +298,7 @@ def test_race_arguments_take_any_study_and_check_its_data(bench, tmp_path, monke
     race = bench["search_race"]
     write_imagefolder(tmp_path / "photos", classes=("cat", "dog"), per_class=4)
     study = plain_study(tmp_path, "imagefolder:photos")
-    monkeypatch.chdir(tmp_path)  # a study's folder is relative to where the race is run from
+    monkeypatch.chdir(tmp_path)  # a study's folder is relative to its study file
     args = race.parse_args(
         ["--study", "plain.toml", "--contenders", "optuna-recipe,baseline,tuner", "--budgets",
          "20s,10m"]
@@ -319,7 +319,7 @@ def test_race_arguments_take_any_study_and_check_its_data(bench, tmp_path, monke
     for argv, message in (
         (["--study", "plain.toml", "--contenders", "tuner,hyperopt"], "unknown ['hyperopt']"),
         (["--study", "plain.toml", "--budgets", "ten"], "--budgets 'ten'"),
-        (["--study", str(plain_study(tmp_path / "x", "imagefolder:gone"))], "no such folder"),
+        (["--study", str(plain_study(tmp_path / "x", "imagefolder:gone"))], "gone not found"),
         (["--study", str(plain_study(tmp_path / "y", "mnist")), "--dataset-dir", "."],
          "mnist not there"),
         (["--study", str(plain_study(tmp_path / "z", "no-such-set"))], "unknown dataset"),

@@ -43,6 +43,7 @@ from tuner.storage import (
     open_storage,
     resolve_retry_seconds,
     resolve_storage_url,
+    settle_stale_trials,
 )
 from tuner.storage import _optuna as optuna_private
 
@@ -77,6 +78,47 @@ def test_mask_url_hides_the_password() -> None:
     assert "s3cret" not in mask_url("weird://tuner:s3cret@db/x y")
     assert mask_url("sqlite:///tuner.db") == "sqlite:///tuner.db"
     assert mask_url("postgresql://u:s3cret@db:notaport/x") == "postgresql://u:***@db:notaport/x"
+
+
+def test_mask_url_hides_a_password_in_the_query_or_with_unencoded_characters() -> None:
+    assert (
+        mask_url("postgresql://tuner@127.0.0.1:54329/db?password=SECRET")
+        == "postgresql://tuner@127.0.0.1:54329/db?password=***"
+    )
+    assert "SECRET" not in mask_url("postgresql://tuner@h/db?sslmode=require&PassWord=SECRET")
+    # An unencoded '@', ':' or '/' in the password: hidden up to the last '@' before the host.
+    assert mask_url("postgresql://tuner:p@ss:w/rd@host/db") == "postgresql://tuner:***@host/db"
+    assert mask_url("postgresql://tuner:p@ss@host:5432/db") == "postgresql://tuner:***@host:5432/db"
+    assert mask_url("journal:some@file") == "journal:some@file"  # no password there
+
+
+def test_an_unencoded_at_in_the_password_is_refused_pointing_to_percent_encoding() -> None:
+    for url in ("postgresql://tuner:p@ss:w/rd@host/db", "postgresql://tuner:p@ss@host/db"):
+        message = open_error(url)
+        assert "p@ss" not in message and "ss@host" not in message and "w/rd" not in message
+        assert "percent-encode '@' as %40" in message, message
+
+
+def test_the_storage_url_can_come_from_a_file_named_by_the_environment(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A docker or Kubernetes secret file keeps the password off every command line."""
+    secret = tmp_path / "storage-url"
+    secret.write_text("postgresql://tuner:s3cret@db/tuner\n")
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    monkeypatch.setenv("TUNER_STORAGE_FILE", str(secret))
+    assert resolve_storage_url(None) == "postgresql://tuner:s3cret@db/tuner"
+    assert resolve_storage_url("sqlite:///flag.db") == "sqlite:///flag.db"
+    monkeypatch.setenv("TUNER_STORAGE", "journal:env.log")
+    with pytest.raises(TunerError, match=r"TUNER_STORAGE and \$TUNER_STORAGE_FILE are both set"):
+        resolve_storage_url(None)
+    monkeypatch.delenv("TUNER_STORAGE")
+    secret.write_text("\n")
+    with pytest.raises(TunerError, match="the file is empty"):
+        resolve_storage_url(None)
+    monkeypatch.setenv("TUNER_STORAGE_FILE", str(tmp_path / "missing"))
+    with pytest.raises(TunerError, match=r"TUNER_STORAGE_FILE=.*cannot read"):
+        resolve_storage_url(None)
 
 
 def test_retry_window_prefers_flag_then_environment_then_60_s(monkeypatch) -> None:
@@ -132,6 +174,9 @@ def test_wrong_postgres_password_is_reported_without_the_password(
     message = open_error(postgres_server.url(password="hunter2"))
     assert "wrong user name or password" in message and "'tuner'" in message
     assert "hunter2" not in message and postgres_server.password not in message
+    in_query = f"postgresql://tuner@127.0.0.1:{postgres_server.port}/postgres?password=hunter2"
+    message = open_error(in_query)
+    assert "wrong user name or password" in message and "hunter2" not in message
 
 
 @pytest.mark.postgres
@@ -583,6 +628,24 @@ def test_optuna_private_parts_are_still_there(tmp_path: Path) -> None:
     trial = study.ask()
     never_beaten = optuna_private.never_beaten_trial_ids
     assert never_beaten(storage.rdb.engine, study._study_id, lambda exc: False) == [trial._trial_id]
+
+
+def test_a_damaged_sqlite_file_is_not_taken_for_a_schema_change(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """`tuner status` on a damaged file: one error line, not first a schema-change warning."""
+    storage = open_storage(f"sqlite:///{tmp_path}/t.db", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    study.ask()  # a running trial, for the stale check to look at
+
+    def damaged() -> None:
+        malformed = sqlite3.DatabaseError("database disk image is malformed")
+        raise sqlalchemy.exc.DatabaseError("SELECT ...", {}, malformed)
+
+    monkeypatch.setattr(storage.rdb.engine, "connect", damaged)
+    with pytest.raises(TunerError, match=r"the file is damaged \(database disk image is malformed"):
+        settle_stale_trials(study)
+    assert "schema may have changed" not in caplog.text
 
 
 def test_the_orphan_check_degrades_when_the_schema_changes(

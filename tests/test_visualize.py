@@ -18,8 +18,10 @@ from tuner.report.page import Card
 from tuner.report.visualize import (
     MAX_FEATURE_MAPS,
     MAX_FIRST_LAYER_FILTERS,
+    feature_map_figure,
     feature_maps,
     first_layer_figure,
+    input_figure,
     visualization_page,
     write_visualization,
 )
@@ -123,3 +125,37 @@ def test_retrain_page_is_drawn_from_the_model_card() -> None:
     assert html.count(PLOTLY_JS_MARKER) == 1
     assert '<section id="test">' in html
     assert "<dog>" not in html  # class names are escaped, in the page and in the plots' JSON
+
+
+def test_one_pixel_maps_of_a_small_input_are_bars_of_their_activations() -> None:
+    """8x8 digits pooled three times give 1x1 maps: heatmaps of those were identical squares."""
+    maps = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1)  # channel c activates c
+    figure = feature_map_figure(maps, block=3)
+    assert [trace.type for trace in figure.data] == ["bar"]
+    bars = figure.data[0]
+    assert list(bars.y) == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]  # strongest first
+    assert list(bars.x) == ["ch 6", "ch 5", "ch 4", "ch 3", "ch 2", "ch 1"]
+    assert "1 silent" in figure.layout.title.text
+
+
+def test_heatmaps_of_a_block_share_one_colour_scale() -> None:
+    maps = torch.stack([torch.full((4, 4), value) for value in (0.5, 2.0, 8.0)])
+    figure = feature_map_figure(maps, block=1)
+    scales = {(trace.zmin, trace.zmax) for trace in figure.data}
+    assert scales == {(0.0, 8.0)}  # a weak channel looks weak next to a strong one
+    assert [trace.showscale for trace in figure.data] == [True, False, False]
+
+
+def test_every_top_guess_bar_has_its_percentage() -> None:
+    guesses = (("3", 0.97), ("8", 0.02), ("5", 0.004), ("9", 0.0009), ("1", 0.0001))
+    figure = input_figure(torch.zeros(1, 8, 8, dtype=torch.uint8), "test image", guesses)
+    bars = next(trace for trace in figure.data if trace.type == "bar")
+    assert list(bars.text) == ["97.0%", "2.0%", "0.4%", "0.1%", "0.0%"]
+    assert bars.textposition == "outside"  # "auto" hides a label that does not fit its bar
+
+
+def test_a_page_for_8x8_digits_shows_bars_for_its_last_block(tmp_path: Path) -> None:
+    model, card = save_untrained_model(tmp_path, channels=1, size=8, filters=(4, 6, 8))
+    page = visualization_page(model, card, torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8), "x")
+    last_block = page.sections[1].figures[-1]
+    assert [trace.type for trace in last_block.data] == ["bar"] and len(last_block.data[0].y) == 8

@@ -9,6 +9,7 @@ number); `shown` keeps a value short enough for one line whatever the file holds
 
 from __future__ import annotations
 
+import difflib
 import math
 import reprlib
 from dataclasses import fields
@@ -100,10 +101,7 @@ class Checker:
     def no_unknown(self, table: dict[str, Any], allowed: set[str] | list[str], where: str) -> None:
         for key in table:
             if key not in allowed:
-                raise self.fail(
-                    f"{where}{shown_key(key)}",
-                    f"unknown key; allowed: {', '.join(sorted(allowed)) or '(none)'}",
-                )
+                raise self.fail(f"{where}{shown_key(key)}", unknown_key(key, allowed))
 
     def typed(self, value: Any, kind: type, key: str) -> Any:
         """Check a scalar's type; ints are accepted where floats are expected."""
@@ -136,9 +134,7 @@ class Checker:
         names = {f.name for f in fields(cls)}
         for key, value in values.items():
             if key not in names:
-                raise self.fail(
-                    f"{where}.{key}", f"unknown key; allowed: {', '.join(sorted(names))}"
-                )
+                raise self.fail(f"{where}.{key}", unknown_key(key, names))
             kind = type(getattr(defaults, key))
             if kind in (int, float, bool, str) and not is_kind(value, kind):
                 raise self.fail(f"{where}.{key}", f"must be {kind.__name__}, got {value!r}")
@@ -167,6 +163,13 @@ class Checker:
             kind = type(default) if default is not None else int
             values[name] = self.typed(value, kind, f"[{key}].{name}")
         return cls(**values)
+
+
+def unknown_key(key: Any, allowed: set[str] | list[str]) -> str:
+    """ "unknown key; did you mean 'x'? allowed: ..." (the guess when one is close)."""
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {guess}allowed: {', '.join(sorted(allowed)) or '(none)'}"
 
 
 def check_seed(check: Checker, value: int, key: str) -> None:

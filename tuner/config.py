@@ -60,15 +60,26 @@ class TrialConfig:
     pretrained: str = ""  # local weights file loaded into the backbone before training ("" = none)
     freeze: str = "none"  # "none", "backbone" or "all-but-last-K" backbone stages
     backbone_learning_rate: float = 0.0  # 0: the backbone trains at learning_rate
+    # A user family's own [space] parameters (tuner.families.user), as sorted (name, value)
+    # pairs: a frozen config stays hashable. Empty for the built-in families.
+    model_params: tuple[tuple[str, Any], ...] = ()
+    # SHA-256 of a user family's Python file when the trial ran: retrain and predict refuse a
+    # file that changed since ("" for other families).
+    family_sha256: str = ""
 
     @property
     def num_blocks(self) -> int:
         return len(self.filters)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON/TOML-friendly dict (tuples become lists)."""
+        """A JSON/TOML-friendly dict (tuples become lists; a family from code's fields only
+        for such a family, so other configs read as they always did)."""
         values = asdict(self)
         values["filters"] = list(self.filters)
+        values["model_params"] = dict(self.model_params)
+        for name in ("model_params", "family_sha256"):
+            if not values[name]:
+                del values[name]
         return values
 
     @classmethod
@@ -79,4 +90,6 @@ class TrialConfig:
             values["filters"] = tuple(int(f) for f in values["filters"])
         if isinstance(values.get("augment"), dict):
             values["augment"] = AugmentSpec(**values["augment"])
+        if isinstance(values.get("model_params"), dict):
+            values["model_params"] = tuple(sorted(values["model_params"].items()))
         return cls(**values)

@@ -69,6 +69,19 @@ def read_text_file(path: Path, kind: str) -> str:
         raise TunerError(f"{path}: cannot read {kind}: {exc.strerror or exc}") from None
 
 
+# A study name's length in UTF-8 bytes: `NAME.toml` and the names derived from it stay far below
+# what filesystems allow for one file name (NAME_MAX, 255 bytes on Linux and macOS).
+MAX_NAME_BYTES = 128
+
+
+def name_too_long(name: str) -> str | None:
+    """Why `name` is too long for a study name ("has 300 bytes ..."), None when it is not."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size <= MAX_NAME_BYTES:
+        return None
+    return f"has {size} bytes in UTF-8, more than the {MAX_NAME_BYTES} a study name may have"
+
+
 SLUG_MAX_CHARS = 64  # of the readable part; the whole slug stays far below NAME_MAX (255 bytes)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,6 @@ import typer
 from rich.console import Console
 
 from tuner.cli.errors import TunerGroup
-from tuner.errors import TunerError
 from tuner.runner.console import configure_logging, make_console
 
 app = typer.Typer(
@@ -22,8 +20,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-REPO_STUDIES_DIR = Path(__file__).resolve().parent.parent.parent / "studies"
-
 StudyOption = Annotated[
     str,
     typer.Option("--study", "-s", help="Study name in the studies folder, or a .toml file path."),
@@ -32,7 +28,7 @@ StorageOption = Annotated[
     str | None,
     typer.Option(
         "--storage",
-        help="Storage URL (sqlite:///tuner.db, postgresql+psycopg://...). "
+        help="Storage URL: sqlite:///FILE, or postgresql+psycopg:// then user@host/db. "
         "Default: $TUNER_STORAGE, else sqlite:///tuner.db in the working directory.",
     ),
 ]
@@ -46,11 +42,16 @@ StudiesDirOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Dataset files. Default: $TUNER_DATA_DIR or ~/.cache."),
+    typer.Option(
+        "--data-dir", help="Dataset files. Default: $TUNER_DATA_DIR, else ~/.cache/tuner/data."
+    ),
 ]
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR."),
+    typer.Option(
+        "--cache-dir",
+        help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR, else ~/.cache/tuner/tensors.",
+    ),
 ]
 ArtifactsOption = Annotated[
     str | None,
@@ -81,32 +82,23 @@ def console() -> Console:
 
 def studies_dir(option: Path | None) -> Path:
     """Where `--study NAME` is looked up."""
-    if option is not None:
-        return option
-    if "TUNER_STUDIES_DIR" in os.environ:
-        return Path(os.environ["TUNER_STUDIES_DIR"])
-    local = Path("studies")
-    return local if local.is_dir() else REPO_STUDIES_DIR
+    from tuner.api import studies_dir as lookup
+
+    return lookup(option)
 
 
 def study_file(study: str, studies: Path | None) -> Path:
     """The study file `--study` names (a name in the studies folder, or a path)."""
-    from tuner.spec import find_study_file
+    from tuner.api import study_source
 
-    return find_study_file(study, studies_dir(studies))
+    return study_source(study, studies).path
 
 
 def study_name(study: str, studies: Path | None) -> str:
     """`--study` for verbs that read storage: a study file's name, or a stored study's name."""
-    from tuner.spec import load_spec
+    from tuner.api import stored_study_name
 
-    try:
-        path = study_file(study, studies)
-    except TunerError:
-        if Path(study).suffix == ".toml":
-            raise
-        return study  # not a file: take it as the name of a study in storage
-    return load_spec(path).name
+    return stored_study_name(study, studies)
 
 
 def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
@@ -120,12 +112,14 @@ def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
 def spec_and_study(study: str, storage: str | None, studies: Path | None):
     """The study file (for its train/validation split) and the stored study it created."""
     from tuner import attrs
+    from tuner.errors import TunerError
+    from tuner.files import name_too_long
     from tuner.spec import load_spec
 
     try:
         path = study_file(study, studies)
     except TunerError:
-        if Path(study).suffix == ".toml":
+        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
             raise
     else:
         spec = load_spec(path)

@@ -51,25 +51,6 @@ class ModelFormat(enum.StrEnum):
     pt2 = "pt2"
 
 
-def _best_config(
-    study: str | None,
-    config: Path | None,
-    storage: str | None,
-    studies: Path | None,
-    trial: int | None = None,
-):
-    """The configuration to retrain: from `--config FILE`, else the best trial of `--study`."""
-    from tuner.trained.export import best_config, read_best
-
-    if config is not None:
-        if study is not None:
-            raise TunerError("give either --study or --config, not both")
-        return read_best(config)
-    if study is None:
-        raise TunerError("--study NAME or --config FILE is required")
-    return best_config(load_stored_study(study_name(study, studies), storage), trial)
-
-
 @app.command()
 def best(
     study: StudyOption = "digits-quick",
@@ -107,6 +88,7 @@ def best(
 ) -> None:
     """Print the best trial's full configuration (read back by `tuner retrain --config`), or
     with --model save its kept weights as a model, without retraining."""
+    from tuner.api import best as best_config
     from tuner.files import write_text_atomic
     from tuner.trained.export import render
     from tuner.trained.pareto import render_pareto
@@ -118,7 +100,7 @@ def best(
         stored = load_stored_study(study_name(study, studies), storage)
         text = render_pareto(stored, fmt.value)
     else:
-        text = render(_best_config(study, None, storage, studies, trial), fmt.value)
+        text = render(best_config(study, storage, trial=trial, studies_dir=studies), fmt.value)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -195,32 +177,20 @@ def retrain(
 
     Writes model.safetensors, model.json (the model card) and retrain.html into --out.
     """
-    from tuner.data import load_dataset
-    from tuner.engine import pick_device
-    from tuner.files import study_slug
-    from tuner.report import write_retrain_report
-    from tuner.trained.retrain import epochs_for, save
-    from tuner.trained.retrain import retrain as retrain_model
+    from tuner.api import retrain as retrain_best
 
-    chosen = _best_config(study, config, storage, studies, trial)
-    torch_device = pick_device(device)
-    dataset = load_dataset(chosen.dataset, data_dir, cache_dir)
-    default_name = study_slug(chosen.study or (config.stem if config else "model"))
-    if trial is not None:  # a chosen trial (e.g. one end of a Pareto front) gets its own folder
-        default_name += f"-trial-{trial}"
-    out_dir = out or Path("runs") / default_name
-    source = f"trial {chosen.trial} of {chosen.study}" if chosen.study else str(config)
-    out_console = console()
-    out_console.print(
-        f"retraining {source}: {dataset.name}, {len(dataset.train)} training images, "
-        f"{epochs_for(chosen, epochs)} epochs on {torch_device}"
-    )
-    result = retrain_model(chosen, dataset, torch_device, epochs)
-    weights = save(out_dir, result)
-    report_path = write_retrain_report(out_dir, result.card)
-    out_console.print(
-        f"test accuracy {result.card.test_accuracy:.4f} on {result.card.test_count} held-out "
-        f"images\nmodel: {weights}\nreport: {report_path}"
+    retrain_best(
+        study,
+        config=config,
+        trial=trial,
+        epochs=epochs,
+        out=out,
+        storage=storage,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        device=device,
+        studies_dir=studies,
+        console=console(),
     )
 
 
@@ -242,16 +212,11 @@ def visualize(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """One HTML page of a model's filters and feature maps for one image."""
-    from tuner.report.visualize import test_image, write_visualization
-    from tuner.trained import load_model, model_paths, read_image
+    from tuner.api import visualize as write_visualization
 
-    loaded, card = load_model(model)
-    out = out or model_paths(model)[1].parent / "viz.html"  # next to the model, not in cwd
-    if image is not None:
-        pixels, label = read_image(image, card), image.name
-    else:
-        pixels, label = test_image(card, index, data_dir, cache_dir)
-    path = write_visualization(out, loaded, card, pixels, label)
+    path = write_visualization(
+        model, image=image, index=index, out=out, data_dir=data_dir, cache_dir=cache_dir
+    )
     console().print(f"visualization written to {path}")
 
 
@@ -282,10 +247,10 @@ def predict(
     """
     import json
 
-    from tuner.trained import exit_code, load_predictor, predict_files
+    from tuner.api import predict as predict_images
+    from tuner.trained import exit_code
 
-    loaded, card = load_predictor(model)
-    results = predict_files(loaded, card, images, top_k)
+    results = predict_images(model, images, top_k=top_k)
     for result in results:
         if result.error:
             typer.echo(f"error: {result.error}", err=True)
@@ -343,6 +308,23 @@ def export_verb(
     )
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A one-line TunerError suggesting --port when `host:port` cannot be bound now."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the server binds (reuse allowed): a port in TIME_WAIT is free, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise TunerError(
+            f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}; "
+            f"pick another port with --port, e.g. --port {port + 1 if port < 65535 else 8081}"
+        ) from None
+
+
 @app.command()
 def dashboard(
     study: StudyOption = "digits-quick",
@@ -364,6 +346,7 @@ def dashboard(
 
     name = study_name(study, studies)
     load_stored_study(name, storage)  # a clear error when the study isn't there
+    _check_port_free(host, port)  # before the URL line, which would promise a server
     opened = open_storage(resolve_storage_url(storage))
     study_id = opened.get_study_id_from_name(name)
     shown_host = f"[{host}]" if ":" in host else host

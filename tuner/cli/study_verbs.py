@@ -21,10 +21,10 @@ from tuner.cli.common import (
     console,
     load_stored_study,
     studies_dir,
-    study_file,
     study_name,
 )
 from tuner.errors import TunerError
+from tuner.spec.parse import MAX_TRIALS
 
 
 class Precision(enum.StrEnum):
@@ -35,10 +35,23 @@ class Precision(enum.StrEnum):
     bf16 = "bf16"
 
 
+def _trial_count(value: int | None) -> int | None:
+    """`--trials` up to MAX_TRIALS: checked here rather than by typer's max=, whose wider range
+    column would squeeze every option's help text at 80 columns."""
+    if value is not None and value > MAX_TRIALS:
+        raise typer.BadParameter(f"{value} is more than {MAX_TRIALS} trials")
+    return value
+
+
 def _positive_seconds(value: float | None) -> float | None:
-    """`--timeout`: zero or less would stop before the first trial."""
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value:g} is not a positive number of seconds")
+    """`--timeout`: zero or less would stop before the first trial; more than a year is a typo."""
+    from tuner.spec.budget import MAX_DURATION_SECONDS, MAX_DURATION_TEXT
+
+    if value is not None and not 0 < value <= MAX_DURATION_SECONDS:
+        raise typer.BadParameter(
+            f"{value:g} is not a positive number of seconds up to {MAX_DURATION_TEXT} "
+            f"({MAX_DURATION_SECONDS})"
+        )
     return value
 
 
@@ -72,8 +85,9 @@ def run(
             "--trials",
             "-n",
             min=1,
+            callback=_trial_count,
             help="Finished trials the study should have in total, across all workers "
-            "(default: the study file's [training].trials).",
+            "(default: the study file's \\[training] trials).",
         ),
     ] = None,
     storage: StorageOption = None,
@@ -96,7 +110,7 @@ def run(
             "--budget",
             help="Wall-clock budget of the whole run, e.g. 90s, 10m, 1h30m or seconds: the run "
             "ends on time, cutting the running trial, and fixes max_epochs to fit it (default: "
-            "the study file's [training].budget).",
+            "the study file's \\[training] budget).",
         ),
     ] = None,
     storage_retry_seconds: Annotated[
@@ -105,7 +119,7 @@ def run(
             "--storage-retry-seconds",
             callback=_positive_seconds,
             help="How long a database outage may last before the workers give up. "
-            "Default: $TUNER_STORAGE_RETRY_SECONDS, else 60.",
+            "Default: 60, or the variable named below.",
         ),
     ] = None,
     force: Annotated[
@@ -179,59 +193,38 @@ def run(
     """Run trials of a study until it has --trials finished trials (resumes if it exists).
 
     Ends with a summary: why it stopped, the trials it ran, what is left, the report command.
+
+    Environment: TUNER_STORAGE (--storage), TUNER_STORAGE_RETRY_SECONDS
+    (--storage-retry-seconds), TUNER_DATA_DIR, TUNER_CACHE_DIR, TUNER_STUDIES_DIR.
     """
+    from tuner.api import run as run_study
     from tuner.runner.settings import process_started_at
 
-    started_at = process_started_at()  # the budget counts from the command's start
-    from tuner.runner.run import run_study
-    from tuner.runner.settings import RunSettings
-    from tuner.storage import resolve_storage_url
-    from tuner.storage.artifacts import resolve_artifacts
-
-    url = resolve_storage_url(storage)
-    settings = RunSettings(
-        study_file=study_file(study, studies),
-        storage=url,
-        storage_given=storage is not None,
-        artifacts=resolve_artifacts(artifacts, url),
+    summary = run_study(
+        study,
+        budget=_budget_seconds(budget),
         trials=trials,
-        device=device,
+        storage=storage,
+        artifacts=artifacts,
         data_dir=data_dir,
+        workers=workers if workers == "auto" else int(workers),
+        device=device,
         cache_dir=cache_dir,
         timeout=timeout,
-        budget=_budget_seconds(budget),
-        started_at=started_at,
-        storage_retry_seconds=storage_retry_seconds,
-        force=force,
         precision=precision.value,
         compile=compile_model,
-        workers=1 if workers == "auto" else int(workers),
+        force=force,
         devices=devices,
         jobs_per_device=jobs_per_device,
+        storage_retry_seconds=storage_retry_seconds,
+        from_study=from_study,
+        enqueue_from=enqueue_from,
+        top=top,
+        enqueue_storage=enqueue_storage,
+        studies_dir=studies,
+        started_at=process_started_at(),  # the budget counts from the command's start
+        console=console(),
     )
-    out = console()
-    if workers == "auto":
-        from tuner.runner.plan import resolve_workers_auto
-
-        settings, line = resolve_workers_auto(settings)
-        out.print(line)
-    if enqueue_from and from_study:
-        raise TunerError("--from and --enqueue-from: give one of them")
-    if enqueue_from or from_study:
-        from tuner.runner.warm import WarmStart, apply_warm_start
-        from tuner.storage import resolve_storage_url as resolve
-
-        warm = WarmStart(
-            source=from_study or enqueue_from or "",
-            storage=resolve(enqueue_storage) if enqueue_storage else None,
-            top=top,
-            copy=from_study is not None,
-        )
-        out.print(apply_warm_start(settings, warm))
-    summary = run_study(settings, out)
-    views.print_run_end(out, summary)
-    if summary.detail is not None:
-        raise TunerError(summary.detail)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -273,10 +266,7 @@ def report(
     studies: StudiesDirOption = None,
 ) -> None:
     """Write one self-contained HTML report of a study (opens offline)."""
-    from tuner.files import study_slug
-    from tuner.report import write_report
+    from tuner.api import write_report
 
-    optuna_study = load_stored_study(study_name(study, studies), storage)
-    default = Path(f"report-{study_slug(optuna_study.study_name)}.html")
-    path = write_report(optuna_study, out or default)
+    path = write_report(study, out, storage, studies_dir=studies)
     console().print(f"report written to {path}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +12,9 @@ from rich.table import Table
 
 from tuner import attrs
 from tuner.errors import TunerError
-from tuner.runner.summary import RunSummary, study_state, summary_lines
+from tuner.runner.summary import print_best_params, study_state
 
 SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-
-
-def print_best_params(
-    console: Console, metric: str, number: int | None, value: float | None, params: Mapping
-) -> None:
-    """The best trial's value and parameters, or that there is none yet."""
-    if number is None or value is None:
-        console.print("no trial has completed yet")
-        return
-    console.print(f"best trial {number}: {metric} = {value:.4f}")
-    table = Table("parameter", "value", box=None)
-    for name, param in params.items():
-        table.add_row(name, f"{param:.4g}" if isinstance(param, float) else str(param))
-    console.print(table)
 
 
 def print_best(console: Console, study: optuna.Study) -> None:
@@ -42,15 +27,6 @@ def print_best(console: Console, study: optuna.Study) -> None:
         state.get("best_value"),
         state.get("best_params", {}),
     )
-
-
-def print_run_end(console: Console, summary: RunSummary) -> None:
-    """The best configuration so far, then the summary every `tuner run` ends with."""
-    print_best_params(
-        console, summary.metric, summary.best_trial, summary.best_value, summary.best_params
-    )
-    for line in summary_lines(summary):
-        console.print(line)
 
 
 def state_counts(study: optuna.Study) -> dict[TrialState, int]:

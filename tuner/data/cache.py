@@ -5,7 +5,9 @@ resolved folder, options such as the image size), VERSION the cache format and t
 files (path, size, modification time). Changed sources give the same ENTRY a new VERSION and
 the old file is deleted when the new one is written; so are files named as by cache format 1.
 A file is trusted on nothing: its tensors' names, dtypes, shapes, counts, label range and
-class names are checked on every read, and a file that fails is ignored (and then rewritten).
+class names are checked on every read, and so is a SHA-256 of its tensors and class names
+written with it (a file changed in place, its header intact, fails only that check); a file that
+fails is ignored with one warning and rewritten from its sources.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 # 3: MNIST and Fashion-MNIST files are checked to be what their name says (a format-2 file may
 #    hold one under the other's name). Files named as by format 1 are deleted
 #    (`_format_1_files`); a format-2 file is an older version of its entry.
-CACHE_FORMAT_VERSION = "3"
+# 4: the metadata holds a SHA-256 of the contents (`contents_digest`), checked on every read.
+CACHE_FORMAT_VERSION = "4"
 TENSOR_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -71,6 +74,8 @@ def read_cached(path: Path, name: str, num_classes: int | None) -> Dataset | Non
         return None
     class_names = _class_names(metadata.get("class_names"))
     problem = _contents_problem(tensors, class_names, num_classes)
+    if problem is None and metadata.get("sha256") != contents_digest(tensors, class_names):
+        problem = "its SHA-256 does not match: changed after it was written"
     if problem is not None or class_names is None:
         log.warning("ignoring cache %s with wrong contents (%s); rebuilding it", path, problem)
         return None
@@ -80,6 +85,16 @@ def read_cached(path: Path, name: str, num_classes: int | None) -> Dataset | Non
         test=ImageSet(tensors["test_images"], tensors["test_labels"]),
         class_names=class_names,
     )
+
+
+def contents_digest(tensors: dict[str, torch.Tensor], class_names: Iterable[str] | None) -> str:
+    """SHA-256 hex digest of the tensors (name, dtype, shape, bytes) and the class names."""
+    digest = hashlib.sha256(json.dumps(list(class_names or ())).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous()
+        digest.update(f"|{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy())
+    return digest.hexdigest()
 
 
 def _class_names(text: str | None) -> tuple[str, ...] | None:
@@ -134,7 +149,10 @@ def write_cached(path: Path, dataset: Dataset) -> None:
     }
     # Write then rename, so a concurrent worker never reads a half-written cache file.
     with atomic_path(path) as tmp:
-        metadata = {"class_names": json.dumps(list(dataset.class_names))}
+        metadata = {
+            "class_names": json.dumps(list(dataset.class_names)),
+            "sha256": contents_digest(tensors, dataset.class_names),
+        }
         save_file(tensors, str(tmp), metadata=metadata)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,18 @@ log = logging.getLogger(__name__)
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 DEFAULT_IMAGEFOLDER_SIZE = 32
+# One limit for image folders and `tuner predict`, checked on the header before any pixel is
+# decoded: a 48-megapixel phone photo passes; an image at the limit takes about 200 MB (RGB).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def check_image_pixels(width: int, height: int) -> None:
+    """TunerError when an image of `width` x `height` is over MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise TunerError(
+            f"{width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS:,}; "
+            "shrink the image first"
+        )
 
 
 def find_images(root: Path) -> list[Path]:
@@ -97,18 +110,28 @@ def decode_imagefolder(
         images, labels, skipped = [], [], 0
         for path, label in files:
             try:
-                with Image.open(path) as image:
+                with warnings.catch_warnings():
+                    # Pillow warns from ~89 megapixels; MAX_IMAGE_PIXELS, lower, refuses first.
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    image = Image.open(path)
+            except Image.DecompressionBombError as exc:  # over twice Pillow's own limit
+                raise TunerError(f"{path}: image too large to decode safely ({exc})") from None
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                skipped += 1
+                log.warning("skipping unreadable image %s: %s", path, exc)
+                continue
+            try:
+                with image:
+                    try:
+                        check_image_pixels(image.width, image.height)
+                    except TunerError as exc:
+                        raise TunerError(f"{path}: {exc}") from None
                     image.load()
                     converted = _grey_or_rgb(image)
                     modes.add(converted.mode)
                     images.append(converted.resize((image_size, image_size)))
                     labels.append(label)
-            except (
-                UnidentifiedImageError,
-                Image.DecompressionBombError,
-                OSError,
-                ValueError,
-            ) as exc:
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
                 skipped += 1
                 log.warning("skipping unreadable image %s: %s", path, exc)
         if skipped:

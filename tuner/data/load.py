@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 from tuner.data import cache
@@ -34,7 +36,12 @@ def default_cache_dir() -> Path:
 
 
 def _download(source: Source, name: str, data_dir: Path) -> list[Path] | None:
-    """Try torchvision's download; return the source files, or None when offline."""
+    """Try torchvision's download; return the source files, or None when offline.
+
+    The files are downloaded into a temporary folder and moved into `data_dir` only once
+    both splits are there: a failed attempt leaves nothing (no empty `FashionMNIST/raw/`) in
+    a folder the user named.
+    """
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, source.torchvision_class or "", None)
@@ -46,14 +53,23 @@ def _download(source: Source, name: str, data_dir: Path) -> list[Path] | None:
     # timeout bounds every connect and read; it is restored right after.
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
-    try:
-        for train in (True, False):
-            dataset_class(root=str(data_dir), train=train, download=True)
-    except Exception as exc:  # offline, DNS failure, HTTP error: all mean "not available"
-        log.info("download of %s failed: %s", name, " ".join(str(exc).split()))
-        return None
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+    with tempfile.TemporaryDirectory(prefix="tuner-download-") as staging:
+        try:
+            for train in (True, False):
+                dataset_class(root=staging, train=train, download=True)
+        except Exception as exc:  # offline, DNS failure, HTTP error: all mean "not available"
+            log.info("download of %s failed: %s", name, " ".join(str(exc).split()))
+            return None
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
+        if source.find(Path(staging)) is None:
+            return None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for entry in Path(staging).iterdir():
+            if entry.is_dir():
+                shutil.copytree(entry, data_dir / entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, data_dir / entry.name)
     return source.find(data_dir)
 
 

@@ -1,6 +1,7 @@
 """The family registry: every family by name, asked by every module that needs the names.
 
-A new family is one `Family` entry in `FAMILIES` (with its builder in its own module). The
+A new family is one `Family` entry in `FAMILIES` (with its builder in its own module); a
+family from a user's code (`tuner.families.user`) or timm (`timm_nets`) is made when named. The
 spec checks names and the families' own parameters against it, `search.space` samples a
 family's parameters only for its trials, and `build_model` is how every caller builds.
 """
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING
 from tuner.errors import TunerError
 from tuner.families.family import Family, Shape
 from tuner.families.seed_cnn import SEED_CNN_FAMILY
+from tuner.families.timm_nets import timm_family, timm_model_name
 from tuner.families.torchvision_nets import TORCHVISION_FAMILIES
+from tuner.families.user import ENTRY_POINT_GROUP, family_from_code, is_code_family
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,12 +32,28 @@ def family_names() -> str:
     return ", ".join(repr(name) for name in FAMILIES)
 
 
+CODE_FAMILIES = (
+    "a 'file.py:function' or 'package.module:function' reference, 'timm:NAME' or an "
+    f"entry point of group {ENTRY_POINT_GROUP!r}"
+)
+
+
+def is_family_name(name: str) -> bool:
+    """Whether `name` is a registered family or names one in code (not imported here)."""
+    return name in FAMILIES or timm_model_name(name) is not None or is_code_family(name)
+
+
 def get_family(name: str) -> Family:
-    """The registered family `name`; TunerError listing the valid names otherwise."""
-    try:
+    """The family `name`: registered, "timm:NAME", or from code (a reference or an entry
+    point of `tuner.families`, imported here). TunerError listing the valid names otherwise."""
+    if name in FAMILIES:
         return FAMILIES[name]
-    except KeyError:
-        raise TunerError(f"unknown model family {name!r}; allowed: {family_names()}") from None
+    family = timm_family(name) or family_from_code(name)
+    if family is None:
+        raise TunerError(
+            f"unknown model family {name!r}; allowed: {family_names()}, or {CODE_FAMILIES}"
+        )
+    return family
 
 
 def family_parameters() -> dict[str, tuple[str, ...]]:

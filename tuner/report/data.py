@@ -7,6 +7,7 @@ running trials may lack any user attribute, so every read here has a fallback.
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,8 @@ class StudySummary:
     best_trial: int | None
     compute_seconds: float  # summed over finished trials
     wall_seconds: float  # first start to last finish
-    workers: int
+    workers: int  # the most worker processes that ran trials at the same time
+    processes: int  # worker processes that ran trials, one after another or side by side
     study_file: str
 
     @property
@@ -68,6 +70,7 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     keys: tuple[int, ...]
+    pinned: int = 0  # leading columns that stay in view when the table scrolls sideways
 
 
 def summarize(study: optuna.Study) -> StudySummary:
@@ -98,9 +101,29 @@ def summarize(study: optuna.Study) -> StudySummary:
         best_trial=best[0].number if best else None,
         compute_seconds=sum(trial_seconds(trial) or 0.0 for trial in finished),
         wall_seconds=max(wall, 0.0),
-        workers=len({worker(trial) for trial in trials if attrs.WORKER in trial.user_attrs}),
+        workers=concurrent_workers(trials),
+        processes=len({worker(trial) for trial in trials if attrs.WORKER in trial.user_attrs}),
         study_file=str(study.user_attrs.get(attrs.STUDY_FILE, "")),
     )
+
+
+def concurrent_workers(trials: Iterable[FrozenTrial]) -> int:
+    """The most worker processes with a trial running at the same moment.
+
+    Three runs made one after another are three processes but one worker at a time.
+    """
+    now = datetime.datetime.now()
+    events = []
+    for trial in trials:
+        if attrs.WORKER in trial.user_attrs and trial.datetime_start is not None:
+            end = trial.datetime_complete or now
+            events += [(trial.datetime_start, 1, worker(trial)), (end, -1, worker(trial))]
+    running: Counter[str] = Counter()
+    peak = 0
+    for _, step, name in sorted(events, key=lambda event: (event[0], event[1])):  # ends first
+        running[name] += step
+        peak = max(peak, sum(1 for count in running.values() if count > 0))
+    return peak
 
 
 def _metric_name(study: optuna.Study) -> str:
@@ -172,9 +195,9 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
 
     rows = []
     for trial, trial_filters in zip(trials, filters, strict=True):
-        row = [f"#{trial.number}", format_value(trial.value)]
+        row = [f"#{trial.number}", format_metric(trial.value)]
         if show_val_accuracy:
-            row.append(format_value(_best_epoch_row(trial).get("val_accuracy")))
+            row.append(format_metric(_best_epoch_row(trial).get("val_accuracy")))
         row += [format_value(trial.params.get(name)) for name in params]
         if show_filters:
             row.append(format_value(trial_filters))
@@ -188,7 +211,8 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
         if show_precision:
             row.append(format_value(user.get(attrs.PRECISION)))
         rows.append(tuple(row))
-    return Table(tuple(headers), tuple(rows), tuple(trial.number for trial in trials))
+    # Trial and value stay in view: a wide space scrolls the parameters sideways.
+    return Table(tuple(headers), tuple(rows), tuple(t.number for t in trials), pinned=2)
 
 
 def _ordered_unique(names: Iterable[str]) -> list[str]:
@@ -223,6 +247,14 @@ def format_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_value(item) for item in value) + "]"
     return str(value)
+
+
+def format_metric(value: float | None) -> str:
+    """A metric value as the run's lines show it: 1.0 -> "1.0000", not "1"; counts such as
+    params or flops (1000 and more) as whole numbers, 1234567.0 -> "1,234,567"."""
+    if value is None:
+        return MISSING
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
 def format_count(value: Any) -> str:

@@ -99,6 +99,11 @@ th { background: #f0f4f8; font-weight: 600; position: sticky; top: 0; }
 th:first-child, td:first-child { text-align: left; }
 tbody tr:hover { background: #f5f9ff; }
 tr.best { background: #eef6ee; font-weight: 600; }
+.pin { position: sticky; background: #fff; z-index: 1; }
+th.pin { background: #f0f4f8; z-index: 2; }
+tr.best .pin { background: #eef6ee; }
+.pin-0 { left: 0; min-width: 4.5em; max-width: 4.5em; }
+.pin-1 { left: 4.5em; box-shadow: 1px 0 0 var(--line); }
 footer { color: var(--muted); font-size: 13px; margin-top: 28px; }
 """
 
@@ -183,11 +188,20 @@ def section_html(section: Section) -> str:
 
 def table_html(table: Table, highlight: int | None = None) -> str:
     """An escaped HTML table; the row whose key is `highlight` is marked as the best."""
-    head = "".join(f"<th>{html.escape(header)}</th>" for header in table.headers)
+
+    def pin(column: int) -> str:
+        return f' class="pin pin-{column}"' if column < table.pinned else ""
+
+    head = "".join(
+        f"<th{pin(column)}>{html.escape(header)}</th>"
+        for column, header in enumerate(table.headers)
+    )
     rows = []
     for key, cells in zip(table.keys, table.rows, strict=True):
         css = ' class="best"' if key == highlight else ""
-        tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+        tds = "".join(
+            f"<td{pin(column)}>{html.escape(cell)}</td>" for column, cell in enumerate(cells)
+        )
         rows.append(f'<tr data-trial="{key}"{css}>{tds}</tr>')
     return (
         f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'

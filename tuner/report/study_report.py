@@ -24,8 +24,8 @@ from tuner.report.data import (
     StudySummary,
     TrialCounts,
     best_table,
+    format_metric,
     format_seconds,
-    format_value,
     summarize,
 )
 from tuner.report.page import Card, Page, Section, generated_line, render
@@ -285,12 +285,14 @@ def summary_cards(summary: StudySummary) -> tuple[Card, ...]:
     if summary.best_value is not None:
         best = Card(
             "best " + summary.metric_label,
-            format_value(summary.best_value),
+            format_metric(summary.best_value),
             (f"trial #{summary.best_trial}",),
         )
     else:
         best = Card("best " + summary.metric_label, "—", ("no complete trial yet",))
     workers = f"{summary.workers} worker{'s' if summary.workers != 1 else ''}"
+    if summary.processes > summary.workers:  # runs one after another are not parallel workers
+        workers = f"{summary.processes} worker processes, at most {summary.workers} at once"
     return (
         best,
         Card("trials", str(counts.total), tuple(f"{n} {label}" for n, label in states)),

@@ -28,6 +28,8 @@ from tuner.trained.predict import probabilities, top_k
 MAX_FIRST_LAYER_FILTERS = 32
 MAX_KERNEL_CHANNELS = 16  # output and input channels shown per deeper layer
 MAX_FEATURE_MAPS = 16  # per block: the most active channels for the image
+SMALL_MAP_PIXELS = 4  # maps of this many pixels or fewer (2x2, 1x1) are drawn as bars
+MAX_ACTIVATION_BARS = 64
 GRID_COLUMNS = 8
 CELL_PX = 130  # height of one row of small images
 
@@ -87,7 +89,8 @@ def visualization_page(
                 "Feature maps",
                 "What each conv block passes on for this image (after ReLU and pooling): one "
                 f"heatmap per channel, the {MAX_FEATURE_MAPS} most active channels of each "
-                "block. Bright = strong activation; each map has its own colour scale.",
+                "block, on one colour scale per block (bright = strong activation). Maps of "
+                f"{SMALL_MAP_PIXELS} pixels or fewer are bars: each channel's mean activation.",
                 figures=tuple(
                     feature_map_figure(block_maps, number)
                     for number, block_maps in enumerate(maps, start=1)
@@ -297,7 +300,8 @@ def input_figure(
             y=names,
             orientation="h",
             text=[f"{p:.1%}" for _, p in guesses],
-            textposition="auto",
+            textposition="outside",  # "auto" drops the label of a bar too short to hold it
+            cliponaxis=False,
             marker={"color": "#4c78a8"},
             hovertemplate="%{y}: %{x:.2%}<extra></extra>",
         ),
@@ -308,7 +312,9 @@ def input_figure(
     figure.update_yaxes(
         visible=False, autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1
     )
-    figure.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
+    figure.update_xaxes(
+        range=[0, 1.15], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%", row=1, col=2
+    )
     figure.update_yaxes(type="category", autorange="reversed", row=1, col=2)
     figure.update_layout(height=320, showlegend=False, margin={"t": 40, "r": 20, "b": 30, "l": 20})
     return figure
@@ -328,10 +334,17 @@ def _image_trace(image: torch.Tensor) -> go.BaseTraceType:
 
 
 def feature_map_figure(maps: torch.Tensor, block: int) -> go.Figure:
-    """One block's most active channels for the image, as a grid of heatmaps."""
+    """One block's most active channels for the image, as heatmaps on the block's one colour
+    scale (bright means the same in every map); maps too small to show a shape, as bars."""
+    _, height, width = maps.shape
+    if height * width <= SMALL_MAP_PIXELS:
+        return _activation_bars(maps, block)
     strength = maps.flatten(1).mean(dim=1)
     count = min(MAX_FEATURE_MAPS, maps.shape[0])
     channels = strength.argsort(descending=True)[:count].tolist()
+    # From zero, so a channel that stays silent for this image is dark, not mid-scale.
+    zmin = min(0.0, float(maps[channels].min()))
+    zmax = max(float(maps[channels].max()), zmin + 1e-6)
     rows, columns = _grid(count)
     figure = make_subplots(
         rows=rows,
@@ -345,10 +358,10 @@ def feature_map_figure(maps: torch.Tensor, block: int) -> go.Figure:
             go.Heatmap(
                 z=maps[channel].tolist(),
                 colorscale="Viridis",
-                # From zero, so a channel that stays silent for this image is dark, not mid-scale.
-                zmin=min(0.0, float(maps[channel].min())),
-                zmax=max(float(maps[channel].max()), 1e-6),
-                showscale=False,
+                zmin=zmin,
+                zmax=zmax,
+                showscale=index == 0,  # one bar: the scale is the block's
+                colorbar={"title": {"text": "activation"}, "thickness": 12},
                 hovertemplate=f"channel {channel + 1} " + "(%{x}, %{y}): %{z:.3f}<extra></extra>",
             ),
             row=index // columns + 1,
@@ -356,7 +369,6 @@ def feature_map_figure(maps: torch.Tensor, block: int) -> go.Figure:
         )
     _square_cells(figure, count, columns)
     figure.update_annotations(font_size=11)
-    _, height, width = maps.shape
     silent = int((maps.flatten(1).amax(dim=1) <= 0).sum())
     figure.update_layout(
         title={
@@ -368,6 +380,37 @@ def feature_map_figure(maps: torch.Tensor, block: int) -> go.Figure:
         },
         height=CELL_PX * rows + 80,
         margin={"t": 70, "r": 10, "b": 10, "l": 10},
+    )
+    return figure
+
+
+def _activation_bars(maps: torch.Tensor, block: int) -> go.Figure:
+    """Maps of a pixel or a few (a small input after pooling) as one bar per channel: its mean
+    activation, strongest first; a heatmap of one pixel would only show a colour."""
+    strength = maps.flatten(1).mean(dim=1)
+    order = strength.argsort(descending=True)[:MAX_ACTIVATION_BARS].tolist()
+    _, height, width = maps.shape
+    figure = go.Figure(
+        go.Bar(
+            x=[f"ch {c + 1}" for c in order],
+            y=[float(strength[c]) for c in order],
+            marker={"color": "#4c78a8"},
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        )
+    )
+    silent = int((maps.flatten(1).amax(dim=1) <= 0).sum())
+    figure.update_xaxes(type="category", title={"text": "channel, strongest first"})
+    figure.update_yaxes(title={"text": "mean activation"})
+    figure.update_layout(
+        title={
+            "text": f"Block {block}: {maps.shape[0]} channels of {height}x{width}, as bars"
+            + _notes(
+                f"the {len(order)} strongest shown" if len(order) < maps.shape[0] else "",
+                f"{silent} silent (all zero) for this image" if silent else "",
+            )
+        },
+        height=320,
+        margin={"t": 60, "r": 10, "b": 50, "l": 60},
     )
     return figure
 

@@ -152,12 +152,14 @@ class BudgetClock:
         if needed < left:
             return True
         log.warning(
-            "budget: no new trial: its first report needs ~%.0fs (%d training images at %.1f ms "
-            "each, measured here), %.0fs of the budget are left",
-            needed,
+            "budget: no new trial starts: %s, and a new trial needs about %s before its first "
+            "report (%d training images at %.1f ms each, as measured here)",
+            f"only {format_duration(left)} of the budget is left"
+            if left >= 0.05
+            else "the budget is used up",
+            format_duration(needed),
             self.first_rung_images,
             1e3 * self.seconds_per_image,
-            max(0.0, left),
         )
         self.exhausted = True
         return False

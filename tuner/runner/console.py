@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 from rich.console import Console
@@ -36,3 +38,51 @@ def configure_logging(level: int) -> None:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
     optuna.logging.set_verbosity(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+@contextmanager
+def lines_for_python(console: Console) -> Iterator[None]:
+    """While a run or retrain called from Python lasts, tuner's log lines reach `console`.
+
+    Off a terminal (a notebook, a pipe) progress is log lines, which an unconfigured Python
+    (a notebook, a script) would drop: they print as plain lines on `console` for the call's
+    duration, and Optuna's own per-trial lines, which say the same again, are quieted. Where the
+    caller configured logging (the CLI does, once), its handlers are kept and nothing changes.
+    """
+    logger = logging.getLogger("tuner")
+    verbosity = optuna.logging.get_verbosity()
+    if verbosity == logging.INFO:  # Optuna's default; a caller's DEBUG stays
+        optuna.logging.set_verbosity(logging.WARNING)
+    handler = None
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    level = logger.level
+    if handler is not None and logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+@contextmanager
+def logs_through(console: Console) -> Iterator[None]:
+    """Meanwhile, rich log lines print through `console`.
+
+    A live view redraws its lines on its own console; a warning written to another one lands
+    after the live line, glued to it. Through the live view's console it gets a line of its own.
+    """
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, RichHandler)]
+    saved = [handler.console for handler in handlers]
+    for handler in handlers:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, previous in zip(handlers, saved, strict=True):
+            handler.console = previous

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -88,7 +89,7 @@ def plan_workers(settings: RunSettings, workers: int, devices: list[str]) -> lis
         raise TunerError(f"--workers must be >= 1, got {workers}")
     threads = worker_threads(workers)
     base = worker_seed_offset() if settings.seed_offset is None else settings.seed_offset
-    level = logging.getLogger().getEffectiveLevel()
+    level = logging.getLogger("tuner").getEffectiveLevel()  # the root's, unless tuner.run set it
     return [
         WorkerLaunch(
             index,
@@ -108,11 +109,10 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     from tuner.data import load_dataset
     from tuner.engine import pick_device
     from tuner.search.study import open_study
-    from tuner.spec import load_spec
     from tuner.storage import check_local_workers, mask_url, open_storage
 
     started = time.monotonic()
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     budget = run_budget(settings, spec)
     total = trial_target(settings.trials, spec, budget)
     devices = resolve_devices(settings.devices, settings.device)
@@ -136,6 +136,12 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     outcomes, interrupted = run_workers(launches)
     reasons, details = [StopReason.INTERRUPTED] if interrupted else [], []
     ran, retried = TrialCounts(), ()
+    try:
+        state = study_state(study)
+    except TunerError:  # the storage is gone: the latest view a worker had (most finished)
+        seen = [summary for _code, summary in outcomes if summary is not None]
+        latest = max(seen, key=lambda summary: summary.finished, default=None)
+        state = {} if latest is None else _study_fields(latest)
     for launch, (code, summary) in zip(launches, outcomes, strict=True):
         if summary is not None:
             reasons.append(summary.reason)
@@ -146,7 +152,7 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
             reasons.append(StopReason.INTERRUPTED)
         elif code:
             reasons.append(StopReason.ERROR)
-            details.append(f"worker {launch.index} exited with code {code} (see its output)")
+            details.append(worker_ended(launch.index, code))
     reason = most_serious(reasons)
     return RunSummary(
         study=spec.name,
@@ -161,8 +167,14 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
         budget_needed=None if budget is None else study.user_attrs.get(attrs.STUDY_BUDGET_NEEDED),
         retried=tuple(sorted(retried)),
         detail="; ".join(details) if reason == StopReason.ERROR else None,
-        **study_state(study),
+        **{"finished": 0, **state},
     )
+
+
+def _study_fields(summary: RunSummary) -> dict[str, object]:
+    """The study-wide fields of a worker's summary (see tuner.runner.summary.study_state)."""
+    fields = ("finished", "metric", "best_value", "best_trial", "best_params")
+    return {name: getattr(summary, name) for name in fields}
 
 
 def run_workers(
@@ -205,24 +217,72 @@ def run_workers(
                 receivers.append(receiver)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        for process in processes:
-            process.join()
+        summaries = _wait_for_workers(launches, processes, receivers, stop_received)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    outcomes = []
-    for launch, process, receiver in zip(launches, processes, receivers, strict=True):
-        summary = receiver.recv() if receiver.poll() else None
-        code = process.exitcode or 0
-        if code and not (stop_received and code in (130, -signal.SIGTERM)):
-            log.warning("worker %d exited with code %d", launch.index, code)
-        outcomes.append((code, summary))
+    outcomes = [
+        (process.exitcode or 0, summary)
+        for process, summary in zip(processes, summaries, strict=True)
+    ]
     return outcomes, bool(stop_received)
+
+
+def _wait_for_workers(
+    launches: list[WorkerLaunch],
+    processes: list[multiprocessing.process.BaseProcess],
+    receivers: list[Connection],
+    stop_received: list[int],
+) -> list[RunSummary | None]:
+    """Wait for every worker; say in one line, as it happens, that one died, and go on."""
+    summaries: list[RunSummary | None] = [None] * len(processes)
+    waiting = dict(enumerate(processes))
+    while waiting:
+        ended = multiprocessing.connection.wait([p.sentinel for p in waiting.values()])
+        for index, process in list(waiting.items()):
+            if process.sentinel not in ended:
+                continue
+            process.join()
+            del waiting[index]
+            summaries[index] = _received(receivers[index])
+            code = process.exitcode or 0
+            stopped = stop_received and code in (130, -signal.SIGTERM, -signal.SIGINT)
+            if summaries[index] is None and code and not stopped:
+                others = "; the other workers go on" if waiting else ""
+                log.warning("%s%s", worker_ended(launches[index].index, code), others)
+    return summaries
+
+
+def _received(receiver: Connection) -> RunSummary | None:
+    """A worker's summary, or None when it ended without sending one.
+
+    A worker killed (kill -9, the out-of-memory killer) closes its end of the pipe unsent:
+    `poll()` is then True and `recv()` raises EOFError.
+    """
+    try:
+        return receiver.recv() if receiver.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        receiver.close()
+
+
+def worker_ended(index: int, code: int) -> str:
+    """How worker `index` that exited with `code` (negative: killed by that signal) ended."""
+    if code >= 0:
+        return f"worker {index} exited with code {code} (see its output)"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    why = " (kill -9 or the out-of-memory killer)" if -code == signal.SIGKILL else ""
+    return f"worker {index} was killed by {name}{why}; a trial it ran is retried when stale"
 
 
 def worker_main(settings: RunSettings, results: Connection) -> None:
     """A worker process's entry: run trials with `settings`, send the summary to the parent."""
     from tuner.runner.console import configure_logging, make_console
+    from tuner.runner.host import registered, registry_folder
 
     # A session of its own: a Ctrl-C in the terminal reaches the parent only, which then
     # sends each worker one SIGTERM (a second signal could cut short the FAIL write).
@@ -230,7 +290,8 @@ def worker_main(settings: RunSettings, results: Connection) -> None:
     assert settings.slot is not None
     configure_logging(settings.slot.log_level)
     try:
-        summary = run_worker(settings, make_console())
+        with registered(registry_folder(settings.cache_dir)):  # other runs here count it
+            summary = run_worker(settings, make_console())
     except TunerError as exc:
         print(f"error: worker {settings.slot.index}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -289,9 +289,8 @@ def resolve_workers_auto(settings: Any) -> tuple[Any, str]:
     from tuner.data import load_dataset
     from tuner.data.load import default_cache_dir
     from tuner.engine import available_cpus
-    from tuner.spec import load_spec
 
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     if settings.device.startswith("cuda") or (
         settings.device == "auto" and torch.cuda.is_available()
     ):

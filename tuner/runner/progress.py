@@ -7,9 +7,11 @@ estimates of what is left of the trial and of the study, and the best value so f
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -21,11 +23,14 @@ from rich.text import Text
 
 from tuner import attrs
 from tuner.engine import EpochResult
+from tuner.runner.console import logs_through
 from tuner.runner.summary import TrialCounts
-from tuner.search.study import count_finished
+from tuner.search.study import FINISHED_STATES, count_finished
 from tuner.spec.budget import format_duration
 
 log = logging.getLogger("tuner.runner.progress")
+
+MIN_TRIALS_FOR_ESTIMATE = 3  # finished trials before the study's time left is estimated
 
 
 @dataclass
@@ -83,6 +88,7 @@ class TrialProgress:
         clock: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
         first_result_epochs: int = 0,
+        started: float | None = None,
     ):
         self.console = console
         self.study = study
@@ -92,13 +98,15 @@ class TrialProgress:
         self.workers = workers
         self.clock = clock
         self.deadline = deadline  # on `clock`: when the run's budget ends, if it has one
-        self.started = clock()
+        # On `clock`: when the command started (the budget counts from there too), else now.
+        self.started = clock() if started is None else started
         self.finished = count_finished(study)
+        self.trial_costs = _trial_costs(study)  # seconds of the study's finished trials
         self.best_value: float | None = _best_value(study)
         self.ran = TrialCounts()
-        self.trial_seconds: list[float] = []  # wall time of each trial this process ended
         self.current: _RunningTrial | None = None
         self.live: Live | None = None
+        self._logs: AbstractContextManager[None] = nullcontext()  # log lines above the live view
         self._live_wanted = live and console.is_terminal
         self._lock = threading.Lock()  # the live display renders from its own thread
 
@@ -112,6 +120,8 @@ class TrialProgress:
             self.live = Live(
                 console=self.console, refresh_per_second=4, get_renderable=self._render
             )
+            self._logs = logs_through(self.console)
+            self._logs.__enter__()
             self.live.__enter__()
         return self
 
@@ -123,6 +133,7 @@ class TrialProgress:
     ) -> None:
         if self.live is not None:
             self.live.__exit__(exc_type, exc, traceback)
+            self._logs.__exit__(exc_type, exc, traceback)
 
     def watch(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         """`objective`, telling this display when each trial starts."""
@@ -170,13 +181,12 @@ class TrialProgress:
             )
 
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        now = self.clock()
         with self._lock:
             if self.current is not None and self.current.number == trial.number:
-                self.trial_seconds.append(now - self.current.started)
                 self.current = None
             self.ran = self.ran.counted(trial.state)
         self.finished = count_finished(study)  # other workers' trials too
+        self.trial_costs = _trial_costs(study)
         self.best_value = _best_value(study)
         values = trial.values or []  # several with several objectives (trial.value raises)
         value = f" value{'s' * (len(values) > 1)} {', '.join(f'{v:.4g}' for v in values)}"
@@ -211,7 +221,8 @@ class TrialProgress:
             facts.append(f"budget {format_duration(max(0.0, self.deadline - now))} left")
         study_left = self._study_seconds_left(now)
         if study_left is not None:
-            facts.append(f"study ~{format_duration(study_left)} left")
+            low, high = (format_duration(seconds) for seconds in study_left)
+            facts.append(f"study ~{low} left" if low == high else f"study {low} to {high} left")
         ran = self.ran
         return [
             *facts,
@@ -221,22 +232,27 @@ class TrialProgress:
             f"this run {ran.complete} complete {ran.pruned} pruned {ran.failed} failed",
         ]
 
-    def _study_seconds_left(self, now: float) -> float | None:
-        """Until the study has its trials, if every trial takes as long as the ones so far."""
-        running = self.current
-        trial_left = 0.0 if running is None else running.seconds_left(now)
-        if trial_left is None:
-            return None
-        if self.trial_seconds:
-            per_trial = sum(self.trial_seconds) / len(self.trial_seconds)
-        elif running is not None and (per_epoch := running.epoch_estimate(now)) is not None:
-            per_trial = per_epoch * self.max_epochs
-        else:
-            return None
+    def _study_seconds_left(self, now: float) -> tuple[float, float] | None:
+        """(fewest, most) seconds until the study has its trials, or None while unknown.
+
+        Trials cost what the study's finished ones cost here, pruned and early-stopped ones
+        included: the middle half of their durations gives the range. A full-length guess from
+        the first epochs would be far too long for a study whose trials are mostly pruned, so
+        there is no estimate until MIN_TRIALS_FOR_ESTIMATE trials have finished.
+        """
         if self.total_trials is None:
             return None  # the budget ends the run: its line says how long is left
+        if len(self.trial_costs) < MIN_TRIALS_FOR_ESTIMATE:
+            return None
+        running = self.current
+        low, _, high = statistics.quantiles(self.trial_costs, n=4, method="inclusive")
         after = max(0, self.total_trials - self.finished - (running is not None))
-        return trial_left + per_trial * after / self.workers
+        trial_left = 0.0
+        if running is not None:  # it may be pruned at any time: at most what it has left
+            trial_left = min(running.seconds_left(now) or high, high)
+        if after == 0:  # only the running trial is left: no range of trials to span
+            return trial_left, trial_left
+        return low * after / self.workers, trial_left + high * after / self.workers
 
     def _render(self) -> Group:
         """The live view: the study's line, and the running trial's."""
@@ -260,6 +276,15 @@ class TrialProgress:
         for line in lines:
             line.no_wrap, line.overflow = True, "ellipsis"  # a narrow terminal cuts, never wraps
         return Group(*lines)
+
+
+def _trial_costs(study: optuna.Study) -> list[float]:
+    """Wall seconds of the study's finished trials (complete and pruned), as stored."""
+    return [
+        trial.duration.total_seconds()
+        for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES)
+        if trial.duration is not None
+    ]
 
 
 def _best_value(study: optuna.Study) -> float | None:

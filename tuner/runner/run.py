@@ -23,6 +23,8 @@ def run_study(settings: RunSettings, console: Console) -> RunSummary:
         from tuner.runner.parallel import run_parallel
 
         return run_parallel(settings, console)
+    from tuner.runner.host import registered, registry_folder
     from tuner.runner.worker import run_worker
 
-    return run_worker(settings, console)
+    with registered(registry_folder(settings.cache_dir)):  # other runs here count this one
+        return run_worker(settings, console)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tuner.spec import StudySpec
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import TunerError
+from tuner.spec.schema import DEFAULT_TRIALS
 
 WORKER_INDEX_ENV = "TUNER_WORKER_INDEX"
 # Seconds a `tuner` process may take to import before `run` starts (torch's import, cold: ~5).
@@ -72,7 +73,7 @@ class RunSettings:
     gets this object as the argument of its entry function.
     """
 
-    study_file: Path
+    study_file: Path  # or, for a study given as a dict, what names it (spec.DICT_STUDY)
     storage: str  # a resolved URL (tuner.storage.resolve_storage_url), maybe with a password
     storage_given: bool = False  # --storage was on the command line (so hints repeat it)
     # Where trials checkpoint (tuner.storage.artifacts.resolve_artifacts); None: no checkpoints
@@ -93,11 +94,18 @@ class RunSettings:
     jobs_per_device: int | None = None  # trials at once per device (workers = this x devices)
     seed_offset: int | None = None  # None: from $TUNER_WORKER_INDEX (replicas, cluster jobs)
     slot: WorkerSlot | None = None  # set for the workers `--workers` starts
+    study_data: dict[str, Any] | None = None  # the study's tables when given as a dict, not a file
 
     @property
     def parallel(self) -> bool:
         """Whether this run starts worker processes instead of training itself."""
         return self.slot is None and (self.workers > 1 or self.jobs_per_device is not None)
+
+    def load_spec(self) -> StudySpec:
+        """The validated study: its file, or the dict it was given as."""
+        from tuner.spec import load_spec
+
+        return load_spec(self.study_file, self.study_data)
 
 
 def run_budget(settings: RunSettings, spec: StudySpec) -> float | None:
@@ -114,4 +122,18 @@ def trial_target(trials: int | None, spec: StudySpec, budget: float | None) -> i
     """
     if trials is not None:
         return trials
-    return None if budget is not None else spec.training.trials
+    if budget is not None:
+        return None
+    return spec.training.trials or DEFAULT_TRIALS
+
+
+def unused_trials_note(trials: int | None, spec: StudySpec, budget: float | None) -> str | None:
+    """The line a run starts with when the study file's trial count gives way to its budget."""
+    if trials is not None or budget is None or spec.training.trials is None:
+        return None
+    count = spec.training.trials
+    return (
+        f"{spec.path.name}: [training] trials = {count} is not used with a budget: the run "
+        f"starts trials until the budget ends; add --trials {count} to stop at {count} "
+        "finished trials"
+    )

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
 
 from tuner import attrs
+from tuner.errors import TunerError
 from tuner.search.study import count_finished
 from tuner.spec.budget import format_duration
 
@@ -118,6 +121,27 @@ def study_state(study: optuna.Study) -> dict[str, Any]:
     return {**state, **best_fields}
 
 
+@dataclass
+class StudyStateSeen:
+    """The study-wide fields of a RunSummary as this process last read them (after each trial).
+
+    A run that lost its storage cannot read them at the end; its summary then says what this
+    process saw last, rather than "no complete trial yet".
+    """
+
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def on_trial_end(self, study: optuna.Study, _trial: FrozenTrial) -> None:
+        self.state = study_state(study)
+
+    def now(self, study: optuna.Study) -> dict[str, Any]:
+        """`study_state(study)`, or what was seen last when the storage is gone."""
+        try:
+            return study_state(study)
+        except TunerError:
+            return self.state
+
+
 def most_serious(reasons: Iterable[StopReason]) -> StopReason:
     """The reason a run of several workers reports."""
     return max(reasons, key=_SEVERITY.index, default=StopReason.TRIALS)
@@ -215,3 +239,26 @@ def target_text(target: int | None) -> str:
     if target is None:
         return "trials until the budget ends"
     return f"{plural(target, 'trial')} in total"
+
+
+def print_best_params(
+    console: Console, metric: str, number: int | None, value: float | None, params: Mapping
+) -> None:
+    """The best trial's value and parameters, or that there is none yet."""
+    if number is None or value is None:
+        console.print("no trial has completed yet")
+        return
+    console.print(f"best trial {number}: {metric} = {value:.4f}")
+    table = Table("parameter", "value", box=None)
+    for name, param in params.items():
+        table.add_row(name, f"{param:.4g}" if isinstance(param, float) else str(param))
+    console.print(table)
+
+
+def print_run_end(console: Console, summary: RunSummary) -> None:
+    """The best configuration so far, then the summary every `tuner run` ends with."""
+    print_best_params(
+        console, summary.metric, summary.best_trial, summary.best_value, summary.best_params
+    )
+    for line in summary_lines(summary):
+        console.print(line)

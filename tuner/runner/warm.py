@@ -22,10 +22,9 @@ def apply_warm_start(settings: RunSettings, warm: WarmStart) -> str:
     """Create (or open) the run's study and seed it from `warm.source`; a line saying what."""
     from tuner.search.study import open_study
     from tuner.search.warmstart import copy_trials, enqueue_best
-    from tuner.spec import load_spec
     from tuner.storage import load_stored_study, open_storage
 
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     source = load_stored_study(warm.source, warm.storage or settings.storage)
     if source.study_name == spec.name and warm.storage is None:
         raise TunerError(f"--from/--enqueue-from {warm.source!r} is the study being run")

@@ -11,11 +11,18 @@ import torch
 from rich.console import Console
 
 from tuner.errors import TunerError
+from tuner.runner import host
 from tuner.runner.budget import BudgetPlan, plan_budget
 from tuner.runner.progress import TrialProgress
 from tuner.runner.settings import RunSettings, run_budget, trial_target, worker_seed_offset
 from tuner.runner.signals import interrupt_on_signals, retry_interrupted
-from tuner.runner.summary import RunSummary, StopReason, study_state, target_text
+from tuner.runner.summary import (
+    RunSummary,
+    StopReason,
+    StudyStateSeen,
+    study_state,
+    target_text,
+)
 from tuner.search.checkpoints import requeue_budget_cut, tidy
 from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import RunSchedule, study_schedule
@@ -46,16 +53,17 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     one before the first trial is raised. KeyboardInterrupt before the study is open is raised.
     """
     from tuner.engine import EngineOptions
-    from tuner.spec import load_spec
 
     started, now = time.monotonic(), time.time()
     started_at = settings.started_at or now  # the command's start: the budget counts from it
-    spec = load_spec(settings.study_file)
+    spec = settings.load_spec()
     budget = run_budget(settings, spec)
     total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     with interrupt_on_signals():
         device, data = _load(spec, settings)
+        # Other `tuner run` processes on this machine: a share of the cores, before each trial.
+        share_cores = None if settings.slot is not None else host.share_cores(settings.cache_dir)
         study = _open(spec, settings)
         artifacts = _artifacts(study, settings)
         schedule = study_schedule(spec, len(data.train_labels), budget)
@@ -79,6 +87,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
             workers=1 if settings.slot is None else settings.slot.count,
             deadline=None if plan is None else started + (plan.clock.deadline - now),
             first_result_epochs=schedule.first_result_epochs,
+            started=started - (now - started_at),  # elapsed counts as the budget does
         )
         with progress:
             objective = make_objective(
@@ -90,7 +99,10 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 TrialHooks(on_epoch=progress.on_epoch, on_batch=progress.on_batch),
                 artifacts,
             )
-            callbacks = [progress.on_trial_end]
+            seen = StudyStateSeen(study_state(study))
+            callbacks = [progress.on_trial_end, seen.on_trial_end]
+            if share_cores is not None:
+                callbacks.append(share_cores)
             if artifacts is not None:
                 keep = spec.training.keep_weights
                 callbacks.append(lambda study, _: tidy(artifacts, study, keep))
@@ -109,10 +121,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         ran = progress.ran
         if retried or (detail and progress.current_trial is not None):
             ran = dataclasses.replace(ran, failed=ran.failed + 1)  # the trial cut short
-        try:
-            state = study_state(study)
-        except TunerError:  # the storage is gone: what this process saw last
-            state = {"finished": progress.finished}
+        state = seen.now(study)  # what this process saw last, if the storage is gone
         return RunSummary(
             study=spec.name,
             reason=reason,

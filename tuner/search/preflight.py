@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +39,10 @@ CONSTRAINT_SAMPLERS = tuple(
 _PROBE_SHAPE = (3, 32, 32)
 
 
-def load_spec(path: Path) -> StudySpec:
-    """Read, validate and pre-flight a study file. Raises TunerError naming file and key."""
-    spec = read_spec(path)
+def load_spec(path: Path, data: Mapping[str, Any] | None = None) -> StudySpec:
+    """Read, validate and pre-flight a study file, or `data`: a study given as a dict, which
+    `path` names in messages (`read_spec`). Raises TunerError naming file and key."""
+    spec = read_spec(path, data)
     preflight(spec)
     return spec
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Space parameters that are augmentations: they land in TrialConfig.augment.
 AUGMENT_NAMES = frozenset(field.name for field in dataclasses.fields(AugmentSpec))
+CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialConfig))
 # Parameters only some families have (the seed CNN's `filters`...) -> the families that do.
 FAMILY_ONLY = family_parameters()
 
@@ -74,6 +75,10 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
             for block in range(1, num_blocks + 1)
         )
     augment = {name: values.pop(name) for name in AUGMENT_NAMES & values.keys()}
+    # A build function's own parameters (tuner.families.user) are no TrialConfig fields.
+    own = sorted((name, values.pop(name)) for name in values.keys() - CONFIG_FIELDS)
+    if own or spec.model.family_sha256:
+        model.update(model_params=tuple(own), family_sha256=spec.model.family_sha256)
     return TrialConfig(
         **values,
         **model,

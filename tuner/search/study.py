@@ -111,7 +111,7 @@ def open_study(
     if attrs.STUDY_DATASET not in study.user_attrs:
         study.set_user_attr(attrs.STUDY_DATASET, spec.dataset.name)
         study.set_user_attr(attrs.STUDY_METRIC, spec.metric)
-        study.set_user_attr(attrs.STUDY_FILE, str(spec.path))
+        study.set_user_attr(attrs.STUDY_FILE, str(spec.path.resolve()))  # `run --study NAME`
     if spec.multi_objective and attrs.STUDY_METRICS not in study.user_attrs:
         study.set_user_attr(attrs.STUDY_METRICS, list(spec.objectives))
     if spec.constraints and attrs.STUDY_CONSTRAINTS not in study.user_attrs:

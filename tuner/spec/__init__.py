@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.checking import MAX_SEED
 from tuner.spec.find import find_study_file, list_study_files
 from tuner.spec.params import MAX_GRID_POINTS
-from tuner.spec.parse import MAX_NAME_LENGTH, parse_spec, read_spec
+from tuner.spec.parse import parse_spec, read_spec
 from tuner.spec.schema import (
     METRICS,
     PARAMETERS,
@@ -41,7 +41,6 @@ from tuner.spec.schema import (
 
 __all__ = [
     "MAX_GRID_POINTS",
-    "MAX_NAME_LENGTH",
     "MAX_SEED",
     "METRICS",
     "PARAMETERS",

@@ -18,6 +18,10 @@ from tuner.spec.schema import TrainingSpec
 
 DURATION_FORMS = "a duration such as '90s', '10m', '1h30m' or plain seconds"
 MAX_REPORTS_PER_EPOCH = 64
+# Upper bounds that catch a typo (an extra zero, a 64-bit maximum) before a run plans with it.
+MAX_EPOCHS = 10_000
+MAX_DURATION_SECONDS = 365 * 24 * 3600
+MAX_DURATION_TEXT = "365 days"
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
@@ -58,6 +62,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"got {shown(value)}: must be {DURATION_FORMS}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"got {shown(value)}: must be a positive duration ({DURATION_FORMS})")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"got {shown(value)}: must be at most {MAX_DURATION_TEXT}")
     return seconds
 
 
@@ -74,6 +80,12 @@ def parse_training(check: Checker, data: dict[str, Any]) -> TrainingSpec:
     # The dataclass check types keys by their defaults; budget's is None, so it is read above.
     rest = {key: value for key, value in table.items() if key != "budget"}
     training = check.dataclass_section({"training": rest}, "training", TrainingSpec)
+    # max_epochs first: the keys below are checked against it.
+    if not 1 <= training.max_epochs <= MAX_EPOCHS:
+        raise check.fail(
+            "[training].max_epochs",
+            f"must be 1 to {MAX_EPOCHS:,}, got {shown(training.max_epochs)}",
+        )
     if not 0 <= training.reports_per_epoch <= MAX_REPORTS_PER_EPOCH:
         raise check.fail(
             "[training].reports_per_epoch",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuner.errors import TunerError
+from tuner.files import name_too_long
 
 
 def find_study_file(name_or_path: str, studies_dir: Path) -> Path:
@@ -15,6 +16,9 @@ def find_study_file(name_or_path: str, studies_dir: Path) -> Path:
     nothing matches.
     """
     candidate = Path(name_or_path)
+    too_long = name_too_long(candidate.name) if candidate.suffix != ".toml" else None
+    if too_long:
+        raise TunerError(f"--study {name_or_path[:40]!r}... {too_long}")
     if candidate.suffix == ".toml":
         # `--study mnist.toml` also finds studies/mnist.toml
         named = studies_dir / candidate.name if candidate.parent == Path() else candidate
@@ -23,8 +27,11 @@ def find_study_file(name_or_path: str, studies_dir: Path) -> Path:
         named = studies_dir / f"{name_or_path}.toml"
         candidates = [named, candidate]
     for path in candidates:
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError as exc:  # a file name longer than the filesystem takes, ...
+            raise TunerError(f"--study {str(path)[:60]!r}...: {exc.strerror or exc}") from None
     available = ", ".join(p.stem for p in list_study_files(studies_dir)) or "(none)"
     if candidate.suffix == ".toml":
         raise TunerError(f"{candidate}: no such study file; studies in {studies_dir}: {available}")

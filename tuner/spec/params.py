@@ -10,7 +10,9 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from tuner.checking import Checker, shown
+from tuner.checking import Checker, kind_name, shown
+from tuner.families import FAMILIES
+from tuner.families.user import is_code_family
 from tuner.spec.augment import AUGMENT_PARAMETERS
 from tuner.spec.grid import grid_size
 from tuner.spec.model import MODEL_PARAMETERS
@@ -29,9 +31,16 @@ def parse_space(
     their stored space (and [augment] fixes the augmentations not declared).
     """
     model = model or {}
-    check.no_unknown(table, {*PARAMETERS, *MODEL_PARAMETERS, *AUGMENT_PARAMETERS}, "[space].")
+    known = {*PARAMETERS, *MODEL_PARAMETERS, *AUGMENT_PARAMETERS}
+    family = model.get("family")
+    _code_family_in_model(check, table.get("family"))
+    own: dict[str, ParamDomain] = {}
+    if family is not None and family.value not in FAMILIES and is_code_family(family.value):
+        # A build function's own parameters: any name, any TOML scalar (its code checks them).
+        own = {n: _own_domain(v) for n, v in table.items() if n not in known}
+    check.no_unknown(table, known | own.keys(), "[space].")
     space: dict[str, ParamSpec] = {}
-    optional = MODEL_PARAMETERS | AUGMENT_PARAMETERS
+    optional = MODEL_PARAMETERS | AUGMENT_PARAMETERS | own
     declared = {**PARAMETERS, **{n: d for n, d in optional.items() if n in table}}
     for name, domain in declared.items():
         key = f"[space].{name}"
@@ -60,6 +69,34 @@ def parse_space(
             'learning_rate = { type = "float", low = 1e-4, high = 1e-1, log = true }',
         )
     return space
+
+
+def _code_family_in_model(check: Checker, declaration: Any) -> None:
+    """A family from code is named in [model].family (its file is relative to the study)."""
+    named = declaration.get("choices") if isinstance(declaration, dict) else [declaration]
+    for value in named if isinstance(named, list) else []:
+        built_in = not isinstance(value, str) or value in FAMILIES
+        if not built_in and (value.startswith("timm:") or is_code_family(value)):
+            raise check.fail(
+                "[space].family",
+                f"{shown(value)} is not built in: a family from code is named in "
+                "[model].family, one per study",
+            )
+
+
+def _own_domain(declaration: Any) -> ParamDomain:
+    """The domain of a build function's own parameter: whatever its declaration's type is."""
+    kinds = {"float": float, "int": int}
+    if isinstance(declaration, dict):
+        kind = kinds.get(declaration.get("type"))
+        choices = declaration.get("choices")
+        if declaration.get("type") == "categorical" and isinstance(choices, list) and choices:
+            kind = type(choices[0])
+    else:
+        kind = type(declaration)
+    if kind not in (bool, int, float, str):
+        kind = float  # the declaration's own check then says what is wrong with it
+    return ParamDomain(kind, None, lambda value: True, f"{kind_name(kind)} (own parameter)")
 
 
 def _parse_param(

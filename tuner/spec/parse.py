@@ -6,15 +6,17 @@ Validation happens once, here (with the tables' own checks in `params`, `options
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuner.checking import Checker, check_seed, shown, shown_key
+from tuner.checking import Checker, check_seed, shown, shown_key, type_name
 from tuner.errors import TunerError
-from tuner.files import read_text_file
+from tuner.files import MAX_NAME_BYTES, name_too_long, read_text_file
 from tuner.spec.augment import parse_augment
 from tuner.spec.budget import parse_training
 from tuner.spec.datasets import validate_dataset
@@ -25,25 +27,33 @@ from tuner.spec.options import parse_pruner, parse_sampler
 from tuner.spec.params import parse_space, validate_grid
 from tuner.spec.schema import TOP_LEVEL_KEYS, DatasetSpec, StudySpec, TrainingSpec
 
-MAX_NAME_LENGTH = 128  # study names end up in file names, which most filesystems cap at 255 bytes
 NAME_RULE = (
-    f"a study name has 1 to {MAX_NAME_LENGTH} characters, without / or \\, '..', a leading '.' "
+    f"a study name has 1 to {MAX_NAME_BYTES} bytes (UTF-8), without / or \\, '..', a leading '.' "
     "or control characters (it becomes part of file names)"
 )
 
+MAX_TRIALS = 1_000_000  # [training].trials and --trials: more is a typo, not a study
 MAX_TOML_MESSAGE = 300  # characters of tomllib's message kept in ours
 # tomllib takes a second or two per MB, and time quadratic in a dotted key's length (a key of
 # 20,000 parts: 15 s). Study files have a few kB and keys of at most 3 parts.
 MAX_STUDY_CHARS = 1_000_000
 MAX_KEY_DOTS = 100
 
+# What messages name a study given as a dict; model files it names are relative to the
+# working directory (its parent).
+DICT_STUDY = Path("<dict>")
 
-def read_spec(path: Path) -> StudySpec:
+
+def read_spec(path: Path, data: Mapping[str, Any] | None = None) -> StudySpec:
     """Read and parse a study file (no pre-flight: see `tuner.search.preflight.load_spec`).
 
+    With `data` (a study in the TOML's structure, e.g. a dict written in Python) nothing is
+    read: `data` passes the same checks, and `path` (usually DICT_STUDY) names it in messages.
     Raises TunerError naming the file and the key.
     """
     path = Path(path)
+    if data is not None:
+        return parse_spec(_study_dict(data, path), path)
     text = read_text_file(path, "study file")
     _check_size(path, text)
     try:
@@ -61,6 +71,18 @@ def read_spec(path: Path) -> StudySpec:
             f"{path}: TOML syntax error: a number is too long ({reason}); TOML integers are 64-bit"
         ) from None
     return parse_spec(data, path)
+
+
+def _study_dict(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A copy of a study given as a dict (later edits of the caller's dict change nothing)."""
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: a study is a dict of its tables, got {type_name(data)}")
+    if "name" not in data:
+        raise TunerError(
+            f'{path}: name: required in a study given as a dict (e.g. "name": "digits-quick"); '
+            "it names the study in storage"
+        )
+    return copy.deepcopy(data)
 
 
 def _check_size(path: Path, text: str) -> None:
@@ -114,7 +136,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
     sampler = parse_sampler(check, data)
     pruner = parse_pruner(check, data)
     dataset = check.dataclass_section(data, "dataset", DatasetSpec)
-    validate_dataset(check, dataset)
+    dataset = validate_dataset(check, dataset)
     training = parse_training(check, data)
     _validate_training(check, training)
     augment = parse_augment(check, data)
@@ -161,8 +183,8 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
     if not name.strip():
         raise check.fail(key, "must not be empty")
     problem = None
-    if len(name) > MAX_NAME_LENGTH:
-        problem = f"has {len(name)} characters"
+    if name_too_long(name):
+        problem = f"has {len(name.encode('utf-8', 'surrogatepass'))} bytes"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
     elif ".." in name:
@@ -177,12 +199,12 @@ def _study_name(check: Checker, data: dict[str, Any], path: Path) -> str:
 
 
 def _validate_training(check: Checker, training: TrainingSpec) -> None:
-    if training.max_epochs < 1:
-        raise check.fail("[training].max_epochs", f"must be >= 1, got {training.max_epochs}")
     if training.patience < 0:
         raise check.fail("[training].patience", "must be >= 0 (0 disables early stopping)")
-    if training.trials < 1:
-        raise check.fail("[training].trials", f"must be >= 1, got {training.trials}")
+    if training.trials is not None and not 1 <= training.trials <= MAX_TRIALS:
+        raise check.fail(
+            "[training].trials", f"must be 1 to {MAX_TRIALS:,}, got {shown(training.trials)}"
+        )
     check_seed(check, training.seed, "[training].seed")
     if training.keep_weights < 0:
         raise check.fail(

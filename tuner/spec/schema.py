@@ -97,11 +97,14 @@ class DatasetSpec:
     train_subset: int = 0  # use at most this many training images (0 = all), for quick studies
 
 
+DEFAULT_TRIALS = 20  # finished trials a run aims for without --trials, budget or trials key
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     max_epochs: int = 10
     patience: int = 3
-    trials: int = 20  # default `--trials` for this study
+    trials: int | None = None  # default `--trials` without a budget; None: DEFAULT_TRIALS
     seed: int = 0  # trial k trains with seed + k
     budget: float | None = None  # wall-clock seconds for a run (tuner.spec.budget)
     # With a budget: the most of it one full-length trial may take; the epochs follow.
@@ -121,9 +124,11 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What [model] says beyond the tunable parameters: the pretrained weights file."""
+    """What [model] says beyond the tunable parameters: the pretrained weights file, and the
+    hash of a family's Python file (`family = "models.py:build"`)."""
 
     pretrained: str = ""  # absolute path, or "" for none
+    family_sha256: str = ""  # of [model].family's Python file, for a family from a file
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from tuner.storage.urls import (
     JOURNAL_PREFIX,
     RETRY_SECONDS_ENV,
     STORAGE_ENV,
+    STORAGE_FILE_ENV,
     SUPPORTED,
     grace_period_for,
     mask_url,
@@ -52,6 +53,7 @@ __all__ = [
     "JOURNAL_PREFIX",
     "RETRY_SECONDS_ENV",
     "STORAGE_ENV",
+    "STORAGE_FILE_ENV",
     "SUPPORTED",
     "RetryingStorage",
     "StorageLostError",
@@ -104,7 +106,7 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database:
             raise TunerError(
-                f"{url!r} names no database file (it would live in memory and be lost); "
+                f"{mask_url(url)!r} names no database file (it would live in memory and be lost); "
                 f"use e.g. {DEFAULT_STORAGE_URL}"
             )
         if must_exist and parsed.database != ":memory:":
@@ -129,7 +131,7 @@ def check_local_workers(url: str, workers: int) -> None:
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise TunerError(
-            f"{workers} workers cannot share the in-memory storage {url!r}; use a file "
+            f"{workers} workers cannot share the in-memory storage {mask_url(url)!r}; use a file "
             f"({DEFAULT_STORAGE_URL}), a journal file (journal:tuner.journal) or PostgreSQL"
         )
 

@@ -18,6 +18,7 @@ test by name instead of failing workers mid-study:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -61,16 +62,17 @@ def never_beaten_trial_ids(
 ) -> list[int] | None:
     """Ids of the study's RUNNING trials that have no heartbeat row.
 
-    Errors `is_transient` accepts (a lost connection) propagate, for the caller to retry. Any
-    other database error means the query no longer fits Optuna's schema: it is logged and None
-    is returned, and the caller should stop asking.
+    Errors `is_transient` accepts (a lost connection) propagate, for the caller to retry; so
+    does a damaged SQLite file, for the caller to say so. Any other database error means the
+    query no longer fits Optuna's schema: it is logged and None is returned, and the caller
+    should stop asking.
     """
     try:
         with engine.connect() as connection:
             rows = connection.execute(sqlalchemy.text(NEVER_BEATEN_SQL), {"study_id": study_id})
             return list(rows.scalars())
     except sqlalchemy.exc.DBAPIError as exc:
-        if is_transient(exc):
+        if is_transient(exc) or type(exc.orig) is sqlite3.DatabaseError:  # "malformed", ...
             raise
         logger.warning(
             "cannot look for running trials without a heartbeat (%s); Optuna's database schema "

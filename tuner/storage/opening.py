@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from tuner.errors import TunerError
-from tuner.storage.urls import DEFAULT_STORAGE_URL, SUPPORTED
+from tuner.storage.urls import DEFAULT_STORAGE_URL, SUPPORTED, mask_url
 
 try:
     import fcntl
@@ -99,7 +99,7 @@ def open_journal(path: Path) -> BaseStorage:
 
 
 def _masked(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    return mask_url(url)  # a password in the query string (`?password=`) too
 
 
 def _prepare_postgres(url: URL) -> tuple[URL, dict[str, Any]]:

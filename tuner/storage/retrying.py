@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from tuner.errors import TunerError
 from tuner.storage import _optuna
 from tuner.storage.opening import damaged_sqlite_error
+from tuner.storage.urls import mask_url
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -110,7 +111,7 @@ class RetryingStorage(BaseStorage, _optuna.HeartbeatStorage):
         self._check_orphans = True  # off once the orphan query no longer fits Optuna's schema
         url = rdb.engine.url
         self._sqlite_path = url.database if url.get_backend_name() == "sqlite" else None
-        self._where = url.render_as_string(hide_password=True)
+        self._where = mask_url(url)
 
     def _retry(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         delay = self.first_delay
@@ -314,8 +315,10 @@ def _is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             if isinstance(current.orig, sqlite3.Error):
-                # SQLite's other OperationalErrors (no such table, ...) do not go away.
-                return any(word in str(current.orig) for word in ("locked", "busy"))
+                # A file that cannot be opened (its mount gone) may come back; SQLite's other
+                # OperationalErrors (no such table, ...) do not go away.
+                transient = ("locked", "busy", "unable to open")
+                return any(word in str(current.orig) for word in transient)
             return True
         if isinstance(current, sqlalchemy.exc.TimeoutError):  # no pooled connection came free
             return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -140,6 +141,7 @@ def to_toml(best: BestConfig) -> str:
     values = best.to_dict()
     config = values.pop("config")
     augment = config.pop("augment")
+    own = config.pop("model_params", {})  # a build function's own parameters
     confirmed = values.pop("confirmed", None)
     source = f"study {best.study!r}, trial {best.trial}" if best.study else "a config file"
     score = f": {best.metric} = {best.value:.6g}" if best.value is not None else ""
@@ -163,6 +165,11 @@ def to_toml(best: BestConfig) -> str:
         "[config]",
         *(f"{key} = {toml_value(value)}" for key, value in config.items()),
         "",
+        *(
+            ["[config.model_params]", *(f"{key} = {toml_value(v)}" for key, v in own.items()), ""]
+            if own
+            else []
+        ),
         "[config.augment]",
         *(f"{key} = {toml_value(value)}" for key, value in augment.items()),
         "",
@@ -187,6 +194,7 @@ def _space_hint(config: TrialConfig) -> list[str]:
             lines.append(f"#   filters = {max(config.filters)}{note}")
         else:
             lines.append(f"#   {name} = {toml_value(getattr(config, name))}")
+    lines += [f"#   {name} = {toml_value(value)}" for name, value in config.model_params]
     return lines
 
 
@@ -298,6 +306,14 @@ def parse_config(values: Any, path: Path, where: str) -> TrialConfig:
     for name, value in augment.items():
         if is_kind(value, float) and not (math.isfinite(value) and value >= 0):
             raise check.fail(f"{where}.augment.{name}", f"must be >= 0, got {value!r}")
+    own = values.get("model_params", {})
+    if not isinstance(own, dict) or not all(
+        isinstance(v, bool | int | float | str) for v in own.values()
+    ):
+        raise check.fail(f"{where}.model_params", "must be a table of numbers, strings or booleans")
+    digest = values.get("family_sha256", "")
+    if digest and re.fullmatch(r"[0-9a-f]{64}", digest) is None:
+        raise check.fail(f"{where}.family_sha256", f"must be 64 hex digits, got {digest!r}")
     return TrialConfig.from_dict(values)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tuner.data.imagefolder import check_image_pixels
 from tuner.errors import TunerError
 from tuner.trained.card import ModelCard, load_model
 from tuner.trained.model_export import ExportedModel, is_exported, load_exported
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
-# A 48-megapixel phone photo passes; decoding an image at the limit takes about 200 MB (RGB).
-MAX_IMAGE_PIXELS = 64_000_000
 
 
 class MissingImageError(TunerError):
@@ -46,7 +45,7 @@ class MissingImageError(TunerError):
 class Prediction:
     """The top classes for one file (most likely first), or why the file was not predicted."""
 
-    path: Path
+    path: Path | None  # None for pixels given from Python (tuner.predict)
     top: tuple[tuple[str, float], ...] = ()  # (class name, probability)
     error: str | None = None
     missing: bool = False  # the file does not exist (a usage error, see `exit_code`)
@@ -103,12 +102,7 @@ def _decode(image: Image.Image, size: tuple[int, int], mode: str) -> np.ndarray:
     from PIL import ImageOps
 
     with image:
-        pixels = image.width * image.height
-        if pixels > MAX_IMAGE_PIXELS:
-            raise TunerError(
-                f"{image.width}x{image.height} pixels is over the limit of "
-                f"{MAX_IMAGE_PIXELS:,}; shrink the image first"
-            )
+        check_image_pixels(image.width, image.height)
         image = ImageOps.exif_transpose(image)  # phone photos store rotation as a tag
         image = image.convert(mode)
         # Squashed to the input size without keeping the aspect ratio, like imagefolder
