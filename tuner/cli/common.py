@@ -59,7 +59,7 @@ ArtifactsOption = Annotated[
         "--artifacts",
         help="Where trials keep checkpoints and best weights: a folder or s3://BUCKET. "
         "Default: $TUNER_ARTIFACTS, else next to a SQLite or journal file (tuner.db.artifacts), "
-        "else ~/.cache/tuner/artifacts/DATABASE.",
+        "else under the user's cache folder.",
     ),
 ]
 DeviceOption = Annotated[
