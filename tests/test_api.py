@@ -70,8 +70,8 @@ def test_a_dict_study_gets_the_file_checks_and_messages(tmp_path: Path) -> None:
         load_spec(path)
     with pytest.raises(TunerError) as from_dict:
         tuner.run({**TINY, "training": {"max_epochs": 0}}, storage="sqlite:///:memory:")
-    assert str(from_file.value) == f"{path}: [training].max_epochs: must be >= 1, got 0"
-    assert str(from_dict.value) == "<dict>: [training].max_epochs: must be >= 1, got 0"
+    assert str(from_file.value) == f"{path}: [training].max_epochs: must be 1 to 10,000, got 0"
+    assert str(from_dict.value) == "<dict>: [training].max_epochs: must be 1 to 10,000, got 0"
 
 
 def test_a_dict_study_names_itself_and_is_a_dict() -> None:
@@ -224,7 +224,7 @@ def test_the_python_guide_runs(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "<dict>: [training].max_epochs: must be >= 1, got 0" in out.stdout
+    assert "<dict>: [training].max_epochs: must be 1 to 10,000, got 0" in out.stdout
     assert (tmp_path / "runs" / "digits-notebook" / "model.safetensors").is_file()
     assert (tmp_path / "runs" / "digits-notebook" / "viz.html").is_file()
     assert (tmp_path / "runs" / "report-digits-notebook.html").is_file()
