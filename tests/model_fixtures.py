@@ -27,9 +27,12 @@ def untrained_card(
     filters: tuple[int, ...] = (4, 6),
     class_names: tuple[str, ...] = CLASSES,
     dataset: str = "digits",
+    family: str = "seed-cnn",
 ) -> ModelCard:
-    """A card for a small CNN on `channels` x `size` x `size` images."""
-    config = TrialConfig(filters=filters, fc_units=8, kernel_size=3, max_epochs=1, patience=0)
+    """A card for a small `family` network on `channels` x `size` x `size` images."""
+    config = TrialConfig(
+        family=family, filters=filters, fc_units=8, kernel_size=3, max_epochs=1, patience=0
+    )
     k = len(class_names)
     return ModelCard(
         study="tiny",

@@ -296,7 +296,7 @@ def test_the_trained_package_names_what_callers_use_and_imports_it_lazily() -> N
     import sys
 
     import tuner.trained
-    from tuner.trained import card, export, predict, retrain
+    from tuner.trained import card, export, model_export, predict, retrain
 
     expected = {
         "ModelCard": card.ModelCard,
@@ -312,6 +312,9 @@ def test_the_trained_package_names_what_callers_use_and_imports_it_lazily() -> N
         "predict_files": predict.predict_files,
         "read_image": predict.read_image,
         "exit_code": predict.exit_code,
+        "load_predictor": predict.load_predictor,
+        "export_model": model_export.export_model,
+        "load_exported": model_export.load_exported,
         "retrain_model": retrain.retrain,
         "save_retrained": retrain.save,
         "epochs_for": retrain.epochs_for,

@@ -17,11 +17,15 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
-from studies import SMALL_SPACE, tiny_study_toml
+from studies import SMALL_SPACE, tiny_data, tiny_study_toml
 from tuner.cli import app
 from tuner.data import load as data_load
+from tuner.engine.train import evaluate
+from tuner.spec import load_spec
+from tuner.trained import load_model
 
 TINY = tiny_study_toml(
     description="one-epoch digits study for the CLI tests",
@@ -486,9 +490,56 @@ def test_help_is_still_rich_help(cli_state) -> None:
     assert "error" not in result.stderr
 
 
+def test_status_shows_what_checkpoints_take_on_disk(workspace: Workspace) -> None:
+    args = ["--studies-dir", workspace.studies, "--storage", workspace.storage]
+    result = invoke("status", "--study", "tiny", *args)
+    assert result.exit_code == 0, result.output
+    folder = workspace.storage.removeprefix("sqlite:///") + ".artifacts"
+    line = next(x for x in result.stdout.splitlines() if x.startswith("checkpoints and kept"))
+    kept = sum(path.stat().st_size for path in Path(folder).iterdir())
+    assert kept > 0  # the two finished trials' best weights
+    assert line == f"checkpoints and kept weights: {kept / 1e3:.1f} kB in {folder}"
+
+
+def test_best_model_saves_the_trials_own_weights_ready_for_predict(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """No retraining: the saved weights score the trial's own value on its validation split."""
+    args = ["--studies-dir", workspace.studies, "--storage", workspace.storage]
+    out = tmp_path / "kept"
+    result = invoke("best", "--study", "tiny", *args, "--model", out)
+    assert result.exit_code == 0, result.output
+    assert "trained on the training split only" in result.stdout
+    model, card = load_model(out)
+    study = optuna.load_study(study_name="tiny", storage=workspace.storage)
+    assert card.trial == study.best_trial.number and card.trained_on == "train"
+    assert card.kept_epoch == study.best_trial.user_attrs["best_epoch"]
+    data = tiny_data(load_spec(workspace.studies / "tiny.toml"))
+    _, accuracy = evaluate(model, data, data.val_images, data.val_labels)
+    assert accuracy == study.best_value
+
+    image = tmp_path / "digit.png"
+    Image.new("L", (8, 8), 128).save(image)
+    assert invoke("predict", "--model", out, image).exit_code == 0
+    elsewhere = invoke("best", "--study", "tiny", *args, "--model", tmp_path / "x",
+                       "--artifacts", tmp_path / "empty")  # fmt: skip
+    assert_user_error(elsewhere, "its weights are no longer in", "use `tuner retrain`")
+
+
 @pytest.mark.parametrize(
     "verb",
-    ["run", "studies", "status", "report", "best", "retrain", "visualize", "predict", "dashboard"],
+    [
+        "run",
+        "studies",
+        "status",
+        "report",
+        "best",
+        "retrain",
+        "visualize",
+        "predict",
+        "export",
+        "dashboard",
+    ],
 )
 def test_help_at_80_columns_shows_every_option_text_whole(verb: str) -> None:
     result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"}, prog_name="tuner")

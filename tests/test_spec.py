@@ -92,6 +92,20 @@ MALFORMED = [
     ),
     case("unknown [training] key", "max_epochs", "epochs", "[training].epochs", "max_epochs"),
     case(
+        "negative keep_weights",
+        "max_epochs = 2",
+        "max_epochs = 2\nkeep_weights = -1",
+        "[training].keep_weights",
+        "must be >= 0",
+    ),
+    case(
+        "negative checkpoint_seconds",
+        "max_epochs = 2",
+        "max_epochs = 2\ncheckpoint_seconds = -5",
+        "[training].checkpoint_seconds",
+        "must be >= 0 (0: a checkpoint after every epoch)",
+    ),
+    case(
         "misspelt key gets a guess",
         "max_epochs",
         "max_epoch",

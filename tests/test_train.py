@@ -11,7 +11,7 @@ import torch
 
 from tuner.config import AugmentSpec, TrialConfig
 from tuner.data import ImageSet, Splits, channel_stats
-from tuner.engine import device, train
+from tuner.engine import checkpoint, device, train
 from tuner.engine.device import (
     CPU_BF16_MIN_BATCH_FLOPS,
     DeviceData,
@@ -126,6 +126,45 @@ def test_keep_last_leaves_the_last_epochs_weights() -> None:
         assert torch.equal(value, last_weights[name]), name
     with pytest.raises(ValueError, match="keep"):
         next(fit(model, data, config, CPU, keep="worst"))
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_a_run_resumed_from_a_checkpoint_continues_exactly_as_it_would_have(keep: str) -> None:
+    """Every generator, the optimizer and the schedule come back: epochs 3-4 repeat bit for bit."""
+    data = quadrant_data(channels=3)
+    augment = AugmentSpec(random_crop_padding=1, horizontal_flip=True, mixup_alpha=0.4)
+    config = replace(SMALL, dropout=0.3, batch_norm=True, augment=augment, max_epochs=4)
+    saved: list[bytes] = []
+    model = new_model(config, data)
+    on_checkpoint = lambda state: saved.append(checkpoint.to_bytes(state))  # noqa: E731
+    whole = list(fit(model, data, config, CPU, keep=keep, on_checkpoint=on_checkpoint))
+    assert [checkpoint.from_bytes(b).epoch for b in saved] == [1, 2, 3, 4]
+
+    torch.manual_seed(12345)  # another process: nothing but the checkpoint carries over
+    state = checkpoint.from_bytes(saved[1])
+    resumed_model = new_model(config, data)
+    resumed = list(fit(resumed_model, data, config, CPU, keep=keep, resume=state))
+
+    def values(result: train.EpochResult) -> tuple:
+        return (result.epoch, result.train_loss, result.train_accuracy, result.val_loss,
+                result.val_accuracy, result.improved)  # fmt: skip
+
+    assert [values(r) for r in resumed] == [values(r) for r in whole[2:]]
+    for name, value in resumed_model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
+    assert [row["epoch"] for row in state.history] == [1, 2]
+
+
+def test_a_run_resumed_after_early_stopping_has_no_epochs_left() -> None:
+    data = quadrant_data()
+    config = replace(SMALL, learning_rate=0.0, max_epochs=10, patience=2)
+    saved: list[bytes] = []
+    on_checkpoint = lambda state: saved.append(checkpoint.to_bytes(state))  # noqa: E731
+    assert (
+        len(list(fit(new_model(config, data), data, config, CPU, on_checkpoint=on_checkpoint))) == 3
+    )
+    state = checkpoint.from_bytes(saved[-1])
+    assert list(fit(new_model(config, data), data, config, CPU, resume=state)) == []
 
 
 def test_fit_trains_only_in_a_decided_precision() -> None:

@@ -35,6 +35,15 @@ SOURCE_ENQUEUE = "enqueue"
 SOURCE_SAMPLER = "sampler"
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
+BUDGET_STOP = "budget"  # the STOP_REASON of a trial cut by the run's wall-clock budget
+
+# --- checkpoints (tuner.search.checkpoints) ---
+# {"artifact_id", "epoch", "trial"}: the last epoch-end checkpoint of an unfinished trial, in
+# the artifact store; "trial" is the trial that wrote it (a retry inherits it), None once dropped
+CHECKPOINT = "checkpoint"
+# {"artifact_id", "epoch", "sha256"}: the weights a finished trial kept (its best epoch's)
+BEST_WEIGHTS = "best_weights"
+RESUMED_FROM = "resumed_from_epoch"  # int: the epoch whose checkpoint the trial continued from
 
 # --- study user attributes (written when the study is created) ---
 STUDY_DATASET = "dataset"  # str: dataset name from the study file

@@ -22,6 +22,7 @@ def run(
     budget: str | float | None = None,
     trials: int | None = None,
     storage: str | None = None,
+    artifacts: str | None = None,
     data_dir: Path | str | None = None,
     workers: int | str = 1,
     device: str = "auto",
@@ -45,7 +46,9 @@ def run(
 
     `study`: a study file's path, a name in the studies folder, or a dict in the study file's
     structure. The keywords are `tuner run`'s options (`budget` as "10m" or seconds, `workers`
-    a count or "auto"); `storage` defaults to $TUNER_STORAGE, else sqlite:///tuner.db. Shows
+    a count or "auto"); `storage` defaults to $TUNER_STORAGE, else sqlite:///tuner.db;
+    `artifacts` (where trials keep checkpoints and best weights) to $TUNER_ARTIFACTS, else next
+    to the storage (`tuner.storage.artifacts.resolve_artifacts`). Shows
     progress on `console` (live on a terminal, plain lines elsewhere, as in a notebook) and the
     summary the command ends with. Returns that summary: the study's name, why the run
     stopped, the trials it ran by state, the best value and parameters so far.
@@ -61,6 +64,7 @@ def run(
     from tuner.runner.settings import RunSettings, run_budget, unused_trials_note
     from tuner.runner.summary import print_run_end
     from tuner.storage import resolve_storage_url
+    from tuner.storage.artifacts import resolve_artifacts
 
     started_at = time.time() if started_at is None else started_at  # the budget counts from here
     out = console or make_console()
@@ -77,6 +81,7 @@ def run(
         study_data=source.data,
         storage=storage_url,
         storage_given=storage is not None,
+        artifacts=resolve_artifacts(artifacts, storage_url),
         trials=_at_least_one(trials, "trials"),
         device=device,
         data_dir=None if data_dir is None else Path(data_dir),

@@ -185,16 +185,20 @@ def predict(
     """The `top_k` classes of each image, most likely first, as `Prediction`s (`.top` holds
     (class name, probability) pairs).
 
-    `model`: a saved model's path, or the (module, card) pair `load_model` returns. `images`:
+    `model`: a saved model's path (or a .onnx/.pt2 file `tuner export` wrote), or the
+    (module, card) pair `load_model` returns. `images`:
     image files (any size or mode: converted and resized as in training; one that cannot be
     read gets `.error` set, the others are still predicted), or uint8 pixels shaped like the
     card's input, (C, H, W) or (N, C, H, W), whose predictions have no `.path`.
     """
-    from tuner.trained import predict_files
+    from tuner.trained import load_predictor, predict_files
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise TunerError(f"top_k: must be an integer >= 1, got {top_k!r}")
-    loaded, card = _model(model)
+    if isinstance(model, str | os.PathLike):
+        loaded, card = load_predictor(Path(model))  # a saved model, or a `tuner export` file
+    else:
+        loaded, card = _model(model)
     if isinstance(images, str | os.PathLike):
         images = [images]
     if isinstance(images, Sequence):

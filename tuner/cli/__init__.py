@@ -1,9 +1,9 @@
 """The `tuner` command line: verbs that parse their flags and call one function each.
 
 common (the app, shared options, study lookup), errors (one line per user error), study_verbs
-(run, studies, status, report), model_verbs (best, retrain, visualize, predict, dashboard),
-confirm_verb (confirm), views (the tables they print). The work itself is in the subpackages
-of `tuner`.
+(run, studies, status, report), model_verbs (best, retrain, visualize, predict, export,
+dashboard), confirm_verb (confirm), views (the tables they print). The work itself is in the
+subpackages of `tuner`.
 """
 
 # isort: off

@@ -53,6 +53,15 @@ CacheDirOption = Annotated[
         help="Decoded-tensor cache. Default: $TUNER_CACHE_DIR, else ~/.cache/tuner/tensors.",
     ),
 ]
+ArtifactsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--artifacts",
+        help="Where trials keep checkpoints and best weights: a folder or s3://BUCKET. "
+        "Default: $TUNER_ARTIFACTS, else next to a SQLite or journal file (tuner.db.artifacts), "
+        "else under the user's cache folder.",
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 ]
@@ -98,3 +107,25 @@ def load_stored_study(name: str, storage_option: str | None) -> optuna.Study:
     from tuner.storage import resolve_storage_url
 
     return load(name, resolve_storage_url(storage_option))
+
+
+def spec_and_study(study: str, storage: str | None, studies: Path | None):
+    """The study file (for its train/validation split) and the stored study it created."""
+    from tuner import attrs
+    from tuner.errors import TunerError
+    from tuner.files import name_too_long
+    from tuner.spec import load_spec
+
+    try:
+        path = study_file(study, studies)
+    except TunerError:
+        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
+            raise
+    else:
+        spec = load_spec(path)
+        return spec, load_stored_study(spec.name, storage)
+    stored = load_stored_study(study, storage)  # a stored name: its study file, as recorded
+    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
+    if not recorded:
+        raise TunerError(f"study {study!r} does not record its study file; pass --study FILE")
+    return load_spec(Path(recorded)), stored

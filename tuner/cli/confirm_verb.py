@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,31 +16,8 @@ from tuner.cli.common import (
     StudyOption,
     app,
     console,
-    load_stored_study,
-    study_file,
+    spec_and_study,
 )
-from tuner.errors import TunerError
-from tuner.files import name_too_long
-
-
-def _spec_and_study(study: str, storage: str | None, studies: Path | None):
-    """The study file (for its train/validation split) and the stored study it created."""
-    from tuner import attrs
-    from tuner.spec import load_spec
-
-    try:
-        path = study_file(study, studies)
-    except TunerError:
-        if Path(study).suffix == ".toml" or name_too_long(Path(study).name):
-            raise
-    else:
-        spec = load_spec(path)
-        return spec, load_stored_study(spec.name, storage)
-    stored = load_stored_study(study, storage)  # a stored name: its study file, as recorded
-    recorded = stored.user_attrs.get(attrs.STUDY_FILE)
-    if not recorded:
-        raise TunerError(f"study {study!r} does not record its study file; pass --study FILE")
-    return load_spec(Path(recorded)), stored
 
 
 @app.command()
@@ -67,7 +43,7 @@ def confirm(
     from tuner.search.confirmed import confirmed_ranking
     from tuner.trained.confirm import confirm_study, plan
 
-    spec, stored = _spec_and_study(study, storage, studies)
+    spec, stored = spec_and_study(study, storage, studies)
     jobs = plan(stored, top, seeds)
     out = console()
     trials = len({job.trial for job in jobs})

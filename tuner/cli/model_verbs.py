@@ -1,4 +1,5 @@
-"""The verbs of trained models and reading aids: best, retrain, visualize, predict, dashboard."""
+"""The verbs of trained models and reading aids: best, retrain, visualize, predict, export,
+dashboard."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 
 from tuner.cli import views
 from tuner.cli.common import (
+    ArtifactsOption,
     CacheDirOption,
     DataDirOption,
     DeviceOption,
@@ -20,6 +22,7 @@ from tuner.cli.common import (
     app,
     console,
     load_stored_study,
+    spec_and_study,
     study_name,
 )
 from tuner.errors import TunerError
@@ -27,7 +30,9 @@ from tuner.errors import TunerError
 ModelOption = Annotated[
     Path,
     typer.Option(
-        "--model", "-m", help="A model directory written by `tuner retrain`, or its .safetensors."
+        "--model",
+        "-m",
+        help="A model directory (`tuner retrain`, `tuner best --model`), or its .safetensors.",
     ),
 ]
 
@@ -37,6 +42,13 @@ class ExportFormat(enum.StrEnum):
 
     toml = "toml"
     json = "json"
+
+
+class ModelFormat(enum.StrEnum):
+    """`tuner export --format`: the keys of tuner.trained.model_export.FORMATS."""
+
+    onnx = "onnx"
+    pt2 = "pt2"
 
 
 @app.command()
@@ -61,13 +73,29 @@ def best(
     trial: Annotated[
         int | None, typer.Option("--trial", "-t", min=0, help="This trial instead of the best.")
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Instead: write the trial's kept weights and their model card into this "
+            "folder (trained on the training split only; for predict, visualize, export).",
+        ),
+    ] = None,
+    artifacts: ArtifactsOption = None,
+    data_dir: DataDirOption = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
-    """Print the best trial's full configuration (read back by `tuner retrain --config`)."""
+    """Print the best trial's full configuration (read back by `tuner retrain --config`), or
+    with --model save its kept weights as a model, without retraining."""
     from tuner.api import best as best_config
     from tuner.files import write_text_atomic
     from tuner.trained.export import render
     from tuner.trained.pareto import render_pareto
 
+    if model is not None:
+        _save_kept(model, study, storage, studies, trial, artifacts, data_dir, cache_dir)
+        return
     if pareto:
         stored = load_stored_study(study_name(study, studies), storage)
         text = render_pareto(stored, fmt.value)
@@ -78,6 +106,39 @@ def best(
     else:
         write_text_atomic(out, text)
         typer.echo(f"written to {out}", err=True)
+
+
+def _save_kept(
+    directory: Path,
+    study: str,
+    storage: str | None,
+    studies: Path | None,
+    trial: int | None,
+    artifacts: str | None,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+) -> None:
+    """`tuner best --model DIR`: the trial's kept weights, tested once, saved with their card."""
+    from tuner.storage import resolve_storage_url
+    from tuner.storage.artifacts import open_artifacts, resolve_artifacts
+    from tuner.trained.kept import save_kept_model
+
+    spec, stored = spec_and_study(study, storage, studies)
+    location = resolve_artifacts(artifacts, resolve_storage_url(storage))
+    weights, card = save_kept_model(
+        directory,
+        stored,
+        spec.dataset,
+        open_artifacts(location, create=False),
+        trial,
+        data_dir,
+        cache_dir,
+    )
+    console().print(
+        f"trial {card.trial} of {card.study}: weights of its epoch {card.kept_epoch}, trained on "
+        f"the training split only; test accuracy {card.test_accuracy:.4f} on {card.test_count} "
+        f"held-out images\nmodel: {weights}"
+    )
 
 
 @app.command()
@@ -162,7 +223,16 @@ def visualize(
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (any size or mode).")],
-    model: ModelOption,
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model directory (`tuner retrain`, `tuner best --model`), its "
+            ".safetensors, or a file written by `tuner export` (.onnx, or .pt2: load only .pt2 "
+            "files you trust).",
+        ),
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes per image.")] = 3,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON on stdout instead of a table.")
@@ -199,6 +269,43 @@ def predict(
         views.print_predictions(console(), results)
     if code := exit_code(results):
         raise typer.Exit(code)
+
+
+@app.command("export")
+def export_verb(
+    card: Annotated[
+        Path,
+        typer.Option("--card", "-c", help="The model directory (or its model.json) to export."),
+    ],
+    fmt: Annotated[
+        ModelFormat, typer.Option("--format", "-f", help="onnx (needs the onnx extra) or pt2.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write (default: model.onnx or model.pt2 in the model directory).",
+        ),
+    ] = None,
+) -> None:
+    """Export a saved model to one file that takes raw uint8 images and returns logits.
+
+    The card's normalisation is inside and the batch size is free; the file is loaded back and
+    checked against the PyTorch model on a batch before it is kept. `tuner predict` reads it.
+    """
+    from tuner.trained import export_model, model_paths
+    from tuner.trained.model_export import get_format
+
+    target = out or model_paths(card)[1].parent / f"model{get_format(fmt.value).suffix}"
+    result = export_model(card, fmt.value, target)
+    channels, height, width = result.card.input_shape
+    console().print(
+        f"{result.format} written to {result.path}: input uint8 (batch, {channels}, {height}, "
+        f"{width}), "
+        f"logits for {result.card.num_classes} classes; parity on a batch: max abs difference "
+        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:g})"
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from tuner.cli import views
 from tuner.cli.common import (
+    ArtifactsOption,
     CacheDirOption,
     DataDirOption,
     DeviceOption,
@@ -90,6 +91,7 @@ def run(
         ),
     ] = None,
     storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     cache_dir: CacheDirOption = None,
@@ -203,6 +205,7 @@ def run(
         budget=_budget_seconds(budget),
         trials=trials,
         storage=storage,
+        artifacts=artifacts,
         data_dir=data_dir,
         workers=workers if workers == "auto" else int(workers),
         device=device,
@@ -237,13 +240,20 @@ def status(
     study: StudyOption = "digits-quick",
     storage: StorageOption = None,
     studies: StudiesDirOption = None,
+    artifacts: ArtifactsOption = None,
 ) -> None:
-    """Trials by state, the best value and parameters, and the trials running now."""
-    from tuner.storage import settle_stale_trials
+    """Trials by state, the best value and parameters, the trials running now, and the space
+    their checkpoints and kept weights take."""
+    from tuner.search.checkpoints import space_used
+    from tuner.storage import resolve_storage_url, settle_stale_trials
+    from tuner.storage.artifacts import open_artifacts, resolve_artifacts
 
     stored = load_stored_study(study_name(study, studies), storage)
     settle_stale_trials(stored)  # a dead worker's trial shows as failed, its retry queued
     views.print_status(console(), stored)
+    location = resolve_artifacts(artifacts, resolve_storage_url(storage))
+    used = space_used(open_artifacts(location, create=False), stored)
+    views.print_artifacts_space(console(), location, used)
 
 
 @app.command()

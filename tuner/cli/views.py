@@ -98,6 +98,15 @@ def print_status(console: Console, study: optuna.Study) -> None:
         console.print(table)
 
 
+def print_artifacts_space(console: Console, location: str, used: int | None) -> None:
+    """One line: what the study's checkpoints and kept weights take, and where."""
+    if used is None:
+        size = "size not measured (a bucket)"
+    else:
+        size = f"{used / 1e6:.1f} MB" if used >= 100_000 else f"{used / 1e3:.1f} kB"
+    console.print(f"checkpoints and kept weights: {size} in {location}")
+
+
 def print_predictions(console: Console, results: list[Any]) -> None:
     """A table of each image's top classes and probabilities (`tuner predict`)."""
     table = Table("image", "class", "probability", box=None)

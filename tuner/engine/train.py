@@ -9,6 +9,7 @@ in `tuner.engine.device`; `fit` itself is the plain loop: batches, steps, valida
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.config import TrialConfig
+from tuner.engine.checkpoint import TrainingState, capture_rng, restore_rng
 from tuner.engine.device import MEMORY_FORMAT, DeviceData, EngineOptions
 from tuner.engine.families import param_groups
 
@@ -44,6 +46,9 @@ SLICE_VAL_IMAGES = 1000
 
 BatchCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
+# Called at each epoch's end with the state to resume from; the state holds the live tensors
+# (model, optimizer), so it must be saved before the callback returns.
+CheckpointCallback = Callable[[TrainingState], None]
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,8 @@ def fit(
     should_stop: StopCheck | None = None,
     slices: int = 1,
     on_slice: SliceCallback | None = None,
+    resume: TrainingState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> Iterator[EpochResult]:
     """Train `model` on `data`, yielding an `EpochResult` after every epoch.
 
@@ -181,6 +188,12 @@ def fit(
     equal slices and `on_slice` gets the validation metrics (on a fixed subset of
     SLICE_VAL_IMAGES images) after each but the last, so a caller can judge a model on part of
     an epoch's data; an exception raised by `on_slice` ends `fit` like any other.
+
+    `on_checkpoint(state)` gets the run's state at each epoch's end, before that epoch's
+    result is yielded. `fit(..., resume=state)` with the same model, data and config continues
+    after `state.epoch` exactly as the run that saved it would have: the same batches, dropout
+    masks, augmentations and optimizer steps, so the same results (bit for bit on one device
+    with deterministic kernels); only the epochs after `state.epoch` are yielded.
     """
     if not options.resolved:
         raise ValueError("fit needs a decided precision: pass EngineOptions.resolve(...)'s result")
@@ -205,11 +218,21 @@ def fit(
     )
     slice_images = min(SLICE_VAL_IMAGES, len(data.val_labels))
 
-    best_loss = math.inf
+    best_loss, best_epoch = math.inf, 0
     best_state = copy.deepcopy(model.state_dict()) if keep == "best" else None
     epochs_without_improvement = 0
+    history: list[dict] = []  # every finished epoch's result, for checkpoints
+    if resume is not None:
+        _restore(resume, model, optimizer, scheduler, generator)
+        if best_state is not None and resume.best_model is not None:
+            best_state = {k: v.to(device) for k, v in resume.best_model.items()}
+        best_loss, best_epoch = resume.best_loss, resume.best_epoch
+        epochs_without_improvement = resume.epochs_without_improvement
+        history = list(resume.history)
     try:
-        for epoch in range(1, config.max_epochs + 1):
+        for epoch in range(len(history) + 1, config.max_epochs + 1):
+            if config.patience and epochs_without_improvement >= config.patience:
+                break
             started = time.perf_counter()
             next_report = started  # the first batch shows at once that a new epoch began
             model.train()
@@ -283,13 +306,13 @@ def fit(
 
             improved = val_loss < best_loss
             if improved:
-                best_loss = val_loss
+                best_loss, best_epoch = val_loss, epoch
                 if keep == "best":
                     best_state = copy.deepcopy(model.state_dict())
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
-            yield EpochResult(
+            result = EpochResult(
                 epoch=epoch,
                 train_loss=train_loss,
                 train_accuracy=correct.item() / train_count,
@@ -298,11 +321,50 @@ def fit(
                 seconds=time.perf_counter() - started,
                 improved=improved,
             )
-            if config.patience and epochs_without_improvement >= config.patience:
-                break
+            history.append(dataclasses.asdict(result))
+            if on_checkpoint is not None:
+                on_checkpoint(
+                    TrainingState(
+                        epoch=epoch,
+                        model=model.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        rng=capture_rng(generator),
+                        history=tuple(history),
+                        best_loss=best_loss,
+                        best_epoch=best_epoch,
+                        epochs_without_improvement=epochs_without_improvement,
+                        best_model=best_state,
+                    )
+                )
+            yield result
     finally:
         if best_state is not None:
             model.load_state_dict(best_state)
+
+
+def _restore(
+    state: TrainingState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> None:
+    """Put a run's saved state back into the freshly built model, optimizer and schedule."""
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    # The loaded moments are contiguous, while channels_last parameters made theirs in that
+    # layout; the fused optimizers pair elements by memory position, not by index, so a moment
+    # must share its parameter's layout. The copies also keep `state` itself unchanged.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            moments = optimizer.state.get(param, {})
+            for key, value in moments.items():
+                if isinstance(value, torch.Tensor):
+                    like = param if value.shape == param.shape else value
+                    moments[key] = torch.empty_like(like).copy_(value)
+    scheduler.load_state_dict(state.scheduler)
+    restore_rng(state.rng, generator)
 
 
 def _augmenter(config: TrialConfig) -> Callable | None:

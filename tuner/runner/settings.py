@@ -76,6 +76,8 @@ class RunSettings:
     study_file: Path  # or, for a study given as a dict, what names it (spec.DICT_STUDY)
     storage: str  # a resolved URL (tuner.storage.resolve_storage_url), maybe with a password
     storage_given: bool = False  # --storage was on the command line (so hints repeat it)
+    # Where trials checkpoint (tuner.storage.artifacts.resolve_artifacts); None: no checkpoints
+    artifacts: str | None = None
     trials: int | None = None  # the study's finished-trial total; None: the study file's
     device: str = "auto"
     data_dir: Path | None = None

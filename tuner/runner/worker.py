@@ -23,10 +23,12 @@ from tuner.runner.summary import (
     study_state,
     target_text,
 )
+from tuner.search.checkpoints import requeue_budget_cut, tidy
 from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import RunSchedule, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.storage import mask_url
+from tuner.storage.artifacts import Artifacts, open_artifacts
 
 if TYPE_CHECKING:
     import optuna
@@ -63,6 +65,7 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         # Other `tuner run` processes on this machine: a share of the cores, before each trial.
         share_cores = None if settings.slot is not None else host.share_cores(settings.cache_dir)
         study = _open(spec, settings)
+        artifacts = _artifacts(study, settings)
         schedule = study_schedule(spec, len(data.train_labels), budget)
         plan = None
         if budget is not None:
@@ -94,11 +97,15 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
                 run_schedule,
                 engine,
                 TrialHooks(on_epoch=progress.on_epoch, on_batch=progress.on_batch),
+                artifacts,
             )
             seen = StudyStateSeen(study_state(study))
             callbacks = [progress.on_trial_end, seen.on_trial_end]
             if share_cores is not None:
                 callbacks.append(share_cores)
+            if artifacts is not None:
+                keep = spec.training.keep_weights
+                callbacks.append(lambda study, _: tidy(artifacts, study, keep))
             if plan is not None:
 
                 def replan(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -154,6 +161,15 @@ def _open(spec: StudySpec, settings: RunSettings) -> optuna.Study:
         seed_offset=seed_offset,
         force=settings.force,
     )
+
+
+def _artifacts(study: optuna.Study, settings: RunSettings) -> Artifacts | None:
+    """The run's artifact store, with the trials a budget cut queued again to resume first."""
+    if settings.artifacts is None:
+        return None
+    artifacts = open_artifacts(settings.artifacts)
+    requeue_budget_cut(study)
+    return artifacts
 
 
 def _run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -27,16 +28,20 @@ from tuner.engine import (
     fit,
     prepare_model,
 )
+from tuner.engine.checkpoint import TrainingState
 from tuner.engine.measure import MEASURES, model_measures
+from tuner.search.checkpoints import TrialCheckpoints, run_identity
 from tuner.search.constraints import broken, set_constraints
 from tuner.search.schedule import RunSchedule, TrialSchedule, study_schedule
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
+from tuner.storage.artifacts import Artifacts
 
 EpochCallback = Callable[[int, EpochResult], None]
 TRAINING_MEASURES = {name for name, measure in MEASURES.items() if measure.from_training}
 # stop_reason of a trial cut by the run's wall-clock budget (tuner run --budget).
-BUDGET_STOP = "budget"
+BUDGET_STOP = attrs.BUDGET_STOP
+log = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
@@ -64,11 +69,13 @@ def make_objective(
     schedule: TrialSchedule | RunSchedule | None = None,
     options: EngineOptions | None = None,
     hooks: TrialHooks | None = None,
+    artifacts: Artifacts | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """The Optuna objective for `spec`, training on `data` (already on `device`) as `schedule`
     says (default: the study file's for `data`, `study_schedule`); a `RunSchedule` is asked as
     each trial starts, so a re-plan reaches the trials that start after it. `options` may
-    leave the precision "auto": each trial decides it for its own model (see `run_trial`)."""
+    leave the precision "auto": each trial decides it for its own model (see `run_trial`).
+    With `artifacts`, trials checkpoint each epoch there and resume from it (`run_trial`)."""
     if schedule is None:
         schedule = study_schedule(spec, len(data.train_labels))
     engine = options or EngineOptions()
@@ -76,7 +83,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         current = schedule.current if isinstance(schedule, RunSchedule) else schedule
-        return run_trial(trial, spec, data, device, current, engine, hooks)
+        return run_trial(trial, spec, data, device, current, engine, hooks, artifacts)
 
     return objective
 
@@ -89,6 +96,7 @@ def run_trial(
     schedule: TrialSchedule,
     options: EngineOptions,
     hooks: TrialHooks,
+    artifacts: Artifacts | None = None,
 ) -> float | tuple[float, ...]:
     """Sample, build, measure and train one trial; record it on `trial`; return its value.
 
@@ -110,6 +118,12 @@ def run_trial(
     trains `schedule.first_result_epochs` epochs and reports nothing: the pruner must not judge
     the full trials by a schedule that decays sooner. With 0 (a budget with no time for it), or
     once the study has a complete trial, it is not trained and ends pruned.
+
+    Checkpoints (with `artifacts`): the trial saves its state after each epoch; a trial that
+    a dead worker, a signal, the storage-outage exit or a budget left unfinished is retried
+    with its checkpoint and continues after its last saved epoch (`attrs.RESUMED_FROM`), its
+    earlier epochs re-reported from the checkpoint. A finished trial keeps its best weights
+    instead; a pruned, diverged or out-of-memory one drops its checkpoint.
     """
     config = _sample(trial, spec, schedule, device)
     data = _epoch_data(trial, data, schedule.train_images)
@@ -117,7 +131,16 @@ def run_trial(
     model = _build(trial, config, data)
     measures = _measure_before_training(trial, spec, model, data, config.batch_size, device)
     engine = _precision(trial, options, model, data, config, device)
-    best = _train(trial, spec, schedule, model, data, config, device, engine, hooks)
+    checkpoints = None
+    if artifacts is not None:
+        identity = run_identity(
+            {**config.to_dict(), "steps_per_epoch": schedule.steps_per_epoch},
+            len(data.train_labels),
+        )
+        checkpoints = TrialCheckpoints(
+            artifacts, trial, identity, config.seed, spec.training.checkpoint_seconds
+        )
+    best = _train(trial, spec, schedule, model, data, config, device, engine, hooks, checkpoints)
     values = [
         getattr(best, name) if name in TRAINING_MEASURES else measures[name]
         for name in spec.objectives
@@ -192,6 +215,14 @@ class _TrialRecord:
         self.images = 0  # training images seen so far: the trial's cost, for budget estimates
         self.started = time.perf_counter()
 
+    def resume(self, state: TrainingState) -> None:
+        """Continue the record of the run that saved `state`: its epochs, best and time."""
+        self.history = [{k: v for k, v in row.items() if k != "improved"} for row in state.history]
+        if state.best_epoch:
+            self.best = EpochResult(**state.history[state.best_epoch - 1])
+        self.images = state.epoch * self.train_count
+        self.started -= sum(row["seconds"] for row in state.history)
+
     def add(self, result: EpochResult) -> None:
         self.images = result.epoch * self.train_count
         self.history.append({k: v for k, v in asdict(result).items() if k != "improved"})
@@ -221,12 +252,24 @@ def _train(
     device: torch.device,
     engine: EngineOptions,
     hooks: TrialHooks,
+    checkpoints: TrialCheckpoints | None = None,
 ) -> EpochResult:
     """Train the model, reporting to the pruner; the best epoch, or TrialPruned with the
     reason recorded (pruned, the deadline, a diverged loss, out of memory)."""
     steps = schedule.steps_per_epoch
     record = _TrialRecord(trial, steps, len(data.train_labels))
     judged = not (spec.multi_objective or trial.user_attrs.get(attrs.FIRST_RESULT))
+    resume = _resume(trial, checkpoints, record, config)
+    if resume is not None and judged:
+        # The retry is a new Optuna trial: the pruner sees the epochs it continues from again.
+        for row in record.history:
+            trial.report(row[spec.metric], row["epoch"] * steps)
+
+    def drop_and_prune(reason: str, message: str | None = None) -> optuna.TrialPruned:
+        record.write(reason)
+        if checkpoints is not None:
+            checkpoints.drop()  # a pruned, diverged or out-of-memory trial never resumes
+        return optuna.TrialPruned(message)
 
     def report(value: float, step: int, where: str) -> None:
         # Optuna cannot prune multi-objective studies (report raises): skip it; early
@@ -235,8 +278,7 @@ def _train(
             return
         trial.report(value, step)
         if trial.should_prune():
-            record.write(f"pruned at {where} by the {schedule.pruner.name} pruner")
-            raise optuna.TrialPruned()
+            raise drop_and_prune(f"pruned at {where} by the {schedule.pruner.name} pruner")
 
     def on_slice(result: SliceResult) -> None:
         epochs_done = (result.epoch - 1) + result.part / result.parts
@@ -257,6 +299,8 @@ def _train(
             should_stop=None if schedule.deadline is None else schedule.deadline.should_stop,
             slices=steps,
             on_slice=on_slice if steps > 1 else None,
+            resume=resume,
+            on_checkpoint=None if checkpoints is None else checkpoints.save,
         )
     ) as epochs:
         try:
@@ -268,22 +312,20 @@ def _train(
         except TrainingStopped as exc:
             in_epoch = (exc.batch - 1) * config.batch_size
             record.images = (exc.epoch - 1) * record.train_count + in_epoch
-            record.write(BUDGET_STOP)
+            record.write(BUDGET_STOP)  # its checkpoint stays: the next run resumes it
             raise optuna.TrialPruned(f"the run's budget ran out in epoch {exc.epoch}") from None
         except DivergedError as exc:
-            record.write(str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
+            raise drop_and_prune(str(exc), str(exc)) from None
         except RuntimeError as exc:
             if not _is_out_of_memory(exc):
                 raise
             out_of_memory = f"out of memory with batch_size={config.batch_size}"
     if out_of_memory:
         # Outside the except block, so no traceback keeps the trial's tensors alive.
-        record.write(out_of_memory)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        raise optuna.TrialPruned(out_of_memory)
+        raise drop_and_prune(out_of_memory, out_of_memory)
     record.write(
         None
         if len(record.history) == config.max_epochs
@@ -291,7 +333,38 @@ def _train(
         f"for {config.patience} epochs"
     )
     assert record.best is not None  # fit yields at least one epoch, and the first one improves
+    if checkpoints is not None:
+        # `fit` has ended: the model holds its best epoch's weights.
+        checkpoints.keep(model.state_dict(), record.best.epoch)
     return record.best
+
+
+def _resume(
+    trial: optuna.Trial,
+    checkpoints: TrialCheckpoints | None,
+    record: _TrialRecord,
+    config: TrialConfig,
+) -> TrainingState | None:
+    """The checkpoint this trial continues from, its record restored; None to start afresh.
+
+    A retry inherits its predecessor's user attributes: the record of how that one ended is
+    not this trial's, so it is cleared. A resumed trial continues its predecessor's run, so
+    it records that run's seed.
+    """
+    for key in (attrs.STOP_REASON, attrs.RESUMED_FROM):
+        if trial.user_attrs.get(key) is not None:
+            trial.set_user_attr(key, None)
+    found = None if checkpoints is None else checkpoints.resume()
+    if found is None:
+        return None
+    resume, seed = found
+    if seed != config.seed:
+        trial.set_user_attr(attrs.CONFIG, dataclasses.replace(config, seed=seed).to_dict())
+        trial.set_user_attr(attrs.SEED, seed)
+    record.resume(resume)
+    trial.set_user_attr(attrs.RESUMED_FROM, resume.epoch)
+    log.info("trial %d resumes after epoch %d from its checkpoint", trial.number, resume.epoch)
+    return resume
 
 
 def _skip_needless_first_result(trial: optuna.Trial, first_result_epochs: int) -> None:

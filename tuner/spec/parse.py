@@ -208,3 +208,13 @@ def _validate_training(check: Checker, training: TrainingSpec) -> None:
             "[training].trials", f"must be 1 to {MAX_TRIALS:,}, got {shown(training.trials)}"
         )
     check_seed(check, training.seed, "[training].seed")
+    if training.keep_weights < 0:
+        raise check.fail(
+            "[training].keep_weights",
+            f"must be >= 0 (finished trials whose weights are kept), got {training.keep_weights}",
+        )
+    if not training.checkpoint_seconds >= 0:
+        raise check.fail(
+            "[training].checkpoint_seconds",
+            f"must be >= 0 (0: a checkpoint after every epoch), got {training.checkpoint_seconds}",
+        )

@@ -118,6 +118,10 @@ class TrainingSpec:
     # (0: off), so the run has a finished result early; then it trains the full schedule.
     first_result_epochs: int = 0
     reports_per_epoch: int = 0  # pruning rungs per epoch; 0: from the dataset size
+    # Finished trials whose best weights stay in the artifact store (`tuner best --model`)
+    keep_weights: int = 5
+    # A trial saves a checkpoint at an epoch's end once its last one is this many seconds old
+    checkpoint_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

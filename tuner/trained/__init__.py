@@ -5,7 +5,8 @@ The names callers need, from the modules that do the work:
 - export: `BestConfig`, `best_config` (a study's best trial), `read_best`, `render` (TOML/JSON)
 - retrain: `retrain_model`, `save_retrained` (model, card, retrain.html), `epochs_for`
 - card: `ModelCard`, `load_card`, `load_model`, `save_model`, `model_paths`
-- predict: `Prediction`, `predict_files`, `read_image`, `exit_code`
+- predict: `Prediction`, `predict_files`, `read_image`, `exit_code`, `load_predictor`
+- model_export: `export_model` (ONNX or PT2 file), `load_exported`
 
 Each name is imported on first use (PEP 562): `import tuner.trained` loads nothing heavy, and
 a CLI verb loads only what it uses (`retrain_model` alone pulls in Plotly and the engine).
@@ -25,6 +26,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     **{n: ("card", n) for n in ("ModelCard", "load_card", "load_model", "save_model")},
     "model_paths": ("card", "model_paths"),
     **{n: ("predict", n) for n in ("Prediction", "predict_files", "read_image", "exit_code")},
+    "load_predictor": ("predict", "load_predictor"),
+    **{n: ("model_export", n) for n in ("export_model", "load_exported")},
 }
 
 __all__ = sorted(_EXPORTS)

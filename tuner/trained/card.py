@@ -36,6 +36,7 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 CARD_FORMAT = "tuner-model/1"
 INPUT_CHANNELS = (1, 3)  # grey or RGB: all the data loaders produce
+TRAINED_ON = ("", "train", "train+validation")
 MAX_INPUT_SIDE = 1024  # pixels; trained inputs are far smaller (digits 8, CIFAR 32)
 
 
@@ -74,6 +75,10 @@ class ModelCard:
     # How config.family was fitted to input_shape (e.g. resnet18's stem on 28x28 images), as
     # words for people; the network itself is rebuilt from config.family ("": not recorded).
     adaptation: str = ""
+    # The data the weights were trained on: "train+validation" (`tuner retrain`), or "train"
+    # (a tuned trial's own weights, `tuner best --model`: the validation split held out and
+    # used to pick its best epoch); "": not recorded.
+    trained_on: str = ""
     weights_sha256: str = ""  # of model.safetensors: a card and weights from different runs fail
     format: str = CARD_FORMAT
 
@@ -292,6 +297,7 @@ def _parse_card(values: Any, path: Path) -> ModelCard:
         train_accuracy=curves["train_accuracy"],
         weights_sha256=values.get("weights_sha256", ""),
         adaptation=values.get("adaptation", ""),
+        trained_on=values.get("trained_on", ""),
         kept_epoch=values.get("kept_epoch", 0),
         precision=values.get("precision", ""),
         train_sample_count=values.get("train_sample_count", 0),
@@ -363,6 +369,11 @@ def _check_facts(check: Checker, values: dict[str, Any]) -> None:
         raise check.fail("precision", f"must be fp32 or bf16, got {short(precision)}")
     if not isinstance(values.get("adaptation", ""), str):
         raise check.fail("adaptation", f"must be a string, got {short(values.get('adaptation'))}")
+    if values.get("trained_on", "") not in TRAINED_ON:
+        raise check.fail(
+            "trained_on",
+            f"must be one of {', '.join(map(repr, TRAINED_ON))}, got {short(values['trained_on'])}",
+        )
     digest = values.get("weights_sha256", "")
     if not (isinstance(digest, str) and re.fullmatch(r"([0-9a-f]{64})?", digest)):
         raise check.fail("weights_sha256", "must be empty or 64 lowercase hex digits")

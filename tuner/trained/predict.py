@@ -1,4 +1,4 @@
-"""Image files -> class probabilities from a saved model.
+"""Image files -> class probabilities from a saved model or an exported one (`tuner export`).
 
 Each file is decoded with Pillow, converted to the model's channel count (L or RGB), resized
 to its input size and normalised with the card's statistics, the way training images were. A
@@ -26,7 +26,8 @@ from torch import nn
 
 from tuner.data.imagefolder import check_image_pixels
 from tuner.errors import TunerError
-from tuner.trained.card import ModelCard
+from tuner.trained.card import ModelCard, load_model
+from tuner.trained.model_export import ExportedModel, is_exported, load_exported
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -55,6 +56,14 @@ def exit_code(results: Sequence[Prediction]) -> int:
     if any(result.missing for result in results) or all(result.error for result in results):
         return 2
     return 1 if any(result.error for result in results) else 0
+
+
+def load_predictor(path: Path) -> tuple[nn.Module | ExportedModel, ModelCard]:
+    """A saved model (directory, weights or card) or an exported .onnx/.pt2 file, with its card."""
+    if is_exported(path):
+        exported = load_exported(path)
+        return exported, exported.card
+    return load_model(path)
 
 
 def read_image(path: Path, card: ModelCard) -> torch.Tensor:
@@ -103,15 +112,28 @@ def _decode(image: Image.Image, size: tuple[int, int], mode: str) -> np.ndarray:
         return np.array(image, dtype=np.uint8)  # a writable copy, for torch
 
 
-def probabilities(model: nn.Module, card: ModelCard, images: torch.Tensor) -> torch.Tensor:
-    """Softmax class probabilities (N, K) for uint8 images (N, C, H, W)."""
-    device = next(model.parameters()).device
-    model.eval()
+def probabilities(
+    model: nn.Module | ExportedModel, card: ModelCard, images: torch.Tensor
+) -> torch.Tensor:
+    """Softmax class probabilities (N, K) for uint8 images (N, C, H, W).
+
+    `model` is a saved network (fed images normalised with the card's statistics) or an
+    exported file (`tuner export`: its normalisation is inside, it takes the raw images).
+    """
+    if isinstance(model, nn.Module):
+        device = next(model.parameters()).device
+        model.eval()
+
+        def logits(batch: torch.Tensor) -> torch.Tensor:
+            return model(card.normalise(batch.to(device)))
+    else:
+        logits = model
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), BATCH_SIZE):
-            batch = card.normalise(images[start : start + BATCH_SIZE].to(device))
-            chunks.append(torch.softmax(model(batch).float(), dim=1).cpu())
+            chunks.append(
+                torch.softmax(logits(images[start : start + BATCH_SIZE]).float(), 1).cpu()
+            )
     if not chunks:
         return torch.empty(0, card.num_classes)
     return torch.cat(chunks)
@@ -124,7 +146,7 @@ def top_k(probs: torch.Tensor, class_names: Sequence[str], k: int) -> tuple[tupl
 
 
 def predict_files(
-    model: nn.Module, card: ModelCard, paths: Sequence[Path], k: int = 3
+    model: nn.Module | ExportedModel, card: ModelCard, paths: Sequence[Path], k: int = 3
 ) -> list[Prediction]:
     """Predict every readable file; unreadable ones get a Prediction with `error` set."""
     images: list[torch.Tensor] = []

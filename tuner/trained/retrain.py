@@ -115,7 +115,7 @@ def retrain(
             "try fewer --epochs or another trial's configuration"
         ) from None
 
-    test = _test(model, data, dataset)
+    test = score_on_test(model, data, dataset)
     card = ModelCard(
         study=best.study,
         trial=best.trial,
@@ -140,6 +140,7 @@ def retrain(
         kept_epoch=history[-1].epoch if history else 0,
         precision=options.precision,
         adaptation=f"{config.family}: {get_family(config.family).adaptation(dataset.input_shape)}",
+        trained_on="train+validation",
         train_sample_count=len(splits.val),
         train_sample_loss=tuple(result.val_loss for result in history),
         train_sample_accuracy=tuple(result.val_accuracy for result in history),
@@ -203,7 +204,7 @@ class TestResult:
         return tuple(tuple(row) for row in self.confusion.tolist())
 
 
-def _test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
+def score_on_test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
     """Loss and confusion matrix on the test split, in float32 like `tuner predict`."""
     images = dataset.test.images.to(data.scale.device)
     labels = dataset.test.labels.to(data.scale.device)

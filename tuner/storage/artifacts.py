@@ -1,0 +1,99 @@
+"""Where trials keep their files (checkpoints, best weights): an Optuna artifact store.
+
+`--artifacts DIR` opens a `FileSystemArtifactStore` in DIR; `--artifacts s3://BUCKET` a
+`Boto3ArtifactStore` (boto3 installed, credentials from the environment as boto3 reads them),
+for workers on several machines. Without the flag the files go next to a SQLite or journal
+file (`tuner.db` -> `tuner.db.artifacts/`), or, for a server database, under the cache
+folder, named after the database: workers on other machines then need `--artifacts` pointing
+at a folder or bucket they all see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
+
+from tuner.errors import TunerError
+from tuner.storage.urls import JOURNAL_PREFIX, mask_url, parse_url
+
+ARTIFACTS_ENV = "TUNER_ARTIFACTS"
+S3_PREFIX = "s3://"
+SUFFIX = ".artifacts"
+
+ArtifactStore = FileSystemArtifactStore | Boto3ArtifactStore
+
+
+def default_artifacts_root() -> Path:
+    """Where server databases' artifacts go by default: ~/.cache/tuner/artifacts."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tuner" / "artifacts"
+
+
+def resolve_artifacts(cli_value: str | None, storage_url: str) -> str:
+    """The artifact location: `--artifacts`, else $TUNER_ARTIFACTS, else next to the storage."""
+    if cli_value or os.environ.get(ARTIFACTS_ENV):
+        return cli_value or os.environ[ARTIFACTS_ENV]
+    if storage_url.startswith(JOURNAL_PREFIX):
+        return str(Path(storage_url.removeprefix(JOURNAL_PREFIX)).expanduser()) + SUFFIX
+    url = parse_url(storage_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return str(Path(url.database).expanduser()) + SUFFIX
+    # A server database: one folder per database, named without its password.
+    masked = mask_url(storage_url)
+    name = f"{url.host or 'local'}-{url.database or 'db'}"
+    digest = hashlib.sha256(masked.encode()).hexdigest()[:8]
+    return str(default_artifacts_root() / f"{_safe(name)}-{digest}")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """An opened artifact store and, for a folder, the folder (to measure what it holds)."""
+
+    location: str
+    store: ArtifactStore
+    folder: Path | None = None
+
+    def size(self, artifact_ids: Iterable[str]) -> int | None:
+        """Bytes the named artifacts take in a folder store; None for a bucket."""
+        if self.folder is None:
+            return None
+        total = 0
+        for artifact_id in artifact_ids:
+            with contextlib.suppress(OSError):  # removed since: takes no space
+                total += (self.folder / artifact_id).stat().st_size
+        return total
+
+
+def open_artifacts(location: str, create: bool = True) -> Artifacts:
+    """The Optuna artifact store at `location`: a folder (created if missing, unless `create`
+    is False: a store only read from) or s3://BUCKET."""
+    if location.startswith(S3_PREFIX):
+        bucket = location.removeprefix(S3_PREFIX).rstrip("/")
+        if not bucket or "/" in bucket:
+            raise TunerError(
+                f"--artifacts {location}: use s3://BUCKET (a bucket of its own, no key prefix)"
+            )
+        try:
+            import boto3  # noqa: F401  (Boto3ArtifactStore imports it on first use)
+        except ImportError:
+            raise TunerError(
+                f"--artifacts {location}: S3 needs boto3; install it with: pip install boto3"
+            ) from None
+        return Artifacts(location, Boto3ArtifactStore(bucket))
+    path = Path(location).expanduser()
+    if not create:
+        return Artifacts(location, FileSystemArtifactStore(path), path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TunerError(f"--artifacts {path}: cannot create the folder: {exc.strerror}") from None
+    return Artifacts(location, FileSystemArtifactStore(path), path)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
