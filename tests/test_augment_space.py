@@ -66,7 +66,8 @@ def test_trials_record_and_best_reproduces_sampled_augmentations(tmp_path: Path)
     )
     study = open_study(spec, optuna.storages.InMemoryStorage())
     run_trials(study, make_objective(spec, data, torch.device("cpu")), 2)
-    for trial in study.trials:
+    # The trials that ran (a new study also holds the portfolio's, queued: WAITING).
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         recorded = TrialConfig.from_dict(trial.user_attrs[attrs.CONFIG]).augment
         assert recorded.horizontal_flip == trial.params["horizontal_flip"]
         assert recorded.mixup_alpha == 0.3

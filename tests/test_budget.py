@@ -29,6 +29,7 @@ from tuner.runner.run import run_study
 from tuner.runner.settings import RunSettings, trial_target, unused_trials_note
 from tuner.runner.summary import StopReason, summary_lines
 from tuner.search.objective import BUDGET_STOP, make_objective
+from tuner.search.portfolio import load_portfolio, place_portfolio
 from tuner.search.schedule import TrialSchedule, default_steps_per_epoch, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.spec.budget import format_duration, parse_duration
@@ -128,6 +129,13 @@ def test_the_budget_probe_times_the_configuration_trained_first(tmp_path: Path) 
     space = SMALL_SPACE + 'dropout = { type = "float", low = 0.1, high = 0.5 }\n'
     partial = first_config(spec_from(tmp_path, tiny_study_toml(space=space) + known))
     assert (partial.learning_rate, partial.dropout, partial.filters) == (0.005, 0.3, (4,))
+    # Without [[enqueue]] the shipped portfolio's first configuration trains first.
+    plain = spec_from(tmp_path, tiny_study_toml(space=space))
+    first = place_portfolio(plain.space, load_portfolio())[0].values
+    config = first_config(plain)
+    assert (config.learning_rate, config.dropout) == (first["learning_rate"], first["dropout"])
+    off = first_config(spec_from(tmp_path, "portfolio = false\n" + tiny_study_toml(space=space)))
+    assert off.dropout == 0.3  # nothing queued: the middle of the range
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
@@ -321,12 +329,17 @@ def test_a_trial_running_at_the_deadline_is_pruned_with_reason_budget(
     assert 2 * 300 <= trial.user_attrs[attrs.TRAIN_IMAGES] < 3 * 300
 
 
+def begun(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that began: a new study also holds the portfolio's, queued (WAITING)."""
+    return [trial for trial in study.trials if trial.state != TrialState.WAITING]
+
+
 def test_no_trial_starts_when_its_first_rung_cannot_fit(tmp_path) -> None:
     spec = spec_from(tmp_path, tiny_study_toml())
     study = open_study(spec, optuna.storages.InMemoryStorage())
     clock = BudgetClock(time.time() + 60, 60, first_rung_images=300, seconds_per_image=1.0)
     run_trials(study, lambda trial: 0.0, 5, budget=clock)
-    assert study.trials == [] and clock.exhausted
+    assert begun(study) == [] and clock.exhausted
 
 
 def test_a_measured_cost_stops_a_budget_run_before_a_blind_start(tmp_path, cpu_threads) -> None:
@@ -351,7 +364,7 @@ def test_a_measured_cost_stops_a_budget_run_before_a_blind_start(tmp_path, cpu_t
     summary = run_study(settings, _quiet_console())
     assert summary.reason == StopReason.BUDGET
     assert summary.ran.total == 0
-    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 1
+    assert len(begun(optuna.load_study(study_name="tiny", storage=storage))) == 1
 
 
 def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
@@ -377,7 +390,7 @@ def test_a_budget_run_ends_on_time_and_says_why(tmp_path, cpu_threads) -> None:
     if ended:
         assert all(end - started < 12.0 + 3.0 for end in ended)
         # The epochs the budget chose are the ones every trial was scheduled to train.
-        assert {t.user_attrs[attrs.CONFIG]["max_epochs"] for t in study.trials} == {epochs}
+        assert {t.user_attrs[attrs.CONFIG]["max_epochs"] for t in begun(study)} == {epochs}
     else:
         # On a loaded CPU start-up alone may take the 12 s: the run knew, and says so.
         assert summary.budget_needed > 12.0
@@ -481,7 +494,7 @@ def test_a_budget_shorter_than_an_epoch_still_finishes_a_trial(
     with caplog.at_level(logging.WARNING, logger="tuner.runner.budget"):
         summary = run_study(settings, _quiet_console())
     study = optuna.load_study(study_name="tiny", storage=storage)
-    (trial,) = study.trials
+    (trial,) = begun(study)
     assert trial.state == TrialState.COMPLETE and summary.best_value == trial.value
     images = trial.user_attrs[attrs.EPOCH_IMAGES]
     assert 30 <= images < 300 and trial.user_attrs[attrs.TRAIN_IMAGES] == images

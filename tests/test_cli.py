@@ -107,6 +107,11 @@ def stored_studies(db: Path) -> list[str]:
         return [row[0] for row in connection.execute("SELECT study_name FROM studies")]
 
 
+def started(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that began (a new study also holds the portfolio's, queued: WAITING)."""
+    return [trial for trial in study.trials if trial.state != optuna.trial.TrialState.WAITING]
+
+
 # ---------------------------------------------------------------- the verbs
 
 
@@ -115,7 +120,9 @@ def test_run_completes_and_prints_the_best_configuration(workspace: Workspace) -
     assert "best trial" in workspace.run_output and "val_accuracy" in workspace.run_output
     assert "learning_rate" in workspace.run_output  # the one sampled parameter
     study = optuna.load_study(study_name="tiny", storage=workspace.storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    # The shipped portfolio's configurations run first; the one left waits for the next run.
+    assert [t.state.name for t in started(study)] == ["COMPLETE", "COMPLETE"]
+    assert [t.user_attrs["source"] for t in study.trials[:2]] == ["portfolio:1", "portfolio:2"]
 
 
 def test_run_again_resumes_without_new_trials(workspace: Workspace) -> None:
@@ -123,7 +130,7 @@ def test_run_again_resumes_without_new_trials(workspace: Workspace) -> None:
     result = invoke("run", *args)
     assert result.exit_code == 0, result.output
     assert "already has 2 finished trials" in result.stdout
-    assert len(optuna.load_study(study_name="tiny", storage=workspace.storage).trials) == 2
+    assert len(started(optuna.load_study(study_name="tiny", storage=workspace.storage))) == 2
 
 
 def test_run_ends_with_a_summary(workspace: Workspace) -> None:
@@ -193,7 +200,7 @@ def test_a_run_stopped_by_its_timeout_says_so_and_the_same_command_continues(
     assert again.exit_code == 0, again.output
     assert "study tiny: 2/5 finished trials" in again.stdout
     assert "left: 3 trials; run the same command to continue" in again.stdout
-    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials) == 2
+    assert len(started(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}"))) == 2
 
 
 PROGRESS_STUDY = TINY.replace("max_epochs = 1", "max_epochs = 2")
@@ -353,7 +360,7 @@ def test_run_by_the_name_of_a_stored_study_resumes_with_its_recorded_file(isolat
     again = invoke("run", "--study", "my-shapes", "--storage", storage, "--trials", "2")
     assert again.exit_code == 0, again.output
     assert f"resuming with its study file {path}" in again.stdout
-    assert len(optuna.load_study(study_name="my-shapes", storage=storage).trials) == 2
+    assert len(started(optuna.load_study(study_name="my-shapes", storage=storage))) == 2
 
     path.rename(isolated / "moved.toml")  # the recorded file is gone: say what to pass
     gone = invoke("run", "--study", "my-shapes", "--storage", storage)

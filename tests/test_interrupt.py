@@ -25,7 +25,11 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough that the signal always lands inside training.
-LONG_STUDY = tiny_study_toml("long", train_subset=400, training="max_epochs = 500\npatience = 0")
+# No portfolio: its queued configurations would run before the retry (Optuna runs queued
+# trials in the order they were queued), and this test follows the retry.
+LONG_STUDY = "portfolio = false\n" + tiny_study_toml(
+    "long", train_subset=400, training="max_epochs = 500\npatience = 0"
+)
 
 
 def start_run(study: Path, url: str, log: Path) -> subprocess.Popen:

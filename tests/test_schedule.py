@@ -9,12 +9,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
-from studies import spec_from, tiny_study_toml
+from studies import spec_from, tiny_data, tiny_study_toml
+from tuner import attrs
 from tuner.runner.summary import RunSummary, StopReason, TrialCounts, summary_lines
+from tuner.search.objective import make_objective
 from tuner.search.samplers import PRUNER_ENTRIES
-from tuner.search.schedule import RunSchedule, TrialSchedule, study_schedule
-from tuner.search.study import open_study
+from tuner.search.schedule import BUDGET_PRUNER, RunSchedule, TrialSchedule, study_schedule
+from tuner.search.study import open_study, run_trials
 from tuner.spec.schema import PrunerSpec
 
 # Constructor options that count steps (reports) in Optuna's pruners.
@@ -80,3 +83,87 @@ def test_a_budget_run_with_nothing_finished_says_why(needed: float, says: str) -
     )
     (line,) = [line for line in summary_lines(summary) if line.startswith("no trial finished")]
     assert says in line
+
+
+def no_pruner_study(pruner: str = "") -> str:
+    """A tiny study file whose [pruner] table is `pruner` (none at all when empty)."""
+    text = tiny_study_toml().replace('[pruner]\nname = "none"\n', pruner)
+    assert "[pruner]" not in text or pruner
+    return text
+
+
+def test_a_budget_run_whose_file_names_no_pruner_halves_successively(tmp_path: Path) -> None:
+    plain = spec_from(tmp_path, no_pruner_study())
+    assert plain.pruner.default
+    assert study_schedule(plain, 54_000, budget=600.0).pruner == BUDGET_PRUNER
+    built = TrialSchedule(13, BUDGET_PRUNER, 8, budget_epochs=43.0).build_pruner()
+    assert isinstance(built, optuna.pruners.SuccessiveHalvingPruner)
+    # Without a budget the file's default stays; a pruner the file names is kept either way.
+    assert study_schedule(plain, 54_000).pruner.name == "median"
+    named = spec_from(tmp_path, no_pruner_study('[pruner]\nname = "median"\n'))
+    assert study_schedule(named, 54_000, budget=600.0).pruner == named.pruner
+    # Options alone are the median's (the name's default): the file has chosen it.
+    options_only = no_pruner_study("[pruner]\noptions = { n_startup_trials = 2 }\n")
+    median = spec_from(tmp_path, options_only)
+    assert study_schedule(median, 54_000, budget=600.0).pruner == median.pruner
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps", "budget_epochs", "first_rung"),
+    [
+        (13, 8, 43.0, 11),  # 3 full trials fit: two halvings below 104 reports
+        (13, 8, 20.0, 104),  # one full trial fits: nothing to compare it with, nothing cut
+        (20, 1, 70.0, 2),  # a small dataset reports once an epoch: its first rung, 2 epochs
+        (30, 8, 1e4, 8),  # a long budget: at most three halvings (240 // 27)
+        (13, 8, None, 1),  # no budget: the first report, as before
+    ],
+)
+def test_the_first_rung_follows_the_budget_and_the_data_size(
+    epochs: int, steps: int, budget_epochs: float | None, first_rung: int
+) -> None:
+    schedule = TrialSchedule(epochs, BUDGET_PRUNER, steps, budget_epochs=budget_epochs)
+    assert schedule.build_pruner()._min_resource == first_rung
+
+
+def run_curve(study: optuna.Study, curve: list[float]) -> optuna.trial.FrozenTrial:
+    """One trial reporting `curve` (a value per report) until the pruner stops it."""
+    trial = study.ask()
+    for step, value in enumerate(curve, 1):
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return study.trials[trial.number]
+    study.tell(trial, curve[-1])
+    return study.trials[trial.number]
+
+
+def test_the_budget_pruner_stops_a_bad_trial_early_and_keeps_a_slow_starter() -> None:
+    # 9 reports, a budget of 3 full trials: rungs at reports 1, 3 and 9.
+    schedule = TrialSchedule(9, BUDGET_PRUNER, 1, budget_epochs=30.0)
+    study = optuna.create_study(direction="maximize", pruner=schedule.build_pruner())
+    fast = run_curve(study, [0.80, 0.82, 0.83, 0.835, 0.84, 0.84, 0.84, 0.84, 0.84])
+    mediocre = [run_curve(study, [0.5 + 0.02 * i] * 9) for i in range(5)]
+    bad = run_curve(study, [0.10] * 9)
+    # Behind the fast starter at the first rung (second of 8), ahead from the second on.
+    slow = run_curve(study, [0.75, 0.80, 0.84, 0.86, 0.87, 0.88, 0.89, 0.90, 0.91])
+    assert fast.state == optuna.trial.TrialState.COMPLETE
+    assert bad.state == optuna.trial.TrialState.PRUNED and bad.last_step == 1
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in mediocre)
+    assert slow.state == optuna.trial.TrialState.COMPLETE and slow.value == 0.91
+    assert study.best_trial.number == slow.number
+
+
+def test_a_pruned_trial_names_the_pruner_that_judged_it(tmp_path: Path) -> None:
+    # The file has no [pruner] table (median by default); the run's schedule brings another.
+    spec = spec_from(tmp_path, "portfolio = false\n" + no_pruner_study())
+    schedule = TrialSchedule(2, BUDGET_PRUNER, 1, budget_epochs=60.0)
+    study = open_study(spec, optuna.storages.InMemoryStorage())
+    run = RunSchedule(study, schedule)
+    study.enqueue_trial({"learning_rate": 3e-2})
+    study.enqueue_trial({"learning_rate": 1e-3})  # far slower on 300 images: cut at epoch 1
+    run_trials(study, make_objective(spec, tiny_data(spec), torch.device("cpu"), run), 2)
+    good, slow = study.trials
+    assert good.value > slow.intermediate_values[1]
+    assert slow.user_attrs[attrs.STOP_REASON] == (
+        "pruned at epoch 1 by the successive-halving pruner"
+    )

@@ -110,7 +110,8 @@ def test_pruner_stops_hopeless_trials(tmp_path: Path, digits) -> None:
 
 
 def diverging_study(tmp_path: Path, optimizer: str) -> StudySpec:
-    text = TINY.replace(
+    # Its own two trials run first (run_diverging), not the shipped portfolio.
+    text = "portfolio = false\n" + TINY.replace(
         'learning_rate = { type = "float", low = 1e-3, high = 3e-2, log = true }',
         'learning_rate = { type = "categorical", choices = [1e6, 1e-2] }',
     ).replace("fc_units = 16", f'fc_units = 16\noptimizer = "{optimizer}"')

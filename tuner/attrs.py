@@ -27,6 +27,12 @@ EPOCH_IMAGES = "epoch_images"
 # True on the short trial of [training].first_result_epochs (set when the study queues it):
 # it trains fewer epochs and reports nothing to the pruner
 FIRST_RESULT = "first_result"
+# str: where a queued trial's configuration came from: "enqueue" (the study file's
+# [[enqueue]]), "portfolio:N" (the shipped portfolio's N-th, tuner.search.portfolio) or
+# "enqueue-from:STUDY"; trials the sampler chose have none (reports show "sampler")
+SOURCE = "source"
+SOURCE_ENQUEUE = "enqueue"
+SOURCE_SAMPLER = "sampler"
 # str: why a trial ended early ("pruned at epoch 3 by ...", "training loss is nan ...")
 STOP_REASON = "stop_reason"
 BUDGET_STOP = "budget"  # the STOP_REASON of a trial cut by the run's wall-clock budget

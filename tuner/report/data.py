@@ -159,6 +159,16 @@ def worker(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get(attrs.WORKER, UNKNOWN_WORKER))
 
 
+def trial_source(trial: FrozenTrial) -> str:
+    """Where the trial's configuration came from: its `source` attribute ("portfolio:2",
+    "enqueue", ...), "copied: ..." for a trial `--from` copied in, else the sampler."""
+    if attrs.SOURCE in trial.user_attrs:
+        return str(trial.user_attrs[attrs.SOURCE])
+    if attrs.WARM_START in trial.user_attrs:
+        return f"copied: {trial.user_attrs[attrs.WARM_START]}"
+    return attrs.SOURCE_SAMPLER
+
+
 def history(trial: FrozenTrial) -> list[dict[str, Any]]:
     """The per-epoch `history` attribute, keeping only well-formed rows."""
     rows = trial.user_attrs.get(attrs.HISTORY)
@@ -180,10 +190,14 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
     filters = [_filters(trial) for trial in trials]
     show_filters = any(value is not None for value in filters)
     show_val_accuracy = metric != "val_accuracy"
+    # Only studies that queued configurations have any other source than the sampler.
+    show_source = any(trial_source(trial) != attrs.SOURCE_SAMPLER for trial in trials)
 
     headers = ["trial", metric.replace("_", " ")]
     if show_val_accuracy:
         headers.append("val accuracy")
+    if show_source:
+        headers.append("source")
     headers += params
     if show_filters:
         headers.append("filters")
@@ -198,6 +212,8 @@ def best_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
         row = [f"#{trial.number}", format_metric(trial.value)]
         if show_val_accuracy:
             row.append(format_metric(_best_epoch_row(trial).get("val_accuracy")))
+        if show_source:
+            row.append(trial_source(trial))
         row += [format_value(trial.params.get(name)) for name in params]
         if show_filters:
             row.append(format_value(trial_filters))

@@ -189,6 +189,7 @@ class BudgetPlan:
 
     def schedule(self, base: TrialSchedule) -> TrialSchedule:
         """The study file's schedule narrowed to this plan, with its deadline."""
+        epoch_seconds = self.clock.seconds_per_image * (self.epoch_images or self.train_count)
         return dataclasses.replace(
             base,
             max_epochs=self.epochs,
@@ -196,6 +197,7 @@ class BudgetPlan:
             first_result_epochs=self.first_result_epochs,
             train_images=self.epoch_images,
             deadline=self.clock,
+            budget_epochs=self.clock.budget / epoch_seconds if epoch_seconds > 0 else None,
         )
 
     def replan_after_first_result(
@@ -227,7 +229,8 @@ class BudgetPlan:
             current.max_epochs,
         )
         study.set_user_attr(attrs.STUDY_BUDGET_EPOCHS, epochs)
-        return dataclasses.replace(current, max_epochs=epochs)
+        budget_epochs = self.clock.budget / (rate * self.train_count)
+        return dataclasses.replace(current, max_epochs=epochs, budget_epochs=budget_epochs)
 
 
 def plan_budget(

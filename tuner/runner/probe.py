@@ -23,7 +23,6 @@ from tuner.engine.device import MEMORY_FORMAT
 from tuner.engine.families import apply_freeze, build_model
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
-from tuner.spec.enqueue import trial_params
 
 PROBE_BATCHES = 32  # timed and warm-up batches together
 PROBE_WARMUP_BATCHES = 8  # not timed: a fresh process runs its first batches slower
@@ -77,11 +76,13 @@ def time_batches(
 
 def first_config(spec: StudySpec) -> TrialConfig:
     """The configuration the probes time: what a new study trains first, its first [[enqueue]]
-    table, with the parameters that table leaves to the sampler (or all, without one) at the
-    middle of their ranges (`typical_params`), its family included."""
+    table or else its first portfolio configuration (`first_queued_params`), with the
+    parameters that leaves to the sampler (or all, with neither) at the middle of their ranges
+    (`typical_params`), its family included."""
     from tuner.runner.plan import typical_params
+    from tuner.search.study import first_queued_params
 
-    known = trial_params(spec.enqueue[0], spec.space) if spec.enqueue else None
+    known = first_queued_params(spec)
     return suggest(optuna.trial.FixedTrial(typical_params(spec.space, known)), spec)
 
 

@@ -28,7 +28,8 @@ def apply_warm_start(settings: RunSettings, warm: WarmStart) -> str:
     source = load_stored_study(warm.source, warm.storage or settings.storage)
     if source.study_name == spec.name and warm.storage is None:
         raise TunerError(f"--from/--enqueue-from {warm.source!r} is the study being run")
-    study = open_study(spec, open_storage(settings.storage), force=settings.force)
+    # The warm start's configurations come first, not the shipped portfolio's.
+    study = open_study(spec, open_storage(settings.storage), force=settings.force, portfolio=False)
     if warm.copy:
         added = copy_trials(study, spec, source)
         return f"warm start: {added} finished trials of {warm.source} added"

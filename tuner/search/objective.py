@@ -278,7 +278,7 @@ def _train(
             return
         trial.report(value, step)
         if trial.should_prune():
-            raise drop_and_prune(f"pruned at {where} by the {spec.pruner.name} pruner")
+            raise drop_and_prune(f"pruned at {where} by the {schedule.pruner.name} pruner")
 
     def on_slice(result: SliceResult) -> None:
         epochs_done = (result.epoch - 1) + result.part / result.parts

@@ -10,15 +10,16 @@ swaps in a new one and the study's pruner with it. The objective asks it as each
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Protocol
+import math
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner.search.samplers import PRUNER_ENTRIES
+from tuner.spec.schema import PrunerSpec
 
 if TYPE_CHECKING:
     import optuna
 
     from tuner.spec import StudySpec
-    from tuner.spec.schema import PrunerSpec
 
 # Training images per in-epoch report when the study file does not say
 # ([training].reports_per_epoch): small datasets report once per epoch, 10,000 images twice,
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
 # subset (`tuner.engine.train.SLICE_VAL_IMAGES`): cheap against 5,000 training images.
 IMAGES_PER_STEP = 5_000
 MAX_DEFAULT_STEPS = 8
+# A budget run's pruner when the study file has no [pruner] table (`choose_pruner`): each rung keeps
+# the best third of the trials that reached it (Hyperband's and ASHA's usual factor).
+DEFAULT_REDUCTION_FACTOR = 3
+BUDGET_PRUNER = PrunerSpec(
+    "successive-halving", {"reduction_factor": DEFAULT_REDUCTION_FACTOR}, default=True
+)
+# At most this many halvings below the full schedule: a first rung at 1/27 of a full trial
+# still ranks trials by where they end up; far shorter ones rank by how fast they start.
+MAX_HALVINGS = 3
 
 
 class Deadline(Protocol):
@@ -52,6 +62,9 @@ class TrialSchedule:
     first_result_epochs: int = 0
     train_images: int | None = None
     deadline: Deadline | None = None
+    # Epochs of training the run's budget holds, by the plan's estimate (None: no budget);
+    # a rung pruner given no first rung places it from this (`first_rung_steps`).
+    budget_epochs: float | None = None
 
     @property
     def total_steps(self) -> int:
@@ -71,13 +84,30 @@ class TrialSchedule:
             if isinstance(value, int) and not isinstance(value, bool):
                 options[key] = value * self.steps_per_epoch
         if entry.first_rung:
-            options.setdefault(entry.first_rung, 1)
+            options.setdefault(entry.first_rung, self.first_rung_steps(options))
         if entry.last_rung:
             given = options.get(entry.last_rung, self.total_steps)
             options[entry.last_rung] = (
                 min(given, self.total_steps) if isinstance(given, int) else given
             )
         return entry.cls(**options)
+
+    def first_rung_steps(self, options: dict[str, Any]) -> int:
+        """Where a rung pruner given no first rung judges a trial first, in reports.
+
+        Without a budget: at the first report. With one: successive halving's rungs at
+        r, r*eta, r*eta**2, ... up to the full schedule cost about one full trial each when
+        they fill up, so the budget's full trials (`budget_epochs` / `max_epochs`) say how
+        many rungs it affords, and the first sits that many halvings below the full schedule
+        (none: one full trial is all the budget holds, and nothing is cut). The data size
+        enters through the reports per epoch (one per ~IMAGES_PER_STEP images).
+        """
+        if self.budget_epochs is None:
+            return 1
+        eta = options.get("reduction_factor", DEFAULT_REDUCTION_FACTOR)
+        full_trials = math.floor(self.budget_epochs / self.max_epochs)
+        halvings = min(max(full_trials - 1, 0), MAX_HALVINGS)
+        return max(1, self.total_steps // eta**halvings)
 
 
 def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
@@ -88,11 +118,18 @@ def default_steps_per_epoch(spec: StudySpec, train_count: int) -> int:
 
 
 def choose_pruner(spec: StudySpec, budget: float | None = None) -> PrunerSpec:
-    """The pruner a run uses: the study file's [pruner] table.
+    """The pruner a run uses: the study file's [pruner] table, the one place that decides.
 
-    When the file has none, the spec holds its default (median); a run with a `budget` may
-    choose another here, the one place that decides.
+    When the file has no [pruner] table and the run has a `budget`: asynchronous successive
+    halving (`BUDGET_PRUNER`), its first rung placed from the budget and the data size when
+    the schedule builds it (`TrialSchedule.first_rung_steps`). The median rule it replaces waits
+    for its startup trials before it cuts any (all of them trained in full, a large part of
+    a short budget), and with fewer startup trials lets the first long-trained trial be the
+    yardstick that cuts every other. Without a budget: the spec's default (median).
+    Multi-objective studies are never pruned (Optuna cannot), so theirs stays as it is.
     """
+    if budget is not None and spec.pruner.default and not spec.multi_objective:
+        return BUDGET_PRUNER
     return spec.pruner
 
 

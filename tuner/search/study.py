@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import attrs
 from tuner.errors import TunerError
+from tuner.search.portfolio import SOURCE_PREFIX, load_portfolio, place_portfolio
 from tuner.search.samplers import make_sampler
 from tuner.search.schedule import study_schedule
 from tuner.spec import StudySpec
@@ -62,8 +63,12 @@ def open_study(
     *,
     seed_offset: int = 0,
     force: bool = False,
+    portfolio: bool = True,
 ) -> optuna.Study:
     """Create the study, or resume it when it exists (`load_if_exists`).
+
+    A new study queues its [[enqueue]] sets first, or without them the shipped portfolio
+    (unless the study file or `portfolio=False`, a warm start's own first trials, says no).
 
     Resuming with a study file whose search space differs from the stored one is refused
     with a diff, unless `force` is set (then the stored space is replaced). Its pruner is the
@@ -99,8 +104,10 @@ def open_study(
             f"{spec.path}: metric: study {spec.name!r} in storage optimises "
             f"{', '.join(stored_directions)}, the file says {', '.join(spec.directions)}"
         )
-    if stored_space is None:
-        enqueue_known(study, spec)  # a new study: once, not again on resume or per worker
+    if stored_space is None:  # a new study: once, not again on resume or per worker
+        enqueue_known(study, spec)
+        if portfolio and spec.portfolio and not spec.enqueue and spec.sampler.name != "grid":
+            enqueue_portfolio(study, spec)
     if stored_space != current_space:
         study.set_user_attr(attrs.STUDY_SPACE, current_space)
     if study.metric_names != list(spec.objectives):
@@ -128,14 +135,40 @@ def enqueue_known(study: optuna.Study, spec: StudySpec) -> None:
     a set twice; the short copy is queued only into an empty study, for the same reason.
     """
     known = [trial_params(values, spec.space) for values in spec.enqueue]
+    source = {attrs.SOURCE: attrs.SOURCE_ENQUEUE}
     if known and spec.training.first_result_epochs and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(known[0], user_attrs={attrs.FIRST_RESULT: True})
-        study.enqueue_trial(known[0])  # skip_if_exists would see the short copy
+        study.enqueue_trial(known[0], user_attrs={attrs.FIRST_RESULT: True, **source})
+        study.enqueue_trial(known[0], user_attrs=source)  # skip_if_exists would see the short copy
         known = known[1:]
     for params in known:
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=source, skip_if_exists=True)
     if spec.enqueue:
         log.info("%s: %d known configurations queued first", spec.name, len(spec.enqueue))
+
+
+def first_queued_params(spec: StudySpec) -> dict[str, Any] | None:
+    """Trial parameters of the first trial a new study of `spec` queues: its first [[enqueue]]
+    set, else the first portfolio configuration placed in its space; None when it queues none
+    (`portfolio = false`, a grid study, nothing placed)."""
+    if spec.enqueue:
+        return trial_params(spec.enqueue[0], spec.space)
+    if not spec.portfolio or spec.sampler.name == "grid":
+        return None
+    placed = place_portfolio(spec.space, load_portfolio(), log_skipped=False)
+    return trial_params(placed[0].values, spec.space) if placed else None
+
+
+def enqueue_portfolio(study: optuna.Study, spec: StudySpec) -> None:
+    """Queue the shipped portfolio (tuner.search.portfolio), projected into the study's space,
+    as the study's first trials; each records its place in the portfolio as its `source`."""
+    placed = place_portfolio(spec.space, load_portfolio())
+    for one in placed:
+        study.enqueue_trial(
+            trial_params(one.values, spec.space),
+            user_attrs={attrs.SOURCE: one.source},
+            skip_if_exists=True,
+        )
+    log.info("%s: %d portfolio configurations queued first", spec.name, len(placed))
 
 
 def count_finished(study: optuna.Study) -> int:
@@ -169,7 +202,8 @@ def run_trials(
     is left behind: the trial of a worker that died is failed once its heartbeat is older than
     the grace period and queued to run again (before the first trial, before each trial, and
     while this worker waits for the study's RUNNING trials to end once the count is reached),
-    and queued trials are run even when the count is reached. `timeout` bounds the waiting too.
+    and queued trials are run even when the count is reached (all but the portfolio's, which
+    wait for a run that wants them: `_must_run`). `timeout` bounds the waiting too.
 
     A storage lost for longer than its retry window raises StorageLostError (a TunerError).
     """
@@ -225,14 +259,31 @@ def _done(study: optuna.Study, total_trials: int | None) -> bool:
     """Enough finished trials, and none queued (a dead worker's trial waiting for its retry)."""
     if total_trials is None:  # no count: a budget or timeout ends the run
         return False
-    states = [trial.state for trial in study.get_trials(deepcopy=False)]
-    finished = sum(state in FINISHED_STATES for state in states)
-    return finished >= total_trials and TrialState.WAITING not in states
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(trial.state in FINISHED_STATES for trial in trials)
+    return finished >= total_trials and not any(_must_run(trial) for trial in trials)
 
 
 def _queued(study: optuna.Study) -> bool:
     """A trial is waiting to be run: a dead worker's trial to retry, or one enqueued."""
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return any(_must_run(trial) for trial in waiting)
+
+
+def _must_run(trial: FrozenTrial) -> bool:
+    """A waiting trial that keeps a run going past its count: a retry, an [[enqueue]] set.
+
+    A queued portfolio configuration is a default, not something the user asked for: it runs
+    first while the run wants trials (`--trials 2` runs two), and waits for the next run.
+    """
+    if trial.state != TrialState.WAITING:
+        return False
+    portfolio = str(trial.user_attrs.get(attrs.SOURCE, "")).startswith(SOURCE_PREFIX)
+    if not portfolio:
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # retried_trial_number is
+        return optuna.storages.RetryFailedTrialCallback.retried_trial_number(trial) is not None
 
 
 def _stop_when_done(total_trials: int | None) -> TrialCallback:

@@ -84,7 +84,9 @@ def enqueue_best(study: optuna.Study, spec: StudySpec, source: optuna.Study, top
         raise TunerError(f"study {source.study_name!r} has no complete trials to take the best of")
     params = [compatible_params(source, trial, spec) for trial in best]
     for one in params:
-        study.enqueue_trial(one, skip_if_exists=True)
+        study.enqueue_trial(
+            one, user_attrs={attrs.SOURCE: f"enqueue-from:{source.study_name}"}, skip_if_exists=True
+        )
     log.info("queued the %d best configurations of %s", len(params), source.study_name)
     return len(params)
 

@@ -28,7 +28,7 @@ def parse_pruner(check: Checker, data: dict[str, Any]) -> PrunerSpec:
     check.no_unknown(table, {"name", "options"}, "[pruner].")
     name = check.typed(table.get("name", "median"), str, "[pruner].name")
     options = option_table(check, table, "[pruner].options")
-    return PrunerSpec(name=name, options=options)
+    return PrunerSpec(name=name, options=options, default=not table)
 
 
 def option_table(check: Checker, table: dict[str, Any], key: str) -> dict[str, Any]:

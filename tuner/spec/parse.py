@@ -152,6 +152,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
             "needs an [[enqueue]] table: the configuration the first result trains",
         )
     constraints = parse_constraints(check, data)
+    portfolio = check.typed(data.get("portfolio", True), bool, "portfolio")
 
     return StudySpec(
         name=name,
@@ -169,6 +170,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> StudySpec:
         space=space,
         model=model,
         enqueue=enqueue,
+        portfolio=portfolio,
     )
 
 

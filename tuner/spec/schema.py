@@ -87,6 +87,8 @@ class SamplerSpec:
 class PrunerSpec:
     name: str = "median"
     options: dict[str, Any] = field(default_factory=dict)
+    # The study file has no [pruner] table: a budget run may choose another (search.schedule)
+    default: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class StudySpec:
     space: dict[str, ParamSpec] = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
     enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]]: parameter sets to try first
+    # Without [[enqueue]], the shipped portfolio's configurations run first (tuner.search.portfolio)
+    portfolio: bool = True
     # All objectives in order (metric is the first); several make a multi-objective study.
     metrics: tuple[str, ...] = ()
     constraints: dict[str, float] = field(default_factory=dict)  # measure -> upper limit
@@ -182,5 +186,6 @@ TOP_LEVEL_KEYS = {
     "space",
     "model",
     "enqueue",
+    "portfolio",
     "constraints",
 }
