@@ -548,3 +548,14 @@ def test_no_new_trial_is_said_as_a_person_would(caplog, left: float, said: str) 
     message = caplog.records[-1].getMessage()
     assert said in message and "a new trial needs about 1m 00s" in message
     assert "are left" not in message and "~0s" not in message
+
+
+def test_the_probe_never_guesses_faster_than_its_fastest_timed_batch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two timed batches: the lower quartile must stay between them (the exclusive quartile
+    extrapolated below the fastest, down to a negative time per image)."""
+    monkeypatch.setattr(probe, "time_batches", lambda *args, **kwargs: [1.0, 6.0])
+    config = first_config(spec_from(tmp_path, tiny_study_toml()))
+    per_image = probe.probe_seconds_per_image(None, torch.device("cpu"), config)
+    assert 1.0 / config.batch_size <= per_image <= 6.0 / config.batch_size

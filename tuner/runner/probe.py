@@ -102,7 +102,11 @@ def probe_seconds_per_image(
     timed = time_batches(data, device, config, options)
     if not timed:
         return 0.0
-    quartile = statistics.quantiles(timed, n=4)[0] if len(timed) > 1 else timed[0]
+    # "inclusive" stays within the timed values; the default extrapolates past the fastest
+    # batch when few were timed (a negative time from two batches).
+    quartile = (
+        statistics.quantiles(timed, n=4, method="inclusive")[0] if len(timed) > 1 else timed[0]
+    )
     return quartile / config.batch_size
 
 
