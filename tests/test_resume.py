@@ -41,7 +41,8 @@ class Crash(Exception):
 def spec(tmp_path_factory):
     # checkpoint_seconds = 0: a checkpoint after every epoch, however short.
     training = f"max_epochs = {EPOCHS}\npatience = 0\ncheckpoint_seconds = 0"
-    text = tiny_study_toml(training=training)
+    # Without the portfolio: its queued trials would run before the retry these tests follow.
+    text = "portfolio = false\n" + tiny_study_toml(training=training)
     # Dropout draws from torch's global generator: resuming must restore it too.
     text = text.replace("fc_units = 16", "fc_units = 16\ndropout = 0.3")
     return spec_from(tmp_path_factory.mktemp("spec"), text)

@@ -32,7 +32,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 20  # long enough that the kill lands inside the trial
-STUDY = tiny_study_toml(
+# Without the portfolio: its queued trials would run before the retry this test follows.
+STUDY = "portfolio = false\n" + tiny_study_toml(
     "killed", training=f"max_epochs = {EPOCHS}\npatience = 0\ntrials = 1\ncheckpoint_seconds = 0"
 ).replace("fc_units = 16", "fc_units = 16\ndropout = 0.3")
 FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
