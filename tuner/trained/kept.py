@@ -9,23 +9,22 @@ validation split chose their epoch. `tuner retrain` stays the way to train on bo
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 import torch
 
-from tuner import __version__, attrs
+from tuner import attrs
 from tuner.data import load_dataset, split
-from tuner.engine import count_parameters, to_device
+from tuner.engine import to_device
 from tuner.errors import TunerError
-from tuner.families import build_model, get_family
+from tuner.families import build_model
 from tuner.search.checkpoints import load_best_weights
 from tuner.storage.artifacts import Artifacts
 from tuner.trained.card import ModelCard, save_model
 from tuner.trained.export import best_config
-from tuner.trained.retrain import score_on_test
+from tuner.trained.retrain import tested_card
 
 if TYPE_CHECKING:
     from tuner.spec import DatasetSpec
@@ -64,32 +63,21 @@ def save_kept_model(
             f"({str(exc).splitlines()[0]})"
         ) from None
     model.eval()
-    test = score_on_test(model, to_device(splits, torch.device("cpu")), dataset)
     history = frozen.user_attrs.get(attrs.HISTORY) or []
-    card = ModelCard(
+    card = tested_card(
+        model,
+        to_device(splits, torch.device("cpu")),
+        splits,
+        dataset,
+        config,
         study=study.study_name,
         trial=frozen.number,
-        dataset=dataset.name,
-        input_shape=dataset.input_shape,
-        class_names=dataset.class_names,
-        mean=splits.mean,
-        std=splits.std,
-        config=config,
         epochs=max(1, len(history)),
         train_count=len(splits.train),
-        test_count=len(dataset.test),
-        test_accuracy=test.accuracy,
-        test_loss=test.loss,
-        per_class_accuracy=test.per_class(dataset.class_names),
-        confusion_matrix=test.confusion_rows(),
-        param_count=count_parameters(model),
-        tuner_version=__version__,
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         train_loss=tuple(row["train_loss"] for row in history),
         train_accuracy=tuple(row["train_accuracy"] for row in history),
         kept_epoch=epoch,
         precision=str(frozen.user_attrs.get(attrs.PRECISION, "")),
-        adaptation=f"{config.family}: {get_family(config.family).adaptation(dataset.input_shape)}",
         trained_on="train",
     )
     return save_model(directory, model, card), card

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,31 +116,20 @@ def retrain(
             "try fewer --epochs or another trial's configuration"
         ) from None
 
-    test = score_on_test(model, data, dataset)
-    card = ModelCard(
+    card = tested_card(
+        model,
+        data,
+        splits,
+        dataset,
+        config,
         study=best.study,
         trial=best.trial,
-        dataset=dataset.name,
-        input_shape=dataset.input_shape,
-        class_names=dataset.class_names,
-        mean=splits.mean,
-        std=splits.std,
-        config=config,
         epochs=epochs,
         train_count=len(dataset.train),
-        test_count=len(dataset.test),
-        test_accuracy=test.accuracy,
-        test_loss=test.loss,
-        per_class_accuracy=test.per_class(dataset.class_names),
-        confusion_matrix=test.confusion_rows(),
-        param_count=count_parameters(model),
-        tuner_version=__version__,
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         train_loss=tuple(result.train_loss for result in history),
         train_accuracy=tuple(result.train_accuracy for result in history),
         kept_epoch=history[-1].epoch if history else 0,
         precision=options.precision,
-        adaptation=f"{config.family}: {get_family(config.family).adaptation(dataset.input_shape)}",
         trained_on="train+validation",
         train_sample_count=len(splits.val),
         train_sample_loss=tuple(result.val_loss for result in history),
@@ -202,6 +192,39 @@ class TestResult:
 
     def confusion_rows(self) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(row) for row in self.confusion.tolist())
+
+
+def tested_card(
+    model: nn.Module,
+    data: DeviceData,
+    splits: Splits,
+    dataset: Dataset,
+    config: TrialConfig,
+    **fields: Any,
+) -> ModelCard:
+    """The card of `model` (trained with `config` on `splits`, on the device as `data`),
+    scored once on the test split. The fields every saved model shares are filled here; the
+    ones that tell how it was trained (study, trial, epochs, curves, trained_on) come as
+    `fields`, so `retrain` and `best --model` write the same card."""
+    test = score_on_test(model, data, dataset)
+    return ModelCard(
+        dataset=dataset.name,
+        input_shape=dataset.input_shape,
+        class_names=dataset.class_names,
+        mean=splits.mean,
+        std=splits.std,
+        config=config,
+        test_count=len(dataset.test),
+        test_accuracy=test.accuracy,
+        test_loss=test.loss,
+        per_class_accuracy=test.per_class(dataset.class_names),
+        confusion_matrix=test.confusion_rows(),
+        param_count=count_parameters(model),
+        tuner_version=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        adaptation=f"{config.family}: {get_family(config.family).adaptation(dataset.input_shape)}",
+        **fields,
+    )
 
 
 def score_on_test(model: nn.Module, data: DeviceData, dataset: Dataset) -> TestResult:
