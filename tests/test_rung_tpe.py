@@ -100,11 +100,15 @@ def test_complete_trials_count_at_the_top_step_with_their_final_value() -> None:
             stored(0.2, [0.5], value=0.6),  # stopped early at step 1: complete all the same
             stored(0.3, [0.1, 0.2, 0.9]),  # pruned at the top step: its value there
             stored(0.4, [0.7]),  # never reached the top
+            stored(0.5, [], value=0.3),  # reported nothing: trained on another schedule
         ]
     )
     rung = choose_rung(trials, min_observations=3)
     assert rung is not None and (rung.step, rung.top) == (3, True)
     assert rung.values == {0: (0.45,), 1: (0.6,), 2: (0.9,)}
+    # Where no trial reports (Optuna without a pruner's steps): the complete ones, as TPE.
+    unreported = numbered([stored(0.1 * i, [], value=0.1 * i) for i in range(3)])
+    assert choose_rung(unreported, min_observations=3).values == {i: (0.1 * i,) for i in range(3)}
 
 
 def test_the_default_rung_size_lets_tpe_split_the_space() -> None:

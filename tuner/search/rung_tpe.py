@@ -49,16 +49,23 @@ def choose_rung(trials: Sequence[FrozenTrial], min_observations: int) -> Rung | 
     rank nothing). A complete trial also counts at the top step, the highest any trial
     reported, with its final value: it trained its whole schedule (or stopped early because
     more would not help), so its result is the highest fidelity it has, whatever step it
-    ended on. A trial that never reached a step is not in that step's model. None: no step
-    has enough (sample as TPE's startup does).
+    ended on. Not one that reported nothing while others did: it did not train on their
+    schedule (a short first-result trial); where no trial reports, all complete ones count.
+    A trial that never reached a step is not in that step's model. None: no step has enough
+    (sample as TPE's startup does).
     """
     finished = [trial for trial in trials if trial.state in _FINISHED]
     steps = {step for trial in finished for step in trial.intermediate_values}
     top = max(steps, default=0)
+    final = {
+        trial.number
+        for trial in finished
+        if trial.state == TrialState.COMPLETE and (trial.intermediate_values or not steps)
+    }
     for step in sorted(steps | {top}, reverse=True):
         values: dict[int, tuple[float, ...]] = {}
         for trial in finished:
-            if step == top and trial.state == TrialState.COMPLETE:
+            if step == top and trial.number in final:
                 assert trial.values is not None
                 values[trial.number] = tuple(trial.values)
                 continue
@@ -93,7 +100,7 @@ def trial_seed(seed: int | None, number: int) -> int | None:
     run is repeatable whichever worker draws which trial."""
     if seed is None:
         return None
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed % 2**64, number]).generate_state(1)[0])
 
 
 def rung_view(
