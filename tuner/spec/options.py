@@ -20,7 +20,7 @@ def parse_sampler(check: Checker, data: dict[str, Any]) -> SamplerSpec:
     seed = check.typed(table.get("seed", 0), int, "[sampler].seed")
     check_seed(check, seed, "[sampler].seed")
     options = option_table(check, table, "[sampler].options")
-    return SamplerSpec(name=name, seed=seed, options=options)
+    return SamplerSpec(name=name, seed=seed, options=options, default=not table)
 
 
 def parse_pruner(check: Checker, data: dict[str, Any]) -> PrunerSpec:
