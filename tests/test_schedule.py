@@ -131,10 +131,13 @@ def test_a_budget_run_whose_file_names_no_sampler_models_on_the_rungs(tmp_path: 
     assert chosen.name == BUDGET_SAMPLER == "rung-tpe" and chosen.seed == plain.sampler.seed
     # Without a budget: TPE, as before.
     assert choose_sampler(plain).name == "tpe"
-    # A [sampler] table the file gives wins, even one that only sets the seed.
-    for table in ('[sampler]\nname = "tpe"\n', "[sampler]\nseed = 3\n"):
+    # A sampler the file names wins.
+    for table in ('[sampler]\nname = "tpe"\n', "[sampler]\noptions = { n_startup_trials = 4 }\n"):
         named = spec_from(tmp_path, no_sampler_study(table))
         assert choose_sampler(named, budget=600.0) == named.sampler
+    # A table that only sets the seed names none: the budget's sampler, with that seed.
+    seeded = choose_sampler(spec_from(tmp_path, no_sampler_study("[sampler]\nseed = 3\n")), 600.0)
+    assert (seeded.name, seeded.seed) == (BUDGET_SAMPLER, 3)
     # Several objectives report no rungs; constraints need a sampler that reads them.
     pareto = spec_from(tmp_path, no_sampler_study(extra='metric = ["val_accuracy", "params"]\n'))
     assert choose_sampler(pareto, budget=600.0) == pareto.sampler
