@@ -542,6 +542,9 @@ def dataset_rows(records: Sequence[Record], tuner_label: str = "tuner") -> list[
             if firsts
             else "-"
         )
+        # Goal 3 asks for A finished trial within 3 minutes, not the first one: the best by then.
+        at_three = [best_at(r["points"], FIRST_RESULT_S) or 0.0 for r in short]
+        row["tuner best at 3 min"] = _spread(at_three, 4) if at_three else "-"
         row["search gain"], row["tuner spread"] = "-", "-"
         # The issue judges 30-minute runs; a race of other budgets shows its longest.
         gain_budget = max((b for k, r, b in gains if (k, r) == (kind, race)), default=None)
@@ -556,7 +559,7 @@ def dataset_rows(records: Sequence[Record], tuner_label: str = "tuner") -> list[
             if len(bests) > 1:
                 spread = max(bests) - min(bests)
                 row["tuner spread"] = f"{spread:.4f}"
-        row["goals met"] = _goal_verdicts(ok, kind, race, tuner_label, firsts, gain, spread)
+        row["goals met"] = _goal_verdicts(ok, kind, race, tuner_label, at_three, gain, spread)
         rows.append(row)
     return rows
 
@@ -569,15 +572,16 @@ def _goal_verdicts(
     kind: str,
     race: str,
     tuner_label: str,
-    firsts: Sequence[Point],
+    at_three: Sequence[float],
     gain: float | None,
     spread: float | None,
 ) -> str:
     """Issue 24's goals on medians over seeds, as "1 yes, 2 no, 3 -" ("-": not measured).
 
     1: tuner at 10 min >= the recipe at 30 and above Ray ASHA at 10 and 30; 2: the search
-    gain above the spread over seeds; 3: tuner's first finished trial within 3 minutes, at
-    least what the recipe reached in 10 (a recipe that finished nothing reached nothing).
+    gain above the spread over seeds; 3: the best trial tuner finished within 3 minutes
+    (`at_three`, one per 10-minute run; 0 where none had), at least what the recipe reached in
+    10 (a recipe that finished nothing reached nothing).
     """
 
     def median_best(contender: str, budget_s: int) -> float | None:
@@ -598,8 +602,6 @@ def _goal_verdicts(
     goal2 = None if gain is None or spread is None else gain > spread
     recipe_short = median_best("optuna-recipe", SHORT_S)
     goal3 = None
-    if firsts and recipe_short is not None:
-        seconds = statistics.median(t for t, _ in firsts)
-        value = statistics.median(v for _, v in firsts)
-        goal3 = seconds <= FIRST_RESULT_S and value >= recipe_short
+    if at_three and recipe_short is not None:
+        goal3 = statistics.median(at_three) >= recipe_short
     return f"1 {verdict(goal1)}, 2 {verdict(goal2)}, 3 {verdict(goal3)}"
