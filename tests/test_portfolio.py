@@ -187,6 +187,7 @@ def test_a_plain_study_runs_the_portfolio_first_once_and_reports_where_each_came
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask, on purpose
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_dead_trials_retry_runs_before_the_portfolio_trials_still_queued(
     tmp_path: Path, kind: str
