@@ -1,11 +1,14 @@
 """Build the zero-shot portfolio: configurations that together do well across datasets.
 
-    python bench/build_portfolio.py evaluate --configs 60     # the evaluations (resumable)
+    python bench/build_portfolio.py evaluate --configs 80 --shard 0/2 &   # the evaluations
+    python bench/build_portfolio.py evaluate --configs 80 --shard 1/2     # (resumable)
     python bench/build_portfolio.py choose --k 6               # greedy choice -> portfolio.toml
-    python bench/build_portfolio.py heldout                    # the choice on the held-out set
+    python bench/build_portfolio.py summary                    # the tables for RESULTS.md
 
-`evaluate` draws `--configs` configurations of the seed CNN from bench/portfolio_space.toml
-(tuner's own `suggest` under a seeded RandomSampler, so a rerun draws the same list), plus the
+`evaluate` draws `--configs` configurations of the seed CNN from `--space` (default
+bench/portfolio_space.toml; they are named `--prefix` + index, d000...; the first portfolio's
+c000... came from bench/portfolio_space_v1.toml) with tuner's own `suggest` under a seeded
+RandomSampler, so a rerun draws the same list; `--shard I/N` gives one process every Nth; plus the
 reference configurations in REFERENCES, and trains each on every development dataset
 (bench/dev_datasets.py, the held-out one excepted) with tuner's engine at a low fidelity:
 `--epochs` epochs on at most `--train-images` training images, validated on at most
@@ -17,7 +20,8 @@ first M configurations are complete on every dataset whenever it stops.
 (best - its accuracy) / (best - median), so a dataset where all configurations are close
 counts as much as one where they spread) and picks K configurations greedily, each time the one
 that lowers the summed regret of the portfolio (a dataset's regret is that of its best member)
-the most: the forward selection auto-sklearn 2.0 uses. It writes tuner/search/portfolio.toml,
+the most: the forward selection auto-sklearn 2.0 uses; configurations costing more than
+`--max-cost` times the median CPU time are left out first. It writes tuner/search/portfolio.toml,
 with the provenance. Run with one thread and `nice`: accuracies at fixed epochs do not depend
 on the machine's speed.
 """
@@ -108,14 +112,15 @@ def config_of(table: dict[str, Any], epochs: int, seed: int) -> TrialConfig:
     return TrialConfig(**values, max_epochs=epochs, patience=0, seed=seed)
 
 
-def sampled_tables(count: int) -> list[tuple[str, dict[str, Any]]]:
-    """`count` configurations from the portfolio space, always the same ones for a count."""
-    spec = load_spec(SPACE)
+def sampled_tables(count: int, space: Path, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """`count` configurations from `space`, always the same ones for a count, named
+    `prefix` + index (c000 are the first portfolio's, drawn from portfolio_space_v1.toml)."""
+    spec = load_spec(space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     tables = []
     for index in range(count):
         trial = study.ask()
-        tables.append((f"c{index:03d}", table_of(suggest(trial, spec))))
+        tables.append((f"{prefix}{index:03d}", table_of(suggest(trial, spec))))
         study.tell(trial, 0.0)
     return tables
 
@@ -194,7 +199,11 @@ def evaluate(args: argparse.Namespace) -> None:
         for name, table in references.items()
         for seed in range(args.ref_seeds)
     ]
-    jobs += [(name, table, 0, keys) for name, table in sampled_tables(args.configs)]
+    sampled = sampled_tables(args.configs, args.space, args.prefix)
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    # Several processes (one thread each) share the evaluations; each appends whole lines.
+    jobs += [job for index, job in enumerate((n, t, 0, keys) for n, t in sampled)
+             if index % shards == shard]  # fmt: skip
     if args.only:
         jobs = [job for job in jobs if job[0] in args.only.split(",")]
     loaded: dict[str, Any] = {}
@@ -225,16 +234,37 @@ def evaluate(args: argparse.Namespace) -> None:
             print(f"{name} {key} seed {seed}: {value:.4f} ({seconds} s)", flush=True)
 
 
-def regret_table(records: list[dict[str, Any]], keys: list[str]) -> tuple[dict, dict]:
-    """{config: {dataset: normalised regret}} over configurations measured on every dataset
-    (seed 0), and {config: table}."""
+def regret_table(
+    records: list[dict[str, Any]],
+    keys: list[str],
+    prefix: str,
+    max_cost: float = math.inf,
+    batch_sizes: tuple[int, ...] = (),
+) -> tuple[dict, dict]:
+    """{config: {dataset: normalised regret}} over the configurations named `prefix`...
+    measured on every dataset (seed 0), and {config: table}.
+
+    A configuration whose CPU time summed over the datasets is more than `max_cost` times the
+    median configuration's is left out: a portfolio member is a study's first trial, and under
+    a time budget an expensive one spends what the search needs (the regret is measured at
+    equal epochs, which does not see the cost). With `batch_sizes`, only configurations of those
+    batch sizes are candidates: at a fidelity of a few epochs of 1,000 images, batch 32 takes 8x
+    the optimizer steps of batch 256 and wins for that alone, which full data does not repeat."""
     scores: dict[str, dict[str, float]] = {}
+    costs: dict[str, float] = {}
     tables: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record["seed"] == 0 and record["dataset"] in keys and record["config"].startswith("c"):
-            scores.setdefault(record["config"], {})[record["dataset"]] = record["value"]
-            tables[record["config"]] = record["table"]
+        name = record["config"]
+        if record["seed"] == 0 and record["dataset"] in keys and name.startswith(prefix):
+            scores.setdefault(name, {})[record["dataset"]] = record["value"]
+            costs[name] = costs.get(name, 0.0) + record["cpu_seconds"]
+            tables[name] = record["table"]
     complete = {c: s for c, s in scores.items() if all(k in s for k in keys)}
+    if batch_sizes:
+        complete = {c: s for c, s in complete.items() if tables[c]["batch_size"] in batch_sizes}
+    if complete and math.isfinite(max_cost):
+        ceiling = max_cost * statistics.median(costs[c] for c in complete)
+        complete = {c: s for c, s in complete.items() if costs[c] <= ceiling}
     regret: dict[str, dict[str, float]] = {c: {} for c in complete}
     for key in keys:
         values = [s[key] for s in complete.values()]
@@ -272,6 +302,10 @@ def greedy(regret: dict[str, dict[str, float]], keys: list[str], k: int, min_k: 
     return chosen
 
 
+def batch_sizes(args: argparse.Namespace) -> tuple[int, ...]:
+    return tuple(int(size) for size in args.batch_sizes.split(",")) if args.batch_sizes else ()
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -287,9 +321,9 @@ def toml_value(value: Any) -> str:
 def choose(args: argparse.Namespace) -> None:
     records = read_records(args.results)
     keys = sorted(BUILD)
-    regret, tables = regret_table(records, keys)
+    regret, tables = regret_table(records, keys, args.prefix, args.max_cost, batch_sizes(args))
     chosen = greedy(regret, keys, args.k, args.min_k)
-    first = next(r for r in records if r["config"].startswith("c"))
+    first = next(r for r in records if r["config"].startswith(args.prefix))
     command = "python " + shlex.join(["bench/build_portfolio.py", *sys.argv[1:]])
     lines = [
         "# The zero-shot portfolio: seed-CNN configurations a study without [[enqueue]] tries",
@@ -301,10 +335,12 @@ def choose(args: argparse.Namespace) -> None:
         "[provenance]",
         f"datasets = {toml_value(keys)}",
         f"configurations = {len(regret)}",
-        'space = "bench/portfolio_space.toml"',
+        f"space = {json.dumps(str(args.space.resolve().relative_to(ROOT)))}",
         f'fidelity = "{first["epochs"]} epochs on at most {args.train_images} training images, '
         f'validated on at most {args.val_images}"',
-        'selection = "greedy forward selection, summed regret (best - value) / (best - median)"',
+        'selection = "greedy forward selection, summed regret (best - value) / (best - median)'
+        f", configurations costing over {args.max_cost:g}x the median CPU time left out"
+        f', batch sizes {args.batch_sizes or "any"}"',
         f'cpu = "{first["cpu"]}, 1 thread"',
         f'date = "{datetime.date.today().isoformat()}"',
         f"command = {json.dumps(command)}",
@@ -324,7 +360,7 @@ def summary(args: argparse.Namespace) -> None:
     """Markdown for bench/RESULTS.md: the evaluations, the choice, the checks."""
     records = read_records(args.results)
     keys = sorted(BUILD)
-    regret, _ = regret_table(records, keys)
+    regret, _ = regret_table(records, keys, args.prefix, args.max_cost, batch_sizes(args))
     chosen = list(chosen_tables(args.out))
     members = greedy(regret, keys, args.k, args.min_k)
     value = {(r["config"], r["dataset"], r["seed"]): r["value"] for r in records}
@@ -347,7 +383,7 @@ def summary(args: argparse.Namespace) -> None:
         for name in names:
             seeds = sorted((r["seed"], r["value"]) for r in records if r["config"] == name
                            and r["dataset"] == key)  # fmt: skip
-            if name.startswith("c") and key == REFERENCE_DATASET:
+            if name.startswith(args.prefix) and key == REFERENCE_DATASET:
                 continue
             shown = ", ".join(f"{v:.3f}" for _, v in seeds)
             print(f"- {key} {name}: {shown}")
@@ -371,6 +407,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=6, help="at most this many configurations")
     parser.add_argument("--min-k", type=int, default=3, help="at least this many")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--space", type=Path, default=SPACE, help="where configs are drawn")
+    parser.add_argument("--prefix", default="d", help="names of the drawn configs (c: first build)")
+    parser.add_argument("--shard", default="0/1", help="I/N: this process's share of the configs")
+    parser.add_argument(
+        "--max-cost", type=float, default=2.0, help="leave out configs over this x median CPU"
+    )
+    parser.add_argument(
+        "--batch-sizes", default="64,128,256", help="candidates' batch sizes ('': any)"
+    )
     parser.add_argument("--out", type=Path, default=PORTFOLIO)
     parser.add_argument("--data-out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_OUT / "tensors")

@@ -124,6 +124,30 @@ def test_a_configuration_that_cannot_be_placed_is_skipped_and_logged(
     assert "portfolio configuration 1 skipped" in caplog.text
 
 
+def test_a_configuration_is_skipped_when_the_trial_would_train_another_optimizer(
+    tmp_path: Path,
+) -> None:
+    # Its learning rate was chosen for its own optimizer: under another it means nothing.
+    fixed_sgd = space_of(
+        tmp_path, WIDE.replace('{ type = "categorical", choices = ["adamw", "sgd"] }', '"sgd"')
+    )
+    with pytest.raises(CannotPlace, match="optimizer is 'adamw', the study trains 'sgd'"):
+        project(CONFIG, fixed_sgd)
+    # A space without an optimizer trains the default (AdamW): an SGD configuration is skipped,
+    # an AdamW one placed.
+    no_optimizer = space_of(
+        tmp_path,
+        NARROW.replace('optimizer = { type = "categorical", choices = ["adamw", "sgd"] }\n', ""),
+    )
+    with pytest.raises(CannotPlace, match="optimizer is 'sgd', the study trains 'adamw'"):
+        project({**CONFIG, "optimizer": "sgd"}, no_optimizer)
+    assert "optimizer" not in project(CONFIG, no_optimizer)
+    fixed_adamw = space_of(
+        tmp_path, WIDE.replace('{ type = "categorical", choices = ["adamw", "sgd"] }', '"adamw"')
+    )
+    assert project(CONFIG, fixed_adamw)["learning_rate"] == CONFIG["learning_rate"]
+
+
 def test_another_family_places_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     text = tiny_study_toml(space=NARROW) + '[model]\nfamily = "resnet18"\n'
     text = text.replace('num_blocks = { type = "int", low = 1, high = 2 }\n', "")

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import re
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
+from rich.console import Console
 
 from studies import spec_from, tiny_data, tiny_study_toml
 from tuner import attrs
 from tuner.runner.summary import RunSummary, StopReason, TrialCounts, summary_lines
 from tuner.search.objective import make_objective
 from tuner.search.samplers import PRUNER_ENTRIES
-from tuner.search.schedule import BUDGET_PRUNER, RunSchedule, TrialSchedule, study_schedule
+from tuner.search.schedule import (
+    BUDGET_PRUNER,
+    BUDGET_SAMPLER,
+    RunSchedule,
+    TrialSchedule,
+    choose_sampler,
+    study_schedule,
+)
 from tuner.search.study import open_study, run_trials
 from tuner.spec.schema import PrunerSpec
 
@@ -106,6 +115,74 @@ def test_a_budget_run_whose_file_names_no_pruner_halves_successively(tmp_path: P
     options_only = no_pruner_study("[pruner]\noptions = { n_startup_trials = 2 }\n")
     median = spec_from(tmp_path, options_only)
     assert study_schedule(median, 54_000, budget=600.0).pruner == median.pruner
+
+
+def no_sampler_study(sampler: str = "", extra: str = "") -> str:
+    """A tiny study file whose [sampler] table is `sampler` (none at all when empty)."""
+    text = tiny_study_toml().replace('[sampler]\nname = "random"\nseed = 0\n', sampler)
+    assert "[sampler]" not in text or sampler
+    return extra + text
+
+
+def test_a_budget_run_whose_file_names_no_sampler_models_on_the_rungs(tmp_path: Path) -> None:
+    plain = spec_from(tmp_path, no_sampler_study())
+    assert plain.sampler.default
+    chosen = choose_sampler(plain, budget=600.0)
+    assert chosen.name == BUDGET_SAMPLER == "rung-tpe" and chosen.seed == plain.sampler.seed
+    # Without a budget: TPE, as before.
+    assert choose_sampler(plain).name == "tpe"
+    # A sampler the file names wins.
+    for table in ('[sampler]\nname = "tpe"\n', "[sampler]\noptions = { n_startup_trials = 4 }\n"):
+        named = spec_from(tmp_path, no_sampler_study(table))
+        assert choose_sampler(named, budget=600.0) == named.sampler
+    # A table that only sets the seed names none: the budget's sampler, with that seed.
+    seeded = choose_sampler(spec_from(tmp_path, no_sampler_study("[sampler]\nseed = 3\n")), 600.0)
+    assert (seeded.name, seeded.seed) == (BUDGET_SAMPLER, 3)
+    # Several objectives report no rungs; constraints need a sampler that reads them.
+    pareto = spec_from(tmp_path, no_sampler_study(extra='metric = ["val_accuracy", "params"]\n'))
+    assert choose_sampler(pareto, budget=600.0) == pareto.sampler
+    limited = spec_from(tmp_path, no_sampler_study() + "[constraints]\nmax_params = 300_000\n")
+    assert choose_sampler(limited, budget=600.0) == limited.sampler
+
+
+def test_a_budget_run_samples_with_the_budget_sampler(tmp_path: Path, monkeypatch) -> None:
+    """The worker (`tuner run`, each of --workers N, `tuner.run`) opens the study with the
+    sampler `choose_sampler` picks. The run starts no trial: a stored trial says one costs
+    far more than the budget."""
+    from tuner.runner import worker
+    from tuner.runner.run import run_study
+    from tuner.runner.settings import RunSettings
+    from tuner.search.rung_tpe import RungTPESampler
+
+    path = tmp_path / "study.toml"
+    path.write_text("portfolio = false\n" + no_sampler_study())
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(spec_from(tmp_path, path.read_text()), storage)
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.5,
+            params={"learning_rate": 0.01},
+            distributions={
+                "learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)
+            },
+            user_attrs={attrs.TRAIN_SECONDS: 3000.0, attrs.TRAIN_IMAGES: 300},
+        )
+    )
+    samplers = []
+
+    def spy(*args, **kwargs):
+        opened = open_study(*args, **kwargs)
+        samplers.append(opened.sampler)
+        return opened
+
+    monkeypatch.setattr(worker, "open_study", spy)
+    quiet = Console(file=io.StringIO())
+    run_study(RunSettings(study_file=path, storage=storage, trials=3, budget=60.0), quiet)
+    run_study(RunSettings(study_file=path, storage=storage, trials=0), quiet)
+    assert [type(sampler) for sampler in samplers] == [
+        RungTPESampler,
+        optuna.samplers.TPESampler,
+    ]
 
 
 @pytest.mark.parametrize(

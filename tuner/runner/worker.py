@@ -25,7 +25,7 @@ from tuner.runner.summary import (
 )
 from tuner.search.checkpoints import requeue_budget_cut, tidy
 from tuner.search.objective import TrialHooks, make_objective
-from tuner.search.schedule import RunSchedule, study_schedule
+from tuner.search.schedule import RunSchedule, choose_sampler, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.storage import mask_url
 from tuner.storage.artifacts import Artifacts, open_artifacts
@@ -58,6 +58,8 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
     started_at = settings.started_at or now  # the command's start: the budget counts from it
     spec = settings.load_spec()
     budget = run_budget(settings, spec)
+    # The budget's sampler when the file names none; the pruner is chosen with the schedule.
+    spec = dataclasses.replace(spec, sampler=choose_sampler(spec, budget))
     total = trial_target(settings.trials, spec, budget)
     engine = EngineOptions(precision=settings.precision, compile=settings.compile)
     with interrupt_on_signals():

@@ -10,8 +10,9 @@ range becomes the nearest allowed one (in log space for log ranges; on the step 
 rounded), a categorical value not among the choices becomes the nearest numeric choice, a
 fixed parameter keeps its fixed value, and a parameter the space lacks is dropped (what the
 space has and the configuration lacks is sampled as usual). A configuration that cannot be
-placed (the study's family is not the seed CNN, or its optimizer is not a choice) is skipped
-and logged.
+placed is skipped and logged: the study's family is not the seed CNN, or the trial would train
+with another optimizer than the configuration's (not a choice, fixed to another, or absent
+from the space and another by default), as its learning rate does not carry over.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.families import SEED_CNN
-from tuner.spec.schema import ParamSpec
+from tuner.spec.schema import PARAMETERS, ParamSpec
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def project(configuration: Mapping[str, Any], space: Mapping[str, ParamSpec]) ->
         if SEED_CNN not in allowed:
             families = ", ".join(map(repr, allowed))
             raise CannotPlace(f"the study's family is {families}, not {SEED_CNN}")
+    _check_optimizer(configuration, space)
     values: dict[str, Any] = {}
     if family is not None and not family.is_fixed:
         values["family"] = SEED_CNN
@@ -105,6 +107,20 @@ def project(configuration: Mapping[str, Any], space: Mapping[str, ParamSpec]) ->
         values[name] = _nearest(param, value, name)
     values.update(_conv_stack(configuration, space))
     return values
+
+
+def _check_optimizer(configuration: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> None:
+    """Raise CannotPlace when the trial would train with another optimizer than the
+    configuration's: dropping or overriding it would keep a learning rate (and weight decay)
+    chosen for the other one, e.g. an SGD rate under AdamW."""
+    own = configuration.get("optimizer")
+    param = space.get("optimizer")
+    if own is None or (param is not None and not param.is_fixed):
+        return  # a choice: _nearest places it, or says it is not one of them
+    # A space that does not list the optimizer holds it fixed at the default.
+    trains = PARAMETERS["optimizer"].default if param is None else param.value
+    if trains != own:
+        raise CannotPlace(f"its optimizer is {own!r}, the study trains {trains!r}")
 
 
 def _batch_size(configuration: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> int | None:

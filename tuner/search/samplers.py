@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from tuner.search.rung_tpe import RungTPESampler
 from tuner.search.space import grid_search_space
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "grid": optuna.samplers.GridSampler,
     "nsga2": optuna.samplers.NSGAIISampler,  # for several objectives (population-based)
+    # TPE on the highest rung enough trials reached (BOHB): a budget run's default
+    "rung-tpe": RungTPESampler,
 }
 
 

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner.search.samplers import PRUNER_ENTRIES
-from tuner.spec.schema import PrunerSpec
+from tuner.spec.schema import PrunerSpec, SamplerSpec
 
 if TYPE_CHECKING:
     import optuna
@@ -33,6 +33,10 @@ DEFAULT_REDUCTION_FACTOR = 3
 BUDGET_PRUNER = PrunerSpec(
     "successive-halving", {"reduction_factor": DEFAULT_REDUCTION_FACTOR}, default=True
 )
+# A budget run's sampler when the study file has no [sampler] table (`choose_sampler`): TPE on
+# the highest rung enough trials reached (tuner.search.rung_tpe), since successive halving
+# prunes most trials and plain TPE would rank them by how far they got, mixing fidelities.
+BUDGET_SAMPLER = "rung-tpe"
 # At most this many halvings below the full schedule: a first rung at 1/27 of a full trial
 # still ranks trials by where they end up; far shorter ones rank by how fast they start.
 MAX_HALVINGS = 3
@@ -131,6 +135,22 @@ def choose_pruner(spec: StudySpec, budget: float | None = None) -> PrunerSpec:
     if budget is not None and spec.pruner.default and not spec.multi_objective:
         return BUDGET_PRUNER
     return spec.pruner
+
+
+def choose_sampler(spec: StudySpec, budget: float | None = None) -> SamplerSpec:
+    """The sampler a run uses: the study file's [sampler] table, beside `choose_pruner`.
+
+    When the file has no [sampler] table and the run has a `budget`: TPE on the highest rung
+    that enough trials reached (`BUDGET_SAMPLER`, BOHB's model), with the file's default seed.
+    The budget's pruner stops most trials at a low rung, so plain TPE would learn mostly from
+    trials ranked by how far they got rather than how good they were. Without a budget: the
+    spec's default (TPE). Multi-objective studies report no rungs (Optuna cannot prune them)
+    and [constraints] need a sampler that reads them, so theirs stays as it is.
+    """
+    plain = spec.sampler.default and not spec.multi_objective and not spec.constraints
+    if budget is not None and plain:
+        return dataclasses.replace(spec.sampler, name=BUDGET_SAMPLER)
+    return spec.sampler
 
 
 def study_schedule(

@@ -20,7 +20,9 @@ def parse_sampler(check: Checker, data: dict[str, Any]) -> SamplerSpec:
     seed = check.typed(table.get("seed", 0), int, "[sampler].seed")
     check_seed(check, seed, "[sampler].seed")
     options = option_table(check, table, "[sampler].options")
-    return SamplerSpec(name=name, seed=seed, options=options)
+    # A table that only sets the seed chooses no sampler: the run's default keeps that seed.
+    chosen = "name" in table or "options" in table
+    return SamplerSpec(name=name, seed=seed, options=options, default=not chosen)
 
 
 def parse_pruner(check: Checker, data: dict[str, Any]) -> PrunerSpec:

@@ -81,6 +81,8 @@ class SamplerSpec:
     name: str = "tpe"
     seed: int | None = 0
     options: dict[str, Any] = field(default_factory=dict)
+    # The study file has no [sampler] table: a budget run may choose another (search.schedule)
+    default: bool = False
 
 
 @dataclass(frozen=True)
