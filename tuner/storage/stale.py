@@ -54,7 +54,7 @@ def queue_order(
     WAITING -> RUNNING in the storage, so each is started once). A retry continues a trial
     already paid for, from its checkpoint; by number alone it would wait behind every trial
     queued before it, such as a new study's whole portfolio. That `ask` takes the listed order
-    is Optuna's behaviour, not its API: tests/test_portfolio.py checks it on every storage kind.
+    is Optuna's behaviour, not its API: tests/test_portfolio.py checks it (SQLite, journal).
     """
     if states is None or any((s in states) != (s == TrialState.WAITING) for s in TrialState):
         return trials
