@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -19,6 +20,27 @@ from tuner.families import build_model
 from tuner.trained.card import ModelCard, save_model
 
 CLASSES = ("cat", "dog", "bird")
+
+
+def has_onnx() -> bool:
+    """Whether the onnx extra (`pip install 'tuner[onnx]'`) is installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# `tuner export` formats, onnx only where its extra is installed.
+FORMAT_PARAMS = [
+    pytest.param("pt2"),
+    pytest.param(
+        "onnx",
+        marks=pytest.mark.skipif(not has_onnx(), reason="the onnx extra is not installed"),
+    ),
+]
 
 
 def untrained_card(

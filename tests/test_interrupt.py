@@ -25,11 +25,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough that the signal always lands inside training.
-# No portfolio: its queued configurations would run before the retry (Optuna runs queued
-# trials in the order they were queued), and this test follows the retry.
-LONG_STUDY = "portfolio = false\n" + tiny_study_toml(
-    "long", train_subset=400, training="max_epochs = 500\npatience = 0"
-)
+LONG_STUDY = tiny_study_toml("long", train_subset=400, training="max_epochs = 500\npatience = 0")
 
 
 def start_run(study: Path, url: str, log: Path) -> subprocess.Popen:
@@ -87,15 +83,23 @@ def test_a_stop_signal_prints_one_line_and_the_next_run_retries_the_trial(tmp_pa
     wait_until(lambda: training(db, 0), 120, "trial 0 to train")
     output = interrupt(first, signal.SIGTERM, tmp_path / "first.log")
     assert_one_quiet_line(output, 0)
-    interrupted, retry = trials(url)
+    # A new study: the portfolio's other configurations wait behind trial 0, its retry last.
+    interrupted, *portfolio, retry = trials(url)
     assert interrupted.state == TrialState.FAIL
     assert retry.state == TrialState.WAITING and retry.params == interrupted.params
+    assert [t.state for t in portfolio] == [TrialState.WAITING] * len(portfolio)
 
     second = start_run(study, url, tmp_path / "second.log")
-    wait_until(lambda: training(db, 1), 120, "trial 1 to train")
-    running = trials(url)[1]
+    wait_until(lambda: training(db, retry.number), 120, "the retry to train first")
+    running = trials(url)[retry.number]
     assert running.params == interrupted.params  # the same configuration, run again
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(running) == 0
     output = interrupt(second, signal.SIGINT, tmp_path / "second.log")
-    assert_one_quiet_line(output, 1)
-    assert [t.state for t in trials(url)] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+    assert_one_quiet_line(output, retry.number)
+    *before, again = trials(url)
+    assert [t.state for t in before] == [TrialState.FAIL, *[TrialState.WAITING] * len(portfolio),
+                                         TrialState.FAIL]  # fmt: skip
+    assert again.state == TrialState.WAITING
+    # Optuna names the first trial of a chain of retries.
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(again) == 0
+    assert again.params == interrupted.params

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import save_untrained_model
+from model_fixtures import FORMAT_PARAMS, save_untrained_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,25 +31,6 @@ FAMILIES = [
     ("seed-cnn", {"channels": 1, "size": 8}),
     ("resnet18", {"channels": 3, "size": 12}),
     ("mobilenet_v3_small", {"channels": 1, "size": 8}),
-]
-
-
-def has_onnx() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-FORMAT_PARAMS = [
-    pytest.param("pt2"),
-    pytest.param(
-        "onnx",
-        marks=pytest.mark.skipif(not has_onnx(), reason="the onnx extra is not installed"),
-    ),
 ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from studies import spec_from, tiny_study_toml
@@ -27,6 +28,7 @@ from tuner.search.space import suggest
 from tuner.search.study import open_study, run_trials
 from tuner.spec import load_spec
 from tuner.spec.enqueue import check_values
+from tuner.storage import open_storage
 
 WIDE = """\
 learning_rate = { type = "float", low = 1e-4, high = 1e-2, log = true }
@@ -206,6 +208,43 @@ def test_a_plain_study_runs_the_portfolio_first_once_and_reports_where_each_came
     shown = {number: row[column] for number, row in zip(table.keys, table.rows, strict=True)}
     expected = zip(trials, sources, strict=True)
     assert shown == {trial.number: source or "sampler" for trial, source in expected}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask, on purpose
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_dead_trials_retry_runs_before_the_portfolio_trials_still_queued(
+    tmp_path: Path, kind: str
+) -> None:
+    spec = spec_from(tmp_path, tiny_study_toml(space=WIDE))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if kind == "sqlite" else f"journal:{tmp_path / 'j'}"
+    study = open_study(spec, open_storage(url))
+    placed = place_portfolio(spec.space, load_portfolio())
+    assert len(placed) >= 2
+    # The first portfolio trial's worker dies; the stale check fails it and queues its retry,
+    # numbered after the whole portfolio.
+    dead = study.ask()
+    study.tell(dead, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, study.trials[dead.number])
+
+    run_trials(study, lambda trial: _value(trial, spec), 1)
+    trials = study.get_trials(deepcopy=False)
+    retry = trials[len(placed)]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead.number
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params["learning_rate"] == pytest.approx(placed[0].values["learning_rate"])
+    assert retry.user_attrs[attrs.SOURCE] == placed[0].source
+    assert [trial.state for trial in trials[1 : len(placed)]] == [TrialState.WAITING] * (
+        len(placed) - 1
+    )
+    # The rest of the portfolio runs next, in its order, each once.
+    run_trials(study, lambda trial: _value(trial, spec), len(placed))
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == len(placed) + 1
+    assert all(trial.state == TrialState.COMPLETE for trial in trials[1:])
+    assert [trial.user_attrs[attrs.SOURCE] for trial in trials[1:]] == [
+        one.source for one in placed[1:]
+    ] + [placed[0].source]
 
 
 def test_portfolio_false_turns_it_off_and_enqueue_replaces_it(tmp_path: Path) -> None:

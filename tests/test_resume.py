@@ -24,6 +24,7 @@ from tuner.search.checkpoints import requeue_budget_cut
 from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import study_schedule
 from tuner.search.study import open_study
+from tuner.storage import open_storage
 from tuner.storage.artifacts import open_artifacts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,8 +42,9 @@ class Crash(Exception):
 def spec(tmp_path_factory):
     # checkpoint_seconds = 0: a checkpoint after every epoch, however short.
     training = f"max_epochs = {EPOCHS}\npatience = 0\ncheckpoint_seconds = 0"
-    # Without the portfolio: its queued trials would run before the retry these tests follow.
-    text = "portfolio = false\n" + tiny_study_toml(training=training)
+    # A new study queues the portfolio: trial 0 is its first configuration, and a retry runs
+    # before the portfolio trials still queued behind it.
+    text = tiny_study_toml(training=training)
     # Dropout draws from torch's global generator: resuming must restore it too.
     text = text.replace("fc_units = 16", "fc_units = 16\ndropout = 0.3")
     return spec_from(tmp_path_factory.mktemp("spec"), text)
@@ -75,7 +77,16 @@ def values(history: list[dict]) -> list[tuple]:
 
 
 def new_study(spec, tmp_path: Path) -> optuna.Study:
-    return open_study(spec, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"))
+    return open_study(spec, open_storage(f"sqlite:///{tmp_path / 'study.db'}"))
+
+
+def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The trial that retried trial `number`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number
+        (retry,) = (trial for trial in study.get_trials() if retried(trial) == number)
+    return retry
 
 
 def crash_after(epochs: int) -> TrialHooks:
@@ -108,9 +119,12 @@ def test_a_crashed_trial_resumes_after_its_last_epoch_with_the_same_values(
     epochs_trained = []
     hooks = TrialHooks(on_epoch=lambda number, result: epochs_trained.append(result.epoch))
     study.optimize(make_objective(spec, data, CPU, hooks=hooks, artifacts=artifacts), n_trials=1)
-    resumed = study.trials[1]
+    resumed = retry_of(study, 0)
     assert resumed.state == TrialState.COMPLETE
     assert resumed.params == study.trials[0].params
+    # It ran before the portfolio trials queued ahead of it, which still wait.
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting and all(trial.number < resumed.number for trial in waiting)
     assert epochs_trained == [4, 5]  # epochs 1-3 were not trained again
     assert resumed.user_attrs[attrs.RESUMED_FROM] == 3
     # It continues trial 0's run: trial 0's seed, not the one its own number would give.
@@ -153,13 +167,14 @@ def test_a_damaged_or_missing_checkpoint_restarts_the_trial_with_one_log_line(
         )
     lines = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
     assert len(lines) == 1 and "training from epoch 1" in lines[0], lines
-    restarted = study.trials[1]
+    restarted = retry_of(study, 0)
     assert restarted.state == TrialState.COMPLETE
     assert trained == [1, 2, 3, 4, 5]
     assert restarted.user_attrs.get(attrs.RESUMED_FROM) is None
     assert [row["epoch"] for row in restarted.user_attrs[attrs.HISTORY]] == trained
     # A fresh start is a new trial with a seed of its own, as before checkpoints existed.
-    assert restarted.user_attrs[attrs.SEED] == study.trials[0].user_attrs[attrs.SEED] + 1
+    first_seed = study.trials[0].user_attrs[attrs.SEED]
+    assert restarted.user_attrs[attrs.SEED] == first_seed + restarted.number
 
 
 class BatchDeadline:
@@ -190,7 +205,7 @@ def test_a_budget_cut_trial_resumes_in_the_next_run(
 
     assert requeue_budget_cut(study) == [0]  # what the next run does first
     study.optimize(make_objective(spec, data, CPU, artifacts=artifacts), n_trials=1)
-    resumed = study.trials[1]
+    resumed = retry_of(study, 0)
     assert resumed.state == TrialState.COMPLETE
     assert resumed.user_attrs[attrs.RESUMED_FROM] == 2
     assert resumed.user_attrs[attrs.STOP_REASON] is None  # the cut was its predecessor's

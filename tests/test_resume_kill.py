@@ -1,8 +1,11 @@
-"""SIGKILL a real `tuner run` mid-trial; a new run resumes the trial from its last checkpoint.
+"""A real `tuner run` stopped mid-trial (SIGKILL, SIGTERM, a storage outage longer than its
+retry window); a new run resumes the trial from its last checkpoint.
 
-The resumed trial must end with the per-epoch values of the same trial run without a kill, in
+The resumed trial must end with the per-epoch values of the same trial run without a stop, in
 another database: both processes train on one CPU thread (OMP_NUM_THREADS=1), where training
-is deterministic, so the values are compared exactly (tolerance 0).
+is deterministic, so the values are compared exactly (tolerance 0). The study is new, so it
+queues the portfolio: the stopped trial is its first configuration, and the retry runs before
+the portfolio trials still queued behind it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import pg
 import pytest
 import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_worker import wait_until
 
@@ -31,18 +37,22 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCHS = 20  # long enough that the kill lands inside the trial
-# Without the portfolio: its queued trials would run before the retry this test follows.
-STUDY = "portfolio = false\n" + tiny_study_toml(
+EPOCHS = 20  # long enough that the stop lands inside the trial
+STUDY = tiny_study_toml(
     "killed", training=f"max_epochs = {EPOCHS}\npatience = 0\ntrials = 1\ncheckpoint_seconds = 0"
 ).replace("fc_units = 16", "fc_units = 16\ndropout = 0.3")
 FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+OUTAGE_WINDOW = 3  # seconds: --storage-retry-seconds of the run whose storage goes away
+
+# How a test stops the first run once it has saved a checkpoint: (process, its log) -> None.
+Stop = Callable[[subprocess.Popen, Path], None]
 
 
-def tuner_run(study: Path, url: str, artifacts: Path, log: Path) -> subprocess.Popen:
+def tuner_run(study: Path, url: str, artifacts: Path, log: Path, *options: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("TUNER_STORAGE_RETRY_SECONDS", None)
     command = [sys.executable, "-m", "tuner", "run", "--study", str(study), "--storage", url,
-               "--artifacts", str(artifacts), "--trials", "1"]  # fmt: skip
+               "--artifacts", str(artifacts), "--trials", "1", *options]  # fmt: skip
     with open(log, "w") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -74,55 +84,128 @@ def history(trial: optuna.trial.FrozenTrial) -> list[tuple]:
     return [tuple(row[key] for key in FIELDS) for row in trial.user_attrs[attrs.HISTORY]]
 
 
-def kill_then_resume(url: str, tmp_path: Path) -> None:
+def retry_of_first(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number
+    return next((trial for trial in study.get_trials() if retried(trial) == 0), None)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+    """The history of the study's first trial run without a stop, in a database of its own."""
+    tmp_path = tmp_path_factory.mktemp("baseline")
+    study = tmp_path / "killed.toml"
+    study.write_text(STUDY)
+    url = f"sqlite:///{tmp_path / 'baseline.db'}"
+    log = tmp_path / "baseline.log"
+    finished(tuner_run(study, url, tmp_path / "artifacts", log), log)
+    return history(optuna.load_study(study_name="killed", storage=url).trials[0])
+
+
+def stop_then_resume(
+    url: str, tmp_path: Path, baseline: list[tuple], stop: Stop, *options: str
+) -> None:
+    """Run the study, `stop` the run after trial 0's checkpoint of epoch 2, then resume it."""
     study = tmp_path / "killed.toml"
     study.write_text(STUDY)
     artifacts = tmp_path / "artifacts"
-    victim = tuner_run(study, url, artifacts, tmp_path / "victim.log")
+    victim_log = tmp_path / "victim.log"
+    victim = tuner_run(study, url, artifacts, victim_log, *options)
     engine = sqlalchemy.create_engine(url)
     try:
         wait_until(lambda: checkpoint_epoch(engine) >= 2, 120, "the checkpoint of epoch 2")
-        victim.send_signal(signal.SIGKILL)  # no chance to record anything
-        assert victim.wait() == -signal.SIGKILL
+        engine.dispose()  # no connection of the test's outlives a stopped server
+        stop(victim, victim_log)
         saved = checkpoint_epoch(engine)
     finally:
         victim.kill()
         engine.dispose()
-    assert 2 <= saved < EPOCHS, "the kill came after the trial had finished"
+    assert 2 <= saved < EPOCHS, "the stop came after the trial had finished"
 
-    # Any worker's stale check fails the dead trial and queues it again (grace shortened).
+    # Any worker's stale check fails a dead run's trial and queues it again (grace shortened);
+    # a run stopped by a signal has queued it already.
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
     stored = optuna.load_study(study_name="killed", storage=storage)
 
     def retried() -> bool:
         settle_stale_trials(stored)
-        return len(stored.get_trials(states=(TrialState.WAITING,))) == 1
+        return retry_of_first(stored) is not None
 
-    wait_until(retried, 30, "the killed trial to be failed and queued again")
+    wait_until(retried, 30, "the stopped trial to be failed and queued again")
+    portfolio = [t.number for t in stored.get_trials(states=(TrialState.WAITING,))]
 
     log = tmp_path / "resume.log"
     output = finished(tuner_run(study, url, artifacts, log), log)
-    assert f"trial 1 resumes after epoch {saved} from its checkpoint" in output
-    resumed = optuna.load_study(study_name="killed", storage=url).trials[1]
+    after = optuna.load_study(study_name="killed", storage=url)
+    resumed = retry_of_first(after)
+    assert f"trial {resumed.number} resumes after epoch {saved} from its checkpoint" in output
     assert resumed.state == TrialState.COMPLETE
     assert resumed.user_attrs[attrs.RESUMED_FROM] == saved
-
-    baseline_url = f"sqlite:///{tmp_path / 'baseline.db'}"
-    log = tmp_path / "baseline.log"
-    finished(tuner_run(study, baseline_url, tmp_path / "baseline-artifacts", log), log)
-    baseline = optuna.load_study(study_name="killed", storage=baseline_url).trials[0]
     assert [row[0] for row in history(resumed)] == list(range(1, EPOCHS + 1))
-    assert history(resumed) == history(baseline)
+    assert history(resumed) == baseline
+    # `--trials 1` ran the retry, numbered after the portfolio trials queued before it; they
+    # still wait, for the next run.
+    assert len(portfolio) >= 2 and max(portfolio) == resumed.number
+    waiting = [t.number for t in after.get_trials(states=(TrialState.WAITING,))]
+    assert waiting == [number for number in portfolio if number != resumed.number]
+    assert all(after.trials[number].user_attrs[attrs.SOURCE].startswith("portfolio:")
+               for number in waiting)  # fmt: skip
 
 
-def test_sigkill_mid_trial_then_a_new_run_resumes_it_sqlite(tmp_path: Path) -> None:
+def sigkill(victim: subprocess.Popen, log: Path) -> None:
+    victim.send_signal(signal.SIGKILL)  # no chance to record anything
+    assert victim.wait() == -signal.SIGKILL
+
+
+def sigterm(victim: subprocess.Popen, log: Path) -> None:
+    victim.send_signal(signal.SIGTERM)  # what `docker stop` and Kubernetes send
+    wait_until(lambda: victim.poll() is not None, 60, "tuner run to exit")
+    output = log.read_text()
+    assert victim.returncode == 130, output
+    assert "interrupted: the running trial 0 was marked failed" in output, output
+
+
+def test_sigkill_mid_trial_then_a_new_run_resumes_it_sqlite(
+    tmp_path: Path, baseline: list[tuple]
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kill_then_resume(f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path)
+        stop_then_resume(f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path, baseline, sigkill)
 
 
 @pytest.mark.postgres
 def test_sigkill_mid_trial_then_a_new_run_resumes_it_postgres(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path, baseline: list[tuple]
 ) -> None:
-    kill_then_resume(postgres_url, tmp_path)
+    stop_then_resume(postgres_url, tmp_path, baseline, sigkill)
+
+
+def test_a_trial_stopped_by_sigterm_resumes_from_its_checkpoint(
+    tmp_path: Path, baseline: list[tuple]
+) -> None:
+    stop_then_resume(f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path, baseline, sigterm)
+
+
+@pytest.mark.postgres
+def test_a_trial_ended_by_the_storage_outage_exit_resumes_from_its_checkpoint(
+    tmp_path: Path, baseline: list[tuple]
+) -> None:
+    """The database goes away for longer than the run's retry window: the run exits with one
+    error line, its trial left RUNNING; once the database is back, the stale check retries it."""
+    if not pg.postgres_available():
+        pytest.skip("PostgreSQL server binaries are not on PATH")
+    server = pg.start_postgres()  # its own server: this test stops it
+
+    def outage(victim: subprocess.Popen, log: Path) -> None:
+        server.stop("fast")
+        wait_until(lambda: victim.poll() is not None, 120, "the run to give up on the storage")
+        server.start()
+        output = log.read_text()
+        assert victim.returncode == 2, output
+        assert output.splitlines()[-1].startswith("error: lost the storage for "), output
+
+    try:
+        url = server.create_database("outage")
+        window = ("--storage-retry-seconds", str(OUTAGE_WINDOW))
+        stop_then_resume(url, tmp_path, baseline, outage, *window)
+    finally:
+        pg.stop_postgres(server)

@@ -4,19 +4,28 @@ and `timm:NAME`; tuned, retrained, predicted and visualised by the CLI and from 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
+import torch
+from model_fixtures import FORMAT_PARAMS
+from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
 import tuner
+from studies import tiny_data
 from tuner.cli import app
+from tuner.engine.train import evaluate
 from tuner.errors import TunerError
 from tuner.spec import load_spec
+from tuner.trained.model_export import PARITY_TOLERANCE, load_exported
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -225,6 +234,71 @@ def test_tuned_on_a_budget_retrained_predicted_visualised_by_the_cli(tmp_path: P
     (tmp_path / "models.py").unlink()
     gone = cli("predict", "--model", str(out), str(image))
     assert gone.exit_code == 2 and gone.stderr == f"error: {tmp_path / 'models.py'}: no such file\n"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A user-family study that ran, and the best trial's kept weights saved by `best --model`."""
+
+    study: Path
+    storage: str
+    model: Path
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> Kept:
+    folder = tmp_path_factory.mktemp("user-best")
+    path = write_study(folder)
+    storage = f"sqlite:///{folder / 'tuner.db'}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tests (one_torch_thread): the accuracy is compared exactly
+    try:
+        ran = cli("run", "--study", str(path), "--storage", storage)
+    finally:
+        torch.set_num_threads(threads)
+    assert ran.exit_code == 0, ran.output
+    out = folder / "kept"
+    saved = cli("best", "--study", str(path), "--storage", storage, "--model", str(out))
+    assert saved.exit_code == 0, saved.output
+    assert "trained on the training split only" in saved.stdout
+    return Kept(path, storage, out)
+
+
+def test_best_model_saves_the_user_models_own_weights(kept: Kept) -> None:
+    """No retraining: the user's network with the best trial's weights scores its value."""
+    model, card = tuner.load_model(kept.model)
+    study = optuna.load_study(study_name="resid", storage=kept.storage)
+    assert card.trial == study.best_trial.number and card.trained_on == "train"
+    assert card.config.family == f"{kept.study.parent / 'models.py'}:build"
+    assert dict(card.config.model_params)["width"] == study.best_params["width"]
+    data = tiny_data(load_spec(kept.study))
+    _, accuracy = evaluate(model, data, data.val_images, data.val_labels)
+    assert accuracy == study.best_value
+
+
+@pytest.mark.parametrize("fmt", FORMAT_PARAMS)
+def test_the_kept_user_model_exports_with_parity(kept: Kept, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"resid.{fmt}"
+    result = cli("export", "--card", str(kept.model), "--format", fmt, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "max abs difference" in result.stdout
+    model, card = tuner.load_model(kept.model)
+    exported = load_exported(out)
+    assert exported.card == card
+    generator = torch.Generator().manual_seed(3)
+    for batch in (1, 5):  # raw uint8 images, any batch size
+        images = torch.randint(0, 256, (batch, *card.input_shape), dtype=torch.uint8,
+                               generator=generator)  # fmt: skip
+        with torch.inference_mode():
+            expected = model(card.normalise(images))
+        assert torch.allclose(exported(images), expected, rtol=0, atol=PARITY_TOLERANCE)
+    image = tmp_path / "x.png"
+    Image.new("L", (8, 8), 200).save(image)
+    by_file = cli("predict", "--model", str(out), "--json", str(image))
+    by_model = cli("predict", "--model", str(kept.model), "--json", str(image))
+    assert by_file.exit_code == 0 and by_model.exit_code == 0, by_file.output + by_model.output
+    top = [json.loads(run.stdout)[0]["predictions"][0]["class"] for run in (by_file, by_model)]
+    assert top[0] == top[1]
 
 
 def test_from_python_with_a_dict_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

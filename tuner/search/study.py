@@ -160,7 +160,9 @@ def first_queued_params(spec: StudySpec) -> dict[str, Any] | None:
 
 def enqueue_portfolio(study: optuna.Study, spec: StudySpec) -> None:
     """Queue the shipped portfolio (tuner.search.portfolio), projected into the study's space,
-    as the study's first trials; each records its place in the portfolio as its `source`."""
+    as the study's first trials; each records its place in the portfolio as its `source`.
+    A stopped trial's retry, queued later, still runs before them (the storage lists the
+    queue retries first: tuner.storage.stale.queue_order)."""
     placed = place_portfolio(spec.space, load_portfolio())
     for one in placed:
         study.enqueue_trial(

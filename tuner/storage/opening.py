@@ -7,7 +7,7 @@ import os
 import sqlite3
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,12 @@ import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from tuner.errors import TunerError
+from tuner.storage.stale import queue_order
 from tuner.storage.urls import DEFAULT_STORAGE_URL, SUPPORTED, mask_url
 
 try:
@@ -95,7 +97,19 @@ def open_journal(path: Path) -> BaseStorage:
             pass
     except OSError as exc:
         raise TunerError(f"journal storage {path}: cannot write: {exc.strerror}") from None
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return _Journal(JournalFileBackend(str(path)))
+
+
+class _Journal(optuna.storages.JournalStorage):
+    """Optuna's journal storage, its queue listed retries first (`queue_order`)."""
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        return queue_order(super().get_all_trials(study_id, deepcopy, states), states)
 
 
 def _masked(url: URL) -> str:

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from tuner.errors import TunerError
 from tuner.storage import _optuna
 from tuner.storage.opening import damaged_sqlite_error
+from tuner.storage.stale import queue_order
 from tuner.storage.urls import mask_url
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class RetryingStorage(BaseStorage, _optuna.HeartbeatStorage):
     Calls are retried while they fail with a connection error (or a locked SQLite file), until
     the database has been unreachable for `outage_timeout` seconds; then StorageLostError.
     Heartbeats are never raised: a missed heartbeat is logged and the next one tries again.
+    The queue (WAITING trials) is listed retries first (`queue_order`).
     """
 
     def __init__(
@@ -250,7 +252,8 @@ class RetryingStorage(BaseStorage, _optuna.HeartbeatStorage):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        return self._retry(self.backend.get_all_trials, study_id, deepcopy, states)
+        trials = self._retry(self.backend.get_all_trials, study_id, deepcopy, states)
+        return queue_order(trials, states)
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         return self._retry(self.backend.get_best_trial, study_id)

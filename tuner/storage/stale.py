@@ -11,9 +11,12 @@ finished (see tuner.search.study.run_trials), so a kill in the last trials is re
 from __future__ import annotations
 
 import warnings
+from collections.abc import Container
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.storage import _optuna
 
@@ -39,3 +42,26 @@ def stale_poll_seconds(study: optuna.Study) -> float | None:
         return None
     interval = storage.get_heartbeat_interval()
     return None if interval is None else min(float(interval), MAX_POLL_SECONDS)
+
+
+def queue_order(
+    trials: list[FrozenTrial], states: Container[TrialState] | None
+) -> list[FrozenTrial]:
+    """`trials` as tuner's storages list them: when only WAITING trials were asked for (the
+    queue), retries first, each group in trial-number order; any other listing unchanged.
+
+    Optuna's `Study.ask` starts the first listed WAITING trial it can claim (an atomic
+    WAITING -> RUNNING in the storage, so each is started once). A retry continues a trial
+    already paid for, from its checkpoint; by number alone it would wait behind every trial
+    queued before it, such as a new study's whole portfolio. That `ask` takes the listed order
+    is Optuna's behaviour, not its API: tests/test_portfolio.py checks it (SQLite, journal).
+    """
+    if states is None or any((s in states) != (s == TrialState.WAITING) for s in TrialState):
+        return trials
+    return sorted(trials, key=lambda trial: _retried_number(trial) is None)  # sort is stable
+
+
+def _retried_number(trial: FrozenTrial) -> int | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the retry API is experimental
+        return RetryFailedTrialCallback.retried_trial_number(trial)
