@@ -37,7 +37,7 @@ from safetensors.torch import save as save_tensors
 from tuner import attrs
 from tuner.engine.checkpoint import DamagedCheckpoint, Tensors, TrainingState, from_bytes, to_bytes
 from tuner.errors import TunerError
-from tuner.storage.artifacts import Artifacts
+from tuner.storage.artifacts import Artifacts, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,13 @@ class TrialCheckpoints:
         try:
             save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
             self.last_saved = time.monotonic()
-        except OSError as exc:
+        except store_errors() as exc:
             log.warning(
                 "trial %d: the checkpoint of epoch %d was not saved in %s (%s)",
                 self.trial.number,
                 state.epoch,
                 self.artifacts.location,
-                exc.strerror or exc,
+                getattr(exc, "strerror", None) or exc,
             )
 
     def drop(self) -> None:
@@ -257,8 +257,8 @@ def requeue_budget_cut(study: optuna.Study) -> list[int]:
     return numbers
 
 
-def space_used(artifacts: Artifacts, study: optuna.Study) -> int | None:
-    """Bytes the study's checkpoints and kept weights take; None for a bucket store."""
+def space_used(artifacts: Artifacts, study: optuna.Study) -> int:
+    """Bytes the study's checkpoints and kept weights take, in a folder or a bucket."""
     return artifacts.size(_artifact_ids(study.get_trials(deepcopy=False)))
 
 
