@@ -30,9 +30,11 @@ from tuner import attrs  # noqa: E402
 from tuner.engine.train import evaluate  # noqa: E402
 from tuner.search.checkpoints import (  # noqa: E402
     drop_checkpoint,
+    keep_best_weights,
     load_checkpoint,
     save_checkpoint,
     space_used,
+    tidy,
 )
 from tuner.spec import load_spec  # noqa: E402
 from tuner.storage.artifacts import open_artifacts  # noqa: E402
@@ -148,6 +150,31 @@ def test_checkpoints_replace_each_other_and_go_when_dropped(s3, tmp_path: Path) 
     assert torch.equal(loaded.model["layer.weight"], torch.full((3, 2), 2.0))
     drop_checkpoint(artifacts, again)
     assert keys(s3) == []
+
+
+def test_tidy_removes_what_falls_out_of_the_top_once(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers a delete of a missing key as a success: tidy must not delete the removed
+    weights of every past trial again at each trial's end, nor count them as removed."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    artifacts = open_artifacts(f"s3://{BUCKET}")
+    for value in (0.5, 0.1, 0.9, 0.3):
+        trial = study.ask()
+        save_checkpoint(artifacts, trial, state(2, value))
+        keep_best_weights(artifacts, trial, {"w": torch.full((2,), value)}, epoch=2)
+        study.tell(trial, value)
+    assert len(keys(s3)) == 4
+    assert tidy(artifacts, study, keep_best=2) == 2
+    kept = [study.trials[n].user_attrs[attrs.BEST_WEIGHTS]["artifact_id"] for n in (1, 3)]
+    assert keys(s3) == sorted(kept)
+    assert space_used(artifacts, study) == sizes(s3)
+
+    deleted = []
+    remove = artifacts.store.remove
+    monkeypatch.setattr(artifacts.store, "remove", lambda key: deleted.append(key) or remove(key))
+    assert tidy(artifacts, study, keep_best=2) == 0
+    assert deleted == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])

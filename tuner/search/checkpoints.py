@@ -226,13 +226,14 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
         for trial in _ranked(study, trials)[:keep_best]
         if (pointer := _pointer(trial, attrs.BEST_WEIGHTS)) is not None
     }
-    removed = 0
-    for trial in trials:
-        for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept)):
-            pointer = _pointer(trial, key)
-            if pointer is not None and pointer["artifact_id"] not in wanted:
-                removed += _remove(artifacts, pointer["artifact_id"])
-    return removed
+    unwanted = {
+        pointer["artifact_id"]
+        for trial in trials
+        for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept))
+        if (pointer := _pointer(trial, key)) is not None and pointer["artifact_id"] not in wanted
+    }
+    # Only what is still there: a finished trial's pointer outlives its removed weights.
+    return sum(_remove(artifacts, artifact_id) for artifact_id in artifacts.sizes(unwanted))
 
 
 def requeue_budget_cut(study: optuna.Study) -> list[int]:
