@@ -29,6 +29,7 @@ from studies import SMALL_SPACE, tiny_data, tiny_study_toml  # noqa: E402
 from tuner import attrs  # noqa: E402
 from tuner.engine.train import evaluate  # noqa: E402
 from tuner.search.checkpoints import (  # noqa: E402
+    TrialCheckpoints,
     drop_checkpoint,
     keep_best_weights,
     load_checkpoint,
@@ -177,6 +178,27 @@ def test_tidy_removes_what_falls_out_of_the_top_once(
     assert deleted == []
 
 
+def test_an_unreachable_bucket_costs_a_checkpoint_not_the_trial(
+    s3, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    artifacts = open_artifacts(f"s3://{BUCKET}")
+    checkpoints = TrialCheckpoints(artifacts, study.ask(), "id", seed=3)
+
+    def unreachable(*args, **kwargs) -> None:
+        raise EndpointConnectionError(endpoint_url="http://s3.example")
+
+    monkeypatch.setattr(artifacts.store, "write", unreachable)
+    with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
+        checkpoints.save(state(2))
+    (record,) = caplog.records
+    assert "the checkpoint of epoch 2 was not saved in s3://" in record.getMessage()
+    assert "Could not connect to the endpoint URL" in record.getMessage()
+    assert checkpoints.resume() is None and keys(s3) == []
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_a_damaged_or_missing_object_is_one_log_line_and_a_restart(
     s3, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
@@ -208,6 +230,12 @@ def test_a_missing_bucket_or_endpoint_is_one_error_line(
     args = ["--study", "s3", "--studies-dir", studies, "--storage", f"sqlite:///{tmp_path}/t.db"]
     result = invoke("run", *args, "--artifacts", "s3://no-such-bucket")
     assert_user_error(result, "--artifacts s3://no-such-bucket", "no such bucket")
+    assert invoke("run", *args, "--artifacts", f"s3://{BUCKET}", "--trials", "1").exit_code == 0
+    # status still shows the trials; only the space line says why it is not measured.
+    result = invoke("status", *args, "--artifacts", "s3://no-such-bucket")
+    assert result.exit_code == 0, result.output
+    reason = "--artifacts s3://no-such-bucket: no such bucket"
+    assert f"checkpoints and kept weights: not measured ({reason})" in result.stdout.splitlines()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     result = invoke("run", *args, "--artifacts", f"s3://{BUCKET}")
