@@ -178,8 +178,8 @@ def test_tidy_removes_what_falls_out_of_the_top_once(
     assert deleted == []
 
 
-def test_an_unreachable_bucket_costs_a_checkpoint_not_the_trial(
-    s3, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_an_unreachable_bucket_costs_a_checkpoint_or_the_kept_weights_not_the_trial(
+    s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from botocore.exceptions import EndpointConnectionError
 
@@ -190,13 +190,28 @@ def test_an_unreachable_bucket_costs_a_checkpoint_not_the_trial(
     def unreachable(*args, **kwargs) -> None:
         raise EndpointConnectionError(endpoint_url="http://s3.example")
 
-    monkeypatch.setattr(artifacts.store, "write", unreachable)
-    with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
-        checkpoints.save(state(2))
-    (record,) = caplog.records
-    assert "the checkpoint of epoch 2 was not saved in s3://" in record.getMessage()
-    assert "Could not connect to the endpoint URL" in record.getMessage()
-    assert checkpoints.resume() is None and keys(s3) == []
+    def warning(call) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
+            call()
+        (record,) = caplog.records
+        return record.getMessage()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(artifacts.store, "write", unreachable)
+        saved = warning(lambda: checkpoints.save(state(2)))
+        assert "the checkpoint of epoch 2 was not saved in s3://" in saved
+        assert "Could not connect to the endpoint URL" in saved
+        assert checkpoints.resume() is None and keys(s3) == []
+        kept = warning(lambda: checkpoints.keep({"w": torch.ones(2)}, epoch=2))
+        assert "its best weights were not kept in s3://" in kept  # the trial's result stands
+
+    checkpoints.save(state(3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(artifacts.store, "open_reader", unreachable)
+        unread = warning(lambda: checkpoints.resume())  # the retry trains from epoch 1
+    assert "its checkpoint could not be read in s3://" in unread
+    assert unread.endswith("; training from epoch 1")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])

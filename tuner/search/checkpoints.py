@@ -74,8 +74,13 @@ class TrialCheckpoints:
         self.last_saved = time.monotonic()
 
     def resume(self) -> tuple[TrainingState, int] | None:
-        """The checkpoint to continue from and the seed it was trained with; None: none."""
-        state = load_checkpoint(self.artifacts, self.trial, self.identity)
+        """The checkpoint to continue from and the seed it was trained with; None: none, or
+        a store that cannot give it (one warning: the trial trains from epoch 1)."""
+        try:
+            state = load_checkpoint(self.artifacts, self.trial, self.identity)
+        except store_errors() as exc:
+            self._warn("its checkpoint could not be read", exc, "; training from epoch 1")
+            return None
         if state is None:
             return None
         pointer = _pointer(self.trial, attrs.CHECKPOINT)
@@ -90,19 +95,26 @@ class TrialCheckpoints:
             save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
             self.last_saved = time.monotonic()
         except store_errors() as exc:
-            log.warning(
-                "trial %d: the checkpoint of epoch %d was not saved in %s (%s)",
-                self.trial.number,
-                state.epoch,
-                self.artifacts.location,
-                getattr(exc, "strerror", None) or exc,
-            )
+            self._warn(f"the checkpoint of epoch {state.epoch} was not saved", exc)
 
     def drop(self) -> None:
-        drop_checkpoint(self.artifacts, self.trial)
+        try:
+            drop_checkpoint(self.artifacts, self.trial)
+        except store_errors() as exc:
+            self._warn("its checkpoint was not removed", exc)
 
     def keep(self, weights: Tensors, epoch: int) -> None:
-        keep_best_weights(self.artifacts, self.trial, weights, epoch)
+        """Keep the best weights; a store that cannot take them costs `tuner best --model`
+        this trial (one warning), not the trial's result."""
+        try:
+            keep_best_weights(self.artifacts, self.trial, weights, epoch)
+        except store_errors() as exc:
+            self._warn("its best weights were not kept", exc)
+
+    def _warn(self, what: str, exc: Exception, then: str = "") -> None:
+        reason = getattr(exc, "strerror", None) or exc
+        where = self.artifacts.location
+        log.warning("trial %d: %s in %s (%s)%s", self.trial.number, what, where, reason, then)
 
 
 def run_identity(config: dict[str, Any], train_images: int) -> str:
