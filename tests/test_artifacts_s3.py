@@ -83,6 +83,13 @@ def s3(s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     client.delete_bucket(Bucket=BUCKET)
 
 
+def unreachable(*args, **kwargs) -> None:
+    """What boto3 raises when the endpoint does not answer."""
+    from botocore.exceptions import EndpointConnectionError
+
+    raise EndpointConnectionError(endpoint_url="http://s3.example")
+
+
 def keys(client) -> list[str]:
     listed = client.list_objects_v2(Bucket=BUCKET)
     return sorted(item["Key"] for item in listed.get("Contents", []))
@@ -154,7 +161,7 @@ def test_checkpoints_replace_each_other_and_go_when_dropped(s3, tmp_path: Path) 
 
 
 def test_tidy_removes_what_falls_out_of_the_top_once(
-    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S3 answers a delete of a missing key as a success: tidy must not delete the removed
     weights of every past trial again at each trial's end, nor count them as removed."""
@@ -171,24 +178,26 @@ def test_tidy_removes_what_falls_out_of_the_top_once(
     assert keys(s3) == sorted(kept)
     assert space_used(artifacts, study) == sizes(s3)
 
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts.store.client, "get_paginator", unreachable)
+        with caplog.at_level(logging.WARNING, logger="tuner.search.checkpoints"):
+            assert tidy(artifacts, study, keep_best=1) == 0  # not the run's end
+        assert "could not tidy s3://" in caplog.records[0].getMessage()
+    assert tidy(artifacts, study, keep_best=1) == 1  # the next trial's end does it
+
     deleted = []
     remove = artifacts.store.remove
     monkeypatch.setattr(artifacts.store, "remove", lambda key: deleted.append(key) or remove(key))
-    assert tidy(artifacts, study, keep_best=2) == 0
+    assert tidy(artifacts, study, keep_best=1) == 0
     assert deleted == []
 
 
 def test_an_unreachable_bucket_costs_a_checkpoint_or_the_kept_weights_not_the_trial(
     s3, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from botocore.exceptions import EndpointConnectionError
-
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
     artifacts = open_artifacts(f"s3://{BUCKET}")
     checkpoints = TrialCheckpoints(artifacts, study.ask(), "id", seed=3)
-
-    def unreachable(*args, **kwargs) -> None:
-        raise EndpointConnectionError(endpoint_url="http://s3.example")
 
     def warning(call) -> str:
         caplog.clear()

@@ -226,6 +226,7 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
 
     Kept: the checkpoint of every unfinished trial (running, waiting, or cut by a run's
     budget and not yet retried), and the best weights of the `keep_best` best finished trials.
+    A store that cannot be listed or deleted from (a network error) costs one warning.
     """
     trials = study.get_trials(deepcopy=False)
     live = {
@@ -244,8 +245,16 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
         for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept))
         if (pointer := _pointer(trial, key)) is not None and pointer["artifact_id"] not in wanted
     }
-    # Only what is still there: a finished trial's pointer outlives its removed weights.
-    return sum(_remove(artifacts, artifact_id) for artifact_id in artifacts.sizes(unwanted))
+    removed = 0
+    try:
+        # Only what is still there: a finished trial's pointer outlives its removed weights.
+        for artifact_id in artifacts.sizes(unwanted):
+            removed += _remove(artifacts, artifact_id)
+    except store_errors() as exc:  # it runs after every trial: a later one removes the rest
+        log.warning(
+            "could not tidy %s (%s); trying again after the next trial", artifacts.location, exc
+        )
+    return removed
 
 
 def requeue_budget_cut(study: optuna.Study) -> list[int]:
