@@ -123,7 +123,8 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     count = per_device * len(devices) if per_device else settings.workers
     check_local_workers(settings.storage, count)
     if settings.artifacts is not None:
-        open_artifacts(settings.artifacts)  # a bucket that is not there: once, not per worker
+        # A bucket that is not there: once, not in every worker (a folder: they make it).
+        open_artifacts(settings.artifacts, create=False)
     # Decode the dataset into the cache and create the study once, before the workers race.
     load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
     study = open_study(

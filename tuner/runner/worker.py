@@ -66,10 +66,11 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         device, data = _load(spec, settings)
         # Other `tuner run` processes on this machine: a share of the cores, before each trial.
         share_cores = None if settings.slot is not None else host.share_cores(settings.cache_dir)
-        # The store first: a bucket that is not there must stop the run before the study is
-        # created.
-        artifacts = None if settings.artifacts is None else open_artifacts(settings.artifacts)
+        # A bucket that is not there stops the run before the study is created; a folder is
+        # made once the storage has proved usable (by default it sits next to the database).
+        store = None if settings.artifacts is None else open_artifacts(settings.artifacts, False)
         study = _open(spec, settings)
+        artifacts = None if store is None else store.made()
         if artifacts is not None:
             requeue_budget_cut(study)  # what a budget cut left resumes first
         schedule = study_schedule(spec, len(data.train_labels), budget)

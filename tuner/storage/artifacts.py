@@ -90,6 +90,17 @@ class Artifacts:
         """Bytes the named artifacts take; one that is gone takes none."""
         return sum(self.sizes(artifact_ids).values())
 
+    def made(self) -> Artifacts:
+        """This store, its folder created if missing (a bucket must exist already)."""
+        if self.folder is not None:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TunerError(
+                    f"--artifacts {self.folder}: cannot create the folder: {exc.strerror}"
+                ) from None
+        return self
+
 
 def open_artifacts(location: str, create: bool = True) -> Artifacts:
     """The Optuna artifact store at `location`: a folder (created if missing, unless `create`
@@ -102,13 +113,8 @@ def open_artifacts(location: str, create: bool = True) -> Artifacts:
             )
         return Artifacts(location, Boto3ArtifactStore(bucket, _s3_client(location, bucket)))
     path = Path(location).expanduser()
-    if not create:
-        return Artifacts(location, FileSystemArtifactStore(path), path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TunerError(f"--artifacts {path}: cannot create the folder: {exc.strerror}") from None
-    return Artifacts(location, FileSystemArtifactStore(path), path)
+    artifacts = Artifacts(location, FileSystemArtifactStore(path), path)
+    return artifacts.made() if create else artifacts
 
 
 def _s3_client(location: str, bucket: str) -> Any:
