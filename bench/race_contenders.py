@@ -38,7 +38,6 @@ from tuner import attrs
 from tuner.engine import pick_device
 from tuner.search.space import suggest
 from tuner.spec import StudySpec, load_spec
-from tuner.spec.schema import DEFAULT_TRIALS
 
 BENCH = Path(__file__).resolve().parent
 OPTUNA_CONTENDERS = {
@@ -72,24 +71,34 @@ def usual_script(
     return UsualScript(spec, data, device, loader_workers=0, epoch_log=epoch_log)
 
 
-def run_optuna(contender: str, usual: UsualScript, seed: int, budget: float, url: str) -> None:
-    """Optuna's recipe: `study.optimize(objective, n_trials, timeout)` as its examples write it."""
+def run_optuna(
+    contender: str,
+    usual: UsualScript,
+    seed: int,
+    budget: float,
+    url: str,
+    trials: int | None = None,
+) -> None:
+    """Optuna's recipe: `study.optimize(objective, n_trials, timeout)` as its examples write it.
+
+    `trials` None: the budget alone ends it, as it ends a tuner budget run (the study file's
+    trial count, 20 by default, stopped the recipe minutes early on small datasets)."""
     sampler, pruner = OPTUNA_CONTENDERS[contender](seed)
     study = optuna.create_study(
         storage=url, study_name=contender, direction="maximize", sampler=sampler, pruner=pruner
     )
-    study.optimize(
-        usual.objective, n_trials=usual.spec.training.trials or DEFAULT_TRIALS, timeout=budget
-    )
+    study.optimize(usual.objective, n_trials=trials, timeout=budget)
 
 
-def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
+def run_ray(
+    usual: UsualScript, seed: int, budget: float, out: Path, trials: int | None = None
+) -> None:
     """Ray Tune with ASHA and OptunaSearch (bench/race_ray.py), or one clear line without ray."""
     try:
         import race_ray
     except ImportError as exc:
         sys.exit(f"error: ray-asha needs ray[tune] ({exc}): pip install -e '.[bench]'")
-    race_ray.run_ray(usual, seed, budget, out)
+    race_ray.run_ray(usual, seed, budget, out, trials)
 
 
 def tuner_epoch_points(
@@ -222,6 +231,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, help="seconds")
     parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=0, help="run: at most (0: the budget)")
     parser.add_argument("--max-epochs", type=int, default=0, help="run: epochs per trial")
     parser.add_argument("--storage", help="Optuna storage URL of an optuna contender")
     parser.add_argument("--out", type=Path, required=True, help="run folder, or retrain's JSON")
@@ -241,9 +251,11 @@ def main() -> None:
             result = {"test_accuracy": accuracy, "seconds": time.perf_counter() - started}
             args.out.write_text(json.dumps(result), encoding="utf-8")
         elif args.contender == RAY_CONTENDER:
-            run_ray(usual, args.seed, args.budget, args.out)
+            run_ray(usual, args.seed, args.budget, args.out, args.trials or None)
         else:
-            run_optuna(args.contender, usual, args.seed, args.budget, args.storage)
+            run_optuna(
+                args.contender, usual, args.seed, args.budget, args.storage, args.trials or None
+            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from trial_throughput import UsualScript
 
 from tuner.search.space import suggest
 from tuner.spec import StudySpec
-from tuner.spec.schema import DEFAULT_TRIALS
 
 BENCH = Path(__file__).resolve().parent
 
@@ -47,10 +46,12 @@ def define_space(trial: optuna.Trial, spec: StudySpec) -> None:
     suggest(trial, spec)
 
 
-def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
+def run_ray(
+    usual: UsualScript, seed: int, budget: float, out: Path, trials: int | None = None
+) -> None:
     """ASHA (max_t = the study's max_epochs, other defaults) + OptunaSearch (its default TPE),
-    one CPU per trial (Ray's default), `time_budget_s`; writes every trial's epochs and end
-    state to out/ray_trials.json."""
+    one CPU per trial (Ray's default), `time_budget_s` (and at most `trials` samples); writes
+    every trial's epochs and end state to out/ray_trials.json."""
     spec = usual.spec
     max_epochs = spec.training.max_epochs
 
@@ -78,7 +79,7 @@ def run_ray(usual: UsualScript, seed: int, budget: float, out: Path) -> None:
             mode="max",
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=spec.training.trials or DEFAULT_TRIALS,
+            num_samples=trials or -1,  # -1: until the time budget, as tuner's budget runs
             time_budget_s=budget,
         ),
         run_config=tune.RunConfig(storage_path=str(out.resolve() / "ray"), name="race", verbose=0),

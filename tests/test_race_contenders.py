@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import importlib
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -51,12 +50,11 @@ def test_usual_script_logs_each_epoch_and_the_race_reads_it(contenders, tmp_path
     data = write_idx_dataset(tmp_path / "fashion", train=96, test=10)
     study = ROOT / "studies" / "fashion-mnist.toml"
     spec = contenders.race_spec(study, seed=0, train_limit=64, max_epochs=2)
-    spec = replace(spec, training=replace(spec.training, trials=1))
     log = tmp_path / contenders.EPOCH_LOG
     url = f"sqlite:///{tmp_path / 'trials.db'}"
     started_at, started = datetime.datetime.now(), time.time()
     usual = contenders.usual_script(spec, data, tmp_path / "torchvision", log)
-    contenders.run_optuna("optuna-recipe", usual, seed=0, budget=600, url=url)
+    contenders.run_optuna("optuna-recipe", usual, seed=0, budget=600, url=url, trials=1)
     elapsed = time.time() - started
 
     log.write_text(log.read_text() + '{"trial": 1, "epo', encoding="utf-8")  # a cut last line
