@@ -48,7 +48,9 @@ OUTAGE_WINDOW = 3  # seconds: --storage-retry-seconds of the run whose storage g
 Stop = Callable[[subprocess.Popen, Path], None]
 
 
-def tuner_run(study: Path, url: str, artifacts: Path, log: Path, *options: str) -> subprocess.Popen:
+def tuner_run(
+    study: Path, url: str, artifacts: Path | str, log: Path, *options: str
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TUNER_STORAGE_RETRY_SECONDS", None)
     command = [sys.executable, "-m", "tuner", "run", "--study", str(study), "--storage", url,
@@ -102,12 +104,18 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
 
 
 def stop_then_resume(
-    url: str, tmp_path: Path, baseline: list[tuple], stop: Stop, *options: str
+    url: str,
+    tmp_path: Path,
+    baseline: list[tuple],
+    stop: Stop,
+    *options: str,
+    artifacts: str | None = None,
 ) -> None:
-    """Run the study, `stop` the run after trial 0's checkpoint of epoch 2, then resume it."""
+    """Run the study, `stop` the run after trial 0's checkpoint of epoch 2, then resume it;
+    the checkpoints go to `artifacts` (default: a folder in `tmp_path`)."""
     study = tmp_path / "killed.toml"
     study.write_text(STUDY)
-    artifacts = tmp_path / "artifacts"
+    artifacts = artifacts or str(tmp_path / "artifacts")
     victim_log = tmp_path / "victim.log"
     victim = tuner_run(study, url, artifacts, victim_log, *options)
     engine = sqlalchemy.create_engine(url)

@@ -57,7 +57,8 @@ ArtifactsOption = Annotated[
     str | None,
     typer.Option(
         "--artifacts",
-        help="Where trials keep checkpoints and best weights: a folder or s3://BUCKET. "
+        help="Where trials keep checkpoints and best weights: a folder or s3://BUCKET "
+        "(an existing bucket; needs boto3: pip install 'tuner[s3]'). "
         "Default: $TUNER_ARTIFACTS, else next to a SQLite or journal file (tuner.db.artifacts), "
         "else under the user's cache folder.",
     ),

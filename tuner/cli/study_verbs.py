@@ -246,13 +246,18 @@ def status(
     their checkpoints and kept weights take."""
     from tuner.search.checkpoints import space_used
     from tuner.storage import resolve_storage_url, settle_stale_trials
-    from tuner.storage.artifacts import open_artifacts, resolve_artifacts
+    from tuner.storage.artifacts import open_artifacts, resolve_artifacts, store_errors
 
     stored = load_stored_study(study_name(study, studies), storage)
     settle_stale_trials(stored)  # a dead worker's trial shows as failed, its retry queued
     views.print_status(console(), stored)
     location = resolve_artifacts(artifacts, resolve_storage_url(storage))
-    used = space_used(open_artifacts(location, create=False), stored)
+    try:
+        used: int | str = space_used(open_artifacts(location, create=False), stored)
+    except TunerError as exc:  # a bucket not reachable from here: the trials still show
+        used = str(exc)
+    except store_errors() as exc:
+        used = f"{location}: {exc}"
     views.print_artifacts_space(console(), location, used)
 
 

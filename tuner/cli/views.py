@@ -98,12 +98,13 @@ def print_status(console: Console, study: optuna.Study) -> None:
         console.print(table)
 
 
-def print_artifacts_space(console: Console, location: str, used: int | None) -> None:
-    """One line: what the study's checkpoints and kept weights take, and where."""
-    if used is None:
-        size = "size not measured (a bucket)"
-    else:
-        size = f"{used / 1e6:.1f} MB" if used >= 100_000 else f"{used / 1e3:.1f} kB"
+def print_artifacts_space(console: Console, location: str, used: int | str) -> None:
+    """One line: what the study's checkpoints and kept weights take, and where; `used` is
+    bytes, or why the store could not be measured."""
+    if isinstance(used, str):
+        console.print(f"checkpoints and kept weights: not measured ({used})", markup=False)
+        return
+    size = f"{used / 1e6:.1f} MB" if used >= 100_000 else f"{used / 1e3:.1f} kB"
     console.print(f"checkpoints and kept weights: {size} in {location}")
 
 

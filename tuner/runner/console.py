@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 # Off a terminal (a log file, a pipe, CI) lines are not wrapped: a log reader or grep wants
 # `storage sqlite:///tuner.db` on one line, not cut at rich's default of 80 columns.
 UNWRAPPED_WIDTH = 10_000
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer")
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -38,6 +39,12 @@ def configure_logging(level: int) -> None:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
     optuna.logging.set_verbosity(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    # boto3 (an s3:// artifact store) logs at INFO where it found its endpoint and
+    # credentials, on every command: only its warnings are news (all of it in debug mode).
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )
 
 
 @contextmanager

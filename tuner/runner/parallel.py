@@ -110,6 +110,7 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     from tuner.engine import pick_device
     from tuner.search.study import open_study
     from tuner.storage import check_local_workers, mask_url, open_storage
+    from tuner.storage.artifacts import open_artifacts
 
     started = time.monotonic()
     spec = settings.load_spec()
@@ -121,6 +122,9 @@ def run_parallel(settings: RunSettings, console: Console) -> RunSummary:
     per_device = settings.jobs_per_device
     count = per_device * len(devices) if per_device else settings.workers
     check_local_workers(settings.storage, count)
+    if settings.artifacts is not None:
+        # A bucket that is not there: once, not in every worker (a folder: they make it).
+        open_artifacts(settings.artifacts, create=False)
     # Decode the dataset into the cache and create the study once, before the workers race.
     load_dataset(spec.dataset.name, settings.data_dir, settings.cache_dir)
     study = open_study(

@@ -28,7 +28,7 @@ from tuner.search.objective import TrialHooks, make_objective
 from tuner.search.schedule import RunSchedule, choose_sampler, study_schedule
 from tuner.search.study import open_study, run_trials
 from tuner.storage import mask_url
-from tuner.storage.artifacts import Artifacts, open_artifacts
+from tuner.storage.artifacts import open_artifacts
 
 if TYPE_CHECKING:
     import optuna
@@ -66,8 +66,13 @@ def run_worker(settings: RunSettings, console: Console) -> RunSummary:
         device, data = _load(spec, settings)
         # Other `tuner run` processes on this machine: a share of the cores, before each trial.
         share_cores = None if settings.slot is not None else host.share_cores(settings.cache_dir)
+        # A bucket that is not there stops the run before the study is created; a folder is
+        # made once the storage has proved usable (by default it sits next to the database).
+        store = None if settings.artifacts is None else open_artifacts(settings.artifacts, False)
         study = _open(spec, settings)
-        artifacts = _artifacts(study, settings)
+        artifacts = None if store is None else store.made()
+        if artifacts is not None:
+            requeue_budget_cut(study)  # what a budget cut left resumes first
         schedule = study_schedule(spec, len(data.train_labels), budget)
         plan = None
         if budget is not None:
@@ -163,15 +168,6 @@ def _open(spec: StudySpec, settings: RunSettings) -> optuna.Study:
         seed_offset=seed_offset,
         force=settings.force,
     )
-
-
-def _artifacts(study: optuna.Study, settings: RunSettings) -> Artifacts | None:
-    """The run's artifact store, with the trials a budget cut queued again to resume first."""
-    if settings.artifacts is None:
-        return None
-    artifacts = open_artifacts(settings.artifacts)
-    requeue_budget_cut(study)
-    return artifacts
 
 
 def _run(

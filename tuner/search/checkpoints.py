@@ -37,7 +37,7 @@ from safetensors.torch import save as save_tensors
 from tuner import attrs
 from tuner.engine.checkpoint import DamagedCheckpoint, Tensors, TrainingState, from_bytes, to_bytes
 from tuner.errors import TunerError
-from tuner.storage.artifacts import Artifacts
+from tuner.storage.artifacts import Artifacts, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,13 @@ class TrialCheckpoints:
         self.last_saved = time.monotonic()
 
     def resume(self) -> tuple[TrainingState, int] | None:
-        """The checkpoint to continue from and the seed it was trained with; None: none."""
-        state = load_checkpoint(self.artifacts, self.trial, self.identity)
+        """The checkpoint to continue from and the seed it was trained with; None: none, or
+        a store that cannot give it (one warning: the trial trains from epoch 1)."""
+        try:
+            state = load_checkpoint(self.artifacts, self.trial, self.identity)
+        except store_errors() as exc:
+            self._warn("its checkpoint could not be read", exc, "; training from epoch 1")
+            return None
         if state is None:
             return None
         pointer = _pointer(self.trial, attrs.CHECKPOINT)
@@ -89,20 +94,27 @@ class TrialCheckpoints:
         try:
             save_checkpoint(self.artifacts, self.trial, state, self.identity, self.seed)
             self.last_saved = time.monotonic()
-        except OSError as exc:
-            log.warning(
-                "trial %d: the checkpoint of epoch %d was not saved in %s (%s)",
-                self.trial.number,
-                state.epoch,
-                self.artifacts.location,
-                exc.strerror or exc,
-            )
+        except store_errors() as exc:
+            self._warn(f"the checkpoint of epoch {state.epoch} was not saved", exc)
 
     def drop(self) -> None:
-        drop_checkpoint(self.artifacts, self.trial)
+        try:
+            drop_checkpoint(self.artifacts, self.trial)
+        except store_errors() as exc:
+            self._warn("its checkpoint was not removed", exc)
 
     def keep(self, weights: Tensors, epoch: int) -> None:
-        keep_best_weights(self.artifacts, self.trial, weights, epoch)
+        """Keep the best weights; a store that cannot take them costs `tuner best --model`
+        this trial (one warning), not the trial's result."""
+        try:
+            keep_best_weights(self.artifacts, self.trial, weights, epoch)
+        except store_errors() as exc:
+            self._warn("its best weights were not kept", exc)
+
+    def _warn(self, what: str, exc: Exception, then: str = "") -> None:
+        reason = getattr(exc, "strerror", None) or exc
+        where = self.artifacts.location
+        log.warning("trial %d: %s in %s (%s)%s", self.trial.number, what, where, reason, then)
 
 
 def run_identity(config: dict[str, Any], train_images: int) -> str:
@@ -214,6 +226,7 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
 
     Kept: the checkpoint of every unfinished trial (running, waiting, or cut by a run's
     budget and not yet retried), and the best weights of the `keep_best` best finished trials.
+    A store that cannot be listed or deleted from (a network error) costs one warning.
     """
     trials = study.get_trials(deepcopy=False)
     live = {
@@ -226,12 +239,21 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
         for trial in _ranked(study, trials)[:keep_best]
         if (pointer := _pointer(trial, attrs.BEST_WEIGHTS)) is not None
     }
+    unwanted = {
+        pointer["artifact_id"]
+        for trial in trials
+        for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept))
+        if (pointer := _pointer(trial, key)) is not None and pointer["artifact_id"] not in wanted
+    }
     removed = 0
-    for trial in trials:
-        for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept)):
-            pointer = _pointer(trial, key)
-            if pointer is not None and pointer["artifact_id"] not in wanted:
-                removed += _remove(artifacts, pointer["artifact_id"])
+    try:
+        # Only what is still there: a finished trial's pointer outlives its removed weights.
+        for artifact_id in artifacts.sizes(unwanted):
+            removed += _remove(artifacts, artifact_id)
+    except store_errors() as exc:  # it runs after every trial: a later one removes the rest
+        log.warning(
+            "could not tidy %s (%s); trying again after the next trial", artifacts.location, exc
+        )
     return removed
 
 
@@ -257,8 +279,8 @@ def requeue_budget_cut(study: optuna.Study) -> list[int]:
     return numbers
 
 
-def space_used(artifacts: Artifacts, study: optuna.Study) -> int | None:
-    """Bytes the study's checkpoints and kept weights take; None for a bucket store."""
+def space_used(artifacts: Artifacts, study: optuna.Study) -> int:
+    """Bytes the study's checkpoints and kept weights take, in a folder or a bucket."""
     return artifacts.size(_artifact_ids(study.get_trials(deepcopy=False)))
 
 
