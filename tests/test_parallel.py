@@ -102,7 +102,8 @@ def test_two_worker_processes_share_the_study_and_stop_at_the_total(tmp_path):
     assert f"report: tuner report --study tiny-parallel --storage {url}" in result.stdout
     assert "done: study tiny-parallel reached 6 finished trials" in result.stdout
     ran = re.search(
-        r"this run: ([67]) trials in \S+ \((\d+) complete, (\d+) pruned, 0 failed\)", result.stdout
+        r"this run: ([67]) trials in [^()]+ \((\d+) complete, (\d+) pruned, 0 failed\)",
+        result.stdout,
     )
     assert ran and int(ran[1]) == int(ran[2]) + int(ran[3]), result.stdout
 
