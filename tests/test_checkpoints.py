@@ -97,6 +97,41 @@ def test_a_retried_trial_finds_its_predecessors_last_checkpoint(study, artifacts
     assert load_checkpoint(artifacts, study.ask()) is None  # a new trial has none
 
 
+def test_uploads_a_killed_save_left_behind_go_once_their_trial_is_settled(
+    study, artifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between the new checkpoint's pointer and removing the old file leaves
+    the old file to nobody; tidy removes it once its trial is settled, never the user's."""
+    trial = study.ask()
+    save_checkpoint(artifacts, trial, state(1))
+    own = tmp_path / "notes.txt"
+    own.write_text("the user's own upload")
+    optuna.artifacts.upload_artifact(
+        artifact_store=artifacts.store, file_path=str(own), study_or_trial=trial
+    )
+
+    def killed(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr("tuner.search.checkpoints._remove", killed)
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(artifacts, trial, state(2))
+    assert len(files(artifacts)) == 3
+    assert tidy(artifacts, study) == 0  # the trial still runs: a save may be in flight
+
+    again = retry(study, trial.number)  # the dead worker's trial fails and is retried
+    resumed = load_checkpoint(artifacts, again)
+    assert resumed is not None and resumed.epoch == 2
+    save_checkpoint(artifacts, again, state(3))
+    keep_best_weights(artifacts, again, {"w": torch.ones(2)}, epoch=3)
+    study.tell(again, 0.5)
+    assert tidy(artifacts, study) == 1  # the epoch-1 checkpoint nothing pointed at
+    names = sorted(path.read_bytes()[:40] for path in files(artifacts))
+    assert len(names) == 2 and b"the user's own upload" in names
+    assert load_best_weights(artifacts, study.trials[again.number])[1] == 3
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_damaged_or_missing_checkpoint_is_one_log_line_and_a_restart(
     study, artifacts, caplog: pytest.LogCaptureFixture, damage: str

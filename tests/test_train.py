@@ -220,6 +220,25 @@ def test_bf16_autocast_trains_on_cpu_too_and_unknown_precisions_are_refused() ->
         EngineOptions(precision="fp8")
 
 
+def test_a_stray_nan_in_a_bf16_gradient_does_not_reach_the_weights() -> None:
+    """PyTorch's CPU bf16 depthwise-conv backward sometimes leaves one uninitialised NaN in a
+    weight gradient while the loss is finite; stepped in, every fp32 prediction became NaN.
+    The hook plants such a NaN in every backward pass."""
+    data = quadrant_data()
+    model = new_model(SMALL, data)
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+    def plant_nan(gradient: torch.Tensor) -> torch.Tensor:
+        gradient = gradient.clone()
+        gradient[0, 0, 0, 0] = math.nan
+        return gradient
+
+    first_conv.weight.register_hook(plant_nan)
+    results = list(fit(model, data, SMALL, CPU, EngineOptions(precision="bf16")))
+    assert len(results) == SMALL.max_epochs and results[-1].val_accuracy > 0.9
+    assert all(torch.isfinite(value).all() for value in model.state_dict().values())
+
+
 def test_forward_flops_count_one_images_convolutions_and_matmuls() -> None:
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10)

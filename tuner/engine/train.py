@@ -263,6 +263,8 @@ def fit(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if options.precision == "bf16":
+                    _zero_nonfinite_gradients(model)
                 optimizer.step()
                 # Accumulate on the device: a .item() per step would stall a GPU every batch.
                 total_loss += loss.detach() * len(indices)
@@ -341,6 +343,23 @@ def fit(
     finally:
         if best_state is not None:
             model.load_state_dict(best_state)
+
+
+def _zero_nonfinite_gradients(model: nn.Module) -> None:
+    """Set NaN/inf gradient entries to 0 after a backward pass whose loss was finite.
+
+    PyTorch 2.14's CPU bf16 backward of a 5x5 depthwise convolution on a 1x1 feature map (a
+    mobilenet_v3_small stage on 28 px or smaller images) now and then leaves one NaN in the
+    weight gradient, at a kernel tap that only ever meets zero padding: it is uninitialised
+    memory, not a gradient (the loss and every other entry are unchanged, and which run hits it
+    varies). Stepped in, that NaN stays in the weights; the bf16 forward never reads the tap,
+    but an fp32 forward (predict, export) multiplies it by the padding's 0 and every output
+    becomes NaN. A real divergence shows in the loss, which `fit` checks each epoch; the true
+    gradient of a tap that only sees padding is 0.
+    """
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            torch.nan_to_num_(parameter.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _restore(

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KEEP_BEST = 5  # finished trials whose best weights stay in the store
 WEIGHTS_FORMAT = "tuner-weights/1"
+# `optuna.artifacts.upload_artifact` links an upload to its trial by a system attribute with
+# this prefix (its public reader, get_all_artifact_meta, costs a query per trial).
+UPLOAD_LINK_PREFIX = "artifacts:"
+# The endings of the names `save_checkpoint` and `keep_best_weights` give their uploads.
+TUNER_SUFFIXES = (".ckpt", "-best.safetensors")
 
 AnyTrial = optuna.Trial | FrozenTrial
 
@@ -245,6 +250,17 @@ def tidy(artifacts: Artifacts, study: optuna.Study, keep_best: int = DEFAULT_KEE
         for key, wanted in ((attrs.CHECKPOINT, live), (attrs.BEST_WEIGHTS, kept))
         if (pointer := _pointer(trial, key)) is not None and pointer["artifact_id"] not in wanted
     }
+    # A worker killed inside a save leaves an upload no pointer names (between the upload and
+    # the pointer, or between the new pointer and removing the old file). Optuna links every
+    # upload to its trial: a settled trial's tuner files that nothing wants are such orphans. A
+    # running trial's may be a save in flight, so they wait until the trial is settled.
+    unwanted |= {
+        artifact_id
+        for trial in trials
+        if trial.state.is_finished()
+        for artifact_id in _linked_uploads(trial)
+        if artifact_id not in live and artifact_id not in kept
+    }
     removed = 0
     try:
         # Only what is still there: a finished trial's pointer outlives its removed weights.
@@ -312,6 +328,23 @@ def _artifact_ids(trials: Iterable[FrozenTrial]) -> set[str]:
         for key in (attrs.CHECKPOINT, attrs.BEST_WEIGHTS)
         if (pointer := _pointer(trial, key)) is not None
     }
+
+
+def _linked_uploads(trial: FrozenTrial) -> list[str]:
+    """The ids of the checkpoints and weights tuner uploaded for `trial`, from the links
+    `upload_artifact` records in its system attributes (other uploads are the user's)."""
+    ids = []
+    for key, value in trial.system_attrs.items():
+        if not key.startswith(UPLOAD_LINK_PREFIX) or not isinstance(value, str):
+            continue
+        try:
+            meta = json.loads(value)
+        except json.JSONDecodeError:
+            continue
+        filename = meta.get("filename", "") if isinstance(meta, dict) else ""
+        if filename.startswith("trial-") and filename.endswith(TUNER_SUFFIXES):
+            ids.append(meta["artifact_id"])
+    return ids
 
 
 def _pointer(trial: AnyTrial, key: str) -> dict[str, Any] | None:
