@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import logging
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,29 @@ def test_uploads_a_killed_save_left_behind_go_once_their_trial_is_settled(
     names = sorted(path.read_bytes()[:40] for path in files(artifacts))
     assert len(names) == 2 and b"the user's own upload" in names
     assert load_best_weights(artifacts, study.trials[again.number])[1] == 3
+
+
+def test_a_just_failed_trial_keeps_its_checkpoint_for_the_retry_being_queued(
+    study, artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna fails a dead worker's trial, then queues its retry: a tidy in between (another
+    worker's trial ending) leaves the checkpoint; long after, with no retry, it goes."""
+    trial = study.ask()
+    save_checkpoint(artifacts, trial, state(2))
+    study.tell(trial, state=TrialState.FAIL)
+    assert tidy(artifacts, study) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, study.trials[trial.number])
+    again = study.ask()
+    assert load_checkpoint(artifacts, again).epoch == 2
+
+    lost = study.ask()
+    save_checkpoint(artifacts, lost, state(1))
+    study.tell(lost, state=TrialState.FAIL)  # its worker died before queueing a retry
+    monkeypatch.setattr("tuner.search.checkpoints.FAILED_TRIAL_GRACE", timedelta(0))
+    assert tidy(artifacts, study) == 1
+    assert load_checkpoint(artifacts, again).epoch == 2  # the retry's is live
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])

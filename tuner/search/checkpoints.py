@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ from tuner.storage.artifacts import Artifacts, store_errors
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP_BEST = 5  # finished trials whose best weights stay in the store
+# How long a failed trial keeps its checkpoint for the retry being queued (Optuna stores
+# datetime_complete as naive local time, as datetime.now() gives it).
+FAILED_TRIAL_GRACE = timedelta(minutes=5)
 WEIGHTS_FORMAT = "tuner-weights/1"
 # `optuna.artifacts.upload_artifact` links an upload to its trial by a system attribute with
 # this prefix (its public reader, get_all_artifact_meta, costs a query per trial).
@@ -307,6 +311,11 @@ def _resumable(trial: FrozenTrial) -> bool:
     """Whether a trial may still continue from its checkpoint."""
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return True
+    if trial.state == TrialState.FAIL and trial.datetime_complete is not None:
+        # Optuna's stale check fails a dead worker's trial and then queues its retry, which
+        # takes the pointer over: two steps, not one. In between, another worker's tidy must
+        # not remove what the retry is about to resume from.
+        return datetime.now() - trial.datetime_complete < FAILED_TRIAL_GRACE
     # Cut by a budget: the next run queues it again; cleared once a retry has taken it over.
     return (
         trial.state == TrialState.PRUNED
