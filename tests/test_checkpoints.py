@@ -156,6 +156,35 @@ def test_a_just_failed_trial_keeps_its_checkpoint_for_the_retry_being_queued(
     assert load_checkpoint(artifacts, again).epoch == 2  # the retry's is live
 
 
+def test_a_save_killed_inside_the_write_leaves_nothing_tidy_cannot_find(
+    study, artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is linked to its trial before it is written (optuna-dashboard lists it the
+    same way), so a worker killed once the bytes are stored leaves a file tidy removes."""
+    trial = study.ask()
+    save_checkpoint(artifacts, trial, state(1))
+    write = artifacts.store.write
+
+    def killed_after_writing(artifact_id: str, content) -> None:
+        write(artifact_id, content)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(artifacts.store, "write", killed_after_writing)
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(artifacts, trial, state(2))
+    assert len(files(artifacts)) == 2
+    listed = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+    assert sorted(meta.filename for meta in listed) == [
+        "trial-0-epoch-1.ckpt",
+        "trial-0-epoch-2.ckpt",
+    ]
+    study.tell(trial, state=TrialState.FAIL)  # the dead worker's trial, never retried
+    monkeypatch.setattr("tuner.search.checkpoints.FAILED_TRIAL_GRACE", timedelta(0))
+    assert tidy(artifacts, study) == 2
+    assert files(artifacts) == []
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_damaged_or_missing_checkpoint_is_one_log_line_and_a_restart(
     study, artifacts, caplog: pytest.LogCaptureFixture, damage: str

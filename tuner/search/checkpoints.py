@@ -1,6 +1,6 @@
 """Trials' checkpoints and best weights in the study's artifact store, found through the trial.
 
-Each artifact is uploaded with `optuna.artifacts.upload_artifact` (linked to its trial, shown
+Each artifact is uploaded as `optuna.artifacts.upload_artifact` does it (linked to its trial, shown
 by optuna-dashboard); a trial user attribute points at the one in use: `attrs.CHECKPOINT` at
 the last epoch-end checkpoint of a running trial, `attrs.BEST_WEIGHTS` at the kept weights of a
 finished one. The pointer is set only after the upload is complete and the artifact it
@@ -14,19 +14,20 @@ returns None, and the trial trains from its first epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import logging
-import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import upload_artifact
+from optuna.artifacts import ArtifactMeta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -47,8 +48,8 @@ DEFAULT_KEEP_BEST = 5  # finished trials whose best weights stay in the store
 # datetime_complete as naive local time, as datetime.now() gives it).
 FAILED_TRIAL_GRACE = timedelta(minutes=5)
 WEIGHTS_FORMAT = "tuner-weights/1"
-# `optuna.artifacts.upload_artifact` links an upload to its trial by a system attribute with
-# this prefix (its public reader, get_all_artifact_meta, costs a query per trial).
+# How `optuna.artifacts.upload_artifact` links an upload to its trial (a system attribute;
+# optuna-dashboard lists a trial's files by it). `_upload` writes the same link.
 UPLOAD_LINK_PREFIX = "artifacts:"
 # The endings of the names `save_checkpoint` and `keep_best_weights` give their uploads.
 TUNER_SUFFIXES = (".ckpt", "-best.safetensors")
@@ -365,13 +366,25 @@ def _pointer(trial: AnyTrial, key: str) -> dict[str, Any] | None:
 
 
 def _upload(artifacts: Artifacts, trial: optuna.Trial, name: str, data: bytes) -> str:
-    """Upload `data` linked to `trial` (upload_artifact reads a file: it goes through one)."""
-    with tempfile.TemporaryDirectory(prefix="tuner-artifact-") as folder:
-        path = Path(folder) / name
-        path.write_bytes(data)
-        return upload_artifact(
-            artifact_store=artifacts.store, file_path=str(path), study_or_trial=trial
-        )
+    """Upload `data` linked to `trial`, as `upload_artifact` does but link first.
+
+    `upload_artifact` writes the file, then links it to the trial: a worker killed between
+    the two (the write is the slow part, so a kill lands there) leaves a file that nothing
+    names and `tidy` can never find. Linked first, a kill leaves at worst a link to a file
+    that is missing or complete, and `tidy` removes it once the trial is settled.
+    """
+    artifact_id = str(uuid.uuid4())
+    meta = ArtifactMeta(
+        artifact_id=artifact_id,
+        filename=name,
+        mimetype="application/octet-stream",
+        encoding=None,
+    )
+    trial.storage.set_trial_system_attr(
+        trial._trial_id, UPLOAD_LINK_PREFIX + artifact_id, json.dumps(dataclasses.asdict(meta))
+    )
+    artifacts.store.write(artifact_id, io.BytesIO(data))
+    return artifact_id
 
 
 def _read(artifacts: Artifacts, artifact_id: str) -> bytes:
