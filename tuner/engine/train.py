@@ -346,7 +346,7 @@ def fit(
 
 
 def _zero_nonfinite_gradients(model: nn.Module) -> None:
-    """Set NaN/inf gradient entries to 0 after a backward pass whose loss was finite.
+    """Set NaN/inf gradient entries to 0 before a bf16 optimizer step.
 
     PyTorch 2.14's CPU bf16 backward of a 5x5 depthwise convolution on a 1x1 feature map (a
     mobilenet_v3_small stage on 28 px or smaller images) now and then leaves one NaN in the

@@ -342,7 +342,8 @@ def _artifact_ids(trials: Iterable[FrozenTrial]) -> set[str]:
 
 def _linked_uploads(trial: FrozenTrial) -> list[str]:
     """The ids of the checkpoints and weights tuner uploaded for `trial`, from the links
-    `upload_artifact` records in its system attributes (other uploads are the user's)."""
+    `_upload` (and, before it, `upload_artifact`) recorded in its system attributes; other
+    uploads are the user's."""
     ids = []
     for key, value in trial.system_attrs.items():
         if not key.startswith(UPLOAD_LINK_PREFIX) or not isinstance(value, str):
